@@ -1,0 +1,242 @@
+"""Typed values passed between the flow, its tasks and the blocks."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from core.errors import InvalidRequest
+
+# GitHub's rule for repository names, which the local host follows too so that a
+# request publishes under the same name wherever it goes.
+_REPO_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+_FILLER_WORDS = frozenset(
+    {
+        "a",
+        "an",
+        "the",
+        "me",
+        "us",
+        "my",
+        "our",
+        "please",
+        "build",
+        "make",
+        "create",
+        "write",
+        "generate",
+        "give",
+        "i",
+        "want",
+        "need",
+        "that",
+        "which",
+        "with",
+        "for",
+        "to",
+        "of",
+        "and",
+        "simple",
+        "small",
+        "little",
+        "new",
+    }
+)
+_MAX_DERIVED_WORDS = 4
+
+
+def check_app_name(name: str) -> str:
+    """Return ``name`` if a Git host accepts it as a repository name, else raise."""
+    if not _REPO_NAME.fullmatch(name) or name.startswith(".") or name.lower().endswith(".git"):
+        raise InvalidRequest(
+            f"app name {name!r} is not a safe repository name: use 1-100 letters, digits, "
+            "'-', '_' or '.', not starting with '.' and not ending in '.git' "
+            "(for example 'counter-app')"
+        )
+    return name
+
+
+def derive_app_name(prompt: str) -> str:
+    """A short, safe repository name from a prompt: 'Build me a counter app' → 'counter-app'."""
+    words = re.findall(r"[a-z0-9]+", prompt.lower())
+    meaningful = [word for word in words if word not in _FILLER_WORDS] or words
+    name = "-".join(meaningful[:_MAX_DERIVED_WORDS])[:60].strip("-")
+    return name or "app"
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PublishRequest(Frozen):
+    """One user request, validated: what the flow is asked to build."""
+
+    request_id: int = Field(gt=0)
+    prompt: str
+    app_name: str
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, prompt: str) -> str:
+        if not prompt.strip():
+            raise InvalidRequest("the prompt is empty: describe the app to build")
+        return prompt
+
+    @field_validator("app_name")
+    @classmethod
+    def _safe_name(cls, app_name: str) -> str:
+        return check_app_name(app_name)
+
+
+class GenerationSpec(Frozen):
+    """Everything that decides what the generator writes; the cache key of a generation."""
+
+    request_id: int
+    prompt: str
+    agent: Literal["template", "command", "claude"]
+    agent_command: str | None = None
+
+
+class ArtifactRef(Frozen):
+    """Where a finished generation left the app: a directory, or (on AWS) an S3 object."""
+
+    kind: Literal["volume", "s3"]
+    location: str
+
+
+class GeneratorRun(Frozen):
+    """A finished, successful generation."""
+
+    request_id: int
+    artifact: ArtifactRef
+    duration_seconds: float
+    log_tail: list[str] = Field(default_factory=list)
+
+
+class SourceTree(Frozen):
+    """A readable copy of the generated app; ``temporary`` ones are removed after use."""
+
+    path: Path
+    temporary: bool
+
+
+ExclusionKind = Literal["ignored", "outside-link", "special-file", "too-large"]
+
+
+class ExcludedPath(Frozen):
+    """A path left out of the repository, and why. ``size`` is None for directories,
+    which are skipped without being walked."""
+
+    path: str
+    kind: ExclusionKind
+    detail: str
+    size: int | None = None
+
+
+class StagedTree(Frozen):
+    """The filtered copy of the app that will be committed."""
+
+    path: Path
+    kept_files: int
+    kept_links: int
+    kept_bytes: int
+    excluded: list[ExcludedPath]
+
+    @property
+    def excluded_bytes(self) -> int:
+        """Bytes of the excluded files; excluded directories are not walked, so not counted."""
+        return sum(item.size or 0 for item in self.excluded)
+
+    def largest_excluded(self, count: int = 10) -> list[ExcludedPath]:
+        """Excluded directories first (their size is unknown), then files by size."""
+        return sorted(
+            self.excluded, key=lambda item: (item.size is not None, -(item.size or 0), item.path)
+        )[:count]
+
+    def skipped(self) -> list[ExcludedPath]:
+        """Paths left out for safety or size rather than by an ignore rule."""
+        return [item for item in self.excluded if item.kind != "ignored"]
+
+
+class DeployFiles(Frozen):
+    """What render_deploy_files found and wrote."""
+
+    framework: str
+    internal_port: int
+    written: list[str]
+    kept_from_generator: list[str]
+
+
+class RemoteRepository(Frozen):
+    """A repository on a Git host. ``url`` is for people and the database;
+    ``push_url`` is what git talks to. Neither ever carries a credential."""
+
+    name: str
+    url: str
+    push_url: str
+
+
+class PublishedRepo(Frozen):
+    """The repository a request was published to, and the commit now on ``main``."""
+
+    name: str
+    url: str
+    commit_sha: str
+    new_commit: bool
+
+
+class CommitAuthor(Frozen):
+    name: str
+    email: str
+
+
+class RequestStatus(StrEnum):
+    PENDING = "pending"
+    GENERATING = "generating"
+    PUBLISHING = "publishing"
+    PUBLISHED = "published"
+    FAILED = "failed"
+
+
+class RequestRecord(BaseModel):
+    """One row of the requests table, as the CLI and the flow see it."""
+
+    request_id: int
+    prompt: str
+    app_name: str | None = None
+    status: RequestStatus
+    repo_url: str | None = None
+    commit_sha: str | None = None
+    flow_run_id: str | None = None
+    error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class RequestUpdate(Frozen):
+    """A change to a request's row; fields left unset are not touched."""
+
+    request_id: int
+    status: RequestStatus
+    prompt: str | None = None
+    app_name: str | None = None
+    repo_url: str | None = None
+    commit_sha: str | None = None
+    flow_run_id: str | None = None
+    error: str | None = None
+
+
+class PublishOutcome(Frozen):
+    """What ``generate_and_publish`` returns, and what ``appgen publish --json`` prints."""
+
+    request_id: int
+    status: RequestStatus
+    app_name: str | None = None
+    repo_url: str | None = None
+    commit_sha: str | None = None
+    error: str | None = None

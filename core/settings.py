@@ -1,0 +1,91 @@
+"""Settings: environment variables with the ``APPGEN_`` prefix, then ``.env``, then defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.excludes import MAX_FILE_BYTES
+
+GeneratorKind = Literal["process", "docker", "ecs"]
+AgentKind = Literal["template", "command", "claude"]
+GitHostKind = Literal["local", "github"]
+
+
+class Settings(BaseSettings):
+    """Everything the orchestrator reads from its environment.
+
+    Paths left unset are derived from ``home`` so that one variable
+    (``APPGEN_HOME``) moves the whole embedded setup.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="APPGEN_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    home: Path = Field(
+        default=Path("~/.appgen"),
+        description="Root of the embedded defaults: workspace/, repos/ and the SQLite DB.",
+    )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URL; defaults to sqlite:///$APPGEN_HOME/appgen.db.",
+    )
+    generator: GeneratorKind = Field(default="process", description="Where the generator runs.")
+    generator_timeout: float = Field(
+        default=1800.0, gt=0, description="Seconds before a generation is killed."
+    )
+    agent: AgentKind = Field(default="template", description="The coding agent to run.")
+    agent_command: str | None = Field(
+        default=None, description="Shell command run by the `command` agent in the app dir."
+    )
+    agent_env: list[str] = Field(
+        default_factory=list,
+        description="Extra environment variable names passed through to the generator "
+        "(for example an agent's API key). Nothing else of the orchestrator's "
+        "environment reaches it.",
+    )
+    git_host: GitHostKind = Field(default="local", description="Where repositories live.")
+    git_root: Path | None = Field(
+        default=None, description="Directory of bare repositories for the local Git host."
+    )
+    git_author_name: str = Field(default="appgen", description="Author of published commits.")
+    git_author_email: str = Field(
+        default="appgen@localhost", description="Author e-mail of published commits."
+    )
+    fly_region: str = Field(default="iad", description="primary_region written to fly.toml.")
+    max_file_bytes: int = Field(
+        default=MAX_FILE_BYTES,
+        gt=0,
+        description="Files larger than this are left out of the repository "
+        "(GitHub refuses files over 100 MB).",
+    )
+
+    @field_validator("home", "git_root")
+    @classmethod
+    def _expand_user(cls, value: Path | None) -> Path | None:
+        return value.expanduser().absolute() if value is not None else None
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Settings:
+        if self.git_root is None:
+            self.git_root = self.home / "repos"
+        if self.database_url is None:
+            self.database_url = SecretStr(f"sqlite:///{self.home / 'appgen.db'}")
+        if self.agent == "command" and not self.agent_command:
+            raise ValueError(
+                "APPGEN_AGENT=command needs APPGEN_AGENT_COMMAND: the shell command that "
+                "writes the app (it runs with the app directory as its working directory)"
+            )
+        return self
+
+    @property
+    def workspace(self) -> Path:
+        """Shared workspace: the generator writes ``workspace/{id}/app``."""
+        return self.home / "workspace"

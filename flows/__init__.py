@@ -1,0 +1,1 @@
+"""The flows: the whole pipeline, readable top to bottom."""

@@ -1,0 +1,105 @@
+"""generate_and_publish: a prompt in, a published repository and a database row out.
+
+    register → run_generator → fetch_artifact → filtered_stage → render_deploy_files
+             → git_push → update_db
+
+run_generator is cached on its inputs, so running the same request again after a
+failed publish redoes only the cheap steps.
+"""
+
+from __future__ import annotations
+
+import shutil
+from contextlib import ExitStack
+from pathlib import Path
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from blocks import defaults
+from core.errors import describe
+from core.models import (
+    CommitAuthor,
+    GenerationSpec,
+    PublishOutcome,
+    RequestStatus,
+    RequestUpdate,
+)
+from core.settings import Settings
+from tasks.fetch_artifact import fetch_artifact
+from tasks.filtered_stage import filtered_stage
+from tasks.git_push import git_push
+from tasks.render_deploy_files import render_deploy_files
+from tasks.run_generator import run_generator
+from tasks.update_db import register_request, update_db
+
+
+@flow(name="generate-and-publish")
+def generate_and_publish(
+    prompt: str,
+    request_id: int | None = None,
+    app_name: str | None = None,
+    regenerate: bool = False,
+) -> PublishOutcome:
+    """Generate the app a prompt asks for and publish it as a Git repository.
+
+    Args:
+        prompt: what the app should be.
+        request_id: the request to (re)publish; a new one is assigned when omitted.
+        app_name: repository and Fly app name; derived from the prompt when omitted.
+        regenerate: run the generator again even if this request was generated before.
+    """
+    settings = Settings()
+    database = defaults.database(settings)
+    request = register_request(database, prompt, request_id, app_name, flow_run.id)
+    rid = request.request_id
+    try:
+        update_db(database, RequestUpdate(request_id=rid, status=RequestStatus.GENERATING))
+        spec = GenerationSpec(
+            request_id=rid,
+            prompt=request.prompt,
+            agent=settings.agent,
+            agent_command=settings.agent_command,
+        )
+        generator = run_generator.with_options(refresh_cache=regenerate)
+        generation = generator(spec, defaults.generator(settings))
+        update_db(database, RequestUpdate(request_id=rid, status=RequestStatus.PUBLISHING))
+        with ExitStack() as temporary:
+            source = fetch_artifact(generation, defaults.artifact_store(settings))
+            if source.temporary:
+                temporary.callback(_remove, source.path)
+            staged = filtered_stage(source.path, settings.max_file_bytes)
+            temporary.callback(_remove, staged.path)
+            render_deploy_files(staged, request.app_name, settings.fly_region)
+            author = CommitAuthor(name=settings.git_author_name, email=settings.git_author_email)
+            published = git_push(staged, request, defaults.git_host(settings), author)
+        update_db(
+            database,
+            RequestUpdate(
+                request_id=rid,
+                status=RequestStatus.PUBLISHED,
+                repo_url=published.url,
+                commit_sha=published.commit_sha,
+            ),
+        )
+    except Exception as exc:
+        failed = RequestUpdate(request_id=rid, status=RequestStatus.FAILED, error=describe(exc))
+        update_db(database, failed)
+        raise
+    return PublishOutcome(
+        request_id=rid,
+        status=RequestStatus.PUBLISHED,
+        app_name=request.app_name,
+        repo_url=published.url,
+        commit_sha=published.commit_sha,
+    )
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(generate_and_publish(" ".join(sys.argv[1:]) or "a counter app").model_dump_json())

@@ -1,0 +1,55 @@
+"""Command line of the generator: ``python -m generator [--agent NAME] ...``.
+
+Every option falls back to the environment variable the orchestrator sets
+(``APPGEN_REQUEST_ID``, ``APPGEN_PROMPT``, ``APPGEN_APP_DIR``, ``APPGEN_AGENT``,
+``APPGEN_AGENT_COMMAND``), so a container needs no command-line overrides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from generator.agents import AGENTS, AgentError
+
+
+def _parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(prog="python -m generator", description=__doc__)
+    parser.add_argument("--request-id", default=env("APPGEN_REQUEST_ID"))
+    parser.add_argument("--prompt", default=env("APPGEN_PROMPT"))
+    parser.add_argument("--app-dir", type=Path, default=env("APPGEN_APP_DIR"))
+    parser.add_argument("--agent", choices=sorted(AGENTS), default=env("APPGEN_AGENT", "template"))
+    parser.add_argument("--agent-command", default=env("APPGEN_AGENT_COMMAND"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    missing = [name for name in ("request_id", "prompt", "app_dir") if not getattr(args, name)]
+    if missing:
+        parser.error("missing " + ", ".join("--" + name.replace("_", "-") for name in missing))
+    app_dir = Path(args.app_dir).absolute()
+    app_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    print(f"generator: request {args.request_id}: agent {args.agent!r} in {app_dir}", flush=True)
+    try:
+        AGENTS[args.agent](
+            request_id=str(args.request_id),
+            prompt=args.prompt,
+            app_dir=app_dir,
+            command=args.agent_command,
+        )
+    except AgentError as exc:
+        print(f"generator: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    print(f"generator: done in {time.monotonic() - started:.1f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The coding agents the generator can run. Each writes an app into ``app_dir`` or
+raises ``AgentError`` with a message that says what went wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Protocol
+
+from generator import template
+
+
+class AgentError(Exception):
+    """The agent did not produce an app; the message is printed on stderr."""
+
+
+class Agent(Protocol):
+    def __call__(
+        self, *, request_id: str, prompt: str, app_dir: Path, command: str | None
+    ) -> None: ...
+
+
+def run_template(*, request_id: str, prompt: str, app_dir: Path, command: str | None) -> None:
+    """Offline scaffold: a small Express app named after the prompt."""
+    for relative in template.write_app(prompt, app_dir):
+        print(f"template: wrote {relative}", flush=True)
+
+
+def run_command(*, request_id: str, prompt: str, app_dir: Path, command: str | None) -> None:
+    """Run ``APPGEN_AGENT_COMMAND`` through the shell in the app directory."""
+    if not command:
+        raise AgentError("the 'command' agent needs APPGEN_AGENT_COMMAND (a shell command)")
+    env = os.environ | {
+        "APPGEN_REQUEST_ID": request_id,
+        "APPGEN_PROMPT": prompt,
+        "APPGEN_APP_DIR": str(app_dir),
+    }
+    _stream(["/bin/sh", "-c", command], cwd=app_dir, env=env, what=f"agent command {command!r}")
+
+
+_CLAUDE_KEYS = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN")
+_CLAUDE_INSTRUCTIONS = (
+    "You are writing a complete, runnable web application in the current directory. "
+    "Include a package.json (or requirements.txt) with a start command, a README.md and "
+    "a .gitignore. Do not run git. The app must listen on the port in $PORT."
+)
+
+
+def run_claude(*, request_id: str, prompt: str, app_dir: Path, command: str | None) -> None:
+    """Run the Claude Code CLI non-interactively on the prompt, streaming its progress."""
+    executable = shutil.which("claude")
+    if executable is None:
+        raise AgentError(
+            "the Claude Code CLI ('claude') is not on PATH: install it with "
+            "'npm install -g @anthropic-ai/claude-code' in the generator image"
+        )
+    if not any(os.environ.get(key) for key in _CLAUDE_KEYS):
+        raise AgentError(
+            "the claude agent needs ANTHROPIC_API_KEY (or CLAUDE_CODE_OAUTH_TOKEN) in its "
+            "environment: set it for the orchestrator and list it in APPGEN_AGENT_ENV"
+        )
+    argv = [
+        executable,
+        "-p",
+        prompt,
+        "--append-system-prompt",
+        _CLAUDE_INSTRUCTIONS,
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--permission-mode",
+        "bypassPermissions",
+    ]
+    _stream(argv, cwd=app_dir, env=dict(os.environ), what="claude", render=_render_claude_event)
+
+
+def _render_claude_event(line: str) -> Iterable[str]:
+    """Turn one stream-json event into readable lines; other output passes through."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        yield line
+        return
+    if not isinstance(event, dict):
+        yield line
+        return
+    if event.get("type") == "assistant":
+        for block in event.get("message", {}).get("content", []):
+            if block.get("type") == "text" and block.get("text", "").strip():
+                yield f"claude: {block['text'].strip()}"
+            elif block.get("type") == "tool_use":
+                target = block.get("input", {}).get("file_path") or ""
+                yield f"claude: [{block.get('name')}] {target}".rstrip()
+    elif event.get("type") == "result":
+        if event.get("is_error"):
+            raise AgentError(f"claude reported an error: {event.get('result') or event}")
+        yield f"claude: finished after {event.get('num_turns', '?')} turns"
+
+
+def _stream(
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    what: str,
+    render: Callable[[str], Iterable[str]] = lambda line: (line,),
+) -> None:
+    """Run argv, printing each output line as it comes; raise if it exits non-zero."""
+    with subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        bufsize=1,
+    ) as process:
+        assert process.stdout is not None
+        try:
+            for line in process.stdout:
+                for shown in render(line.rstrip("\n")):
+                    print(shown, flush=True)
+        except AgentError:
+            process.kill()
+            raise
+    if process.returncode != 0:
+        raise AgentError(f"{what} exited with code {process.returncode}")
+
+
+AGENTS: dict[str, Agent] = {
+    "template": run_template,
+    "command": run_command,
+    "claude": run_claude,
+}

@@ -1,0 +1,123 @@
+"""git_push: commit the staged tree on top of the repository's history and push ``main``.
+
+The same request always maps to the same repository (the host decides the name);
+an unchanged tree makes no new commit; a remote that moved on is never force-pushed.
+git runs with the user's global and system configuration switched off, and the
+host's credentials arrive through ``GIT_CONFIG_*`` variables, never a URL or a file.
+"""
+
+from __future__ import annotations
+
+import os
+
+import git
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from blocks.git_hosts import GitHost
+from core.errors import PublishError
+from core.models import CommitAuthor, PublishedRepo, PublishRequest, RemoteRepository, StagedTree
+
+_BASE_CONFIG = {
+    "gc.auto": "0",  # no detached `git gc` left running in a temp dir we delete
+    "commit.gpgSign": "false",
+    "credential.helper": "",
+    "core.hooksPath": os.devnull,
+}
+_MAX_MESSAGE_PROMPT = 2000
+
+
+def git_environment(config: dict[str, str], author: CommitAuthor) -> dict[str, str]:
+    env = {
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_AUTHOR_NAME": author.name,
+        "GIT_AUTHOR_EMAIL": author.email,
+        "GIT_COMMITTER_NAME": author.name,
+        "GIT_COMMITTER_EMAIL": author.email,
+        "GIT_CONFIG_COUNT": str(len(config)),
+    }
+    for index, (key, value) in enumerate(config.items()):
+        env[f"GIT_CONFIG_KEY_{index}"] = key
+        env[f"GIT_CONFIG_VALUE_{index}"] = value
+    return env
+
+
+def commit_and_push(
+    staged: StagedTree,
+    remote: RemoteRepository,
+    *,
+    message: str,
+    author: CommitAuthor,
+    host_config: dict[str, str],
+) -> PublishedRepo:
+    """Commit the staged tree as the next commit of ``remote``'s main and push it."""
+    repo = git.Repo.init(staged.path, initial_branch="main")
+    with repo.git.custom_environment(**git_environment(_BASE_CONFIG | host_config, author)):
+        run = _Git(repo, remote)
+        run("remote", "add", "origin", remote.push_url)
+        parent = run("ls-remote", "--heads", "origin", "refs/heads/main").split("\t")[0] or None
+        if parent:
+            run("fetch", "--quiet", "--depth=1", "origin", "refs/heads/main")
+            run("update-ref", "refs/heads/main", "FETCH_HEAD")
+        run("add", "--all", "--force", ".")  # the staged tree is exactly what we publish
+        if parent and not repo.is_dirty(index=True, working_tree=False):
+            return PublishedRepo(
+                name=remote.name, url=remote.url, commit_sha=parent, new_commit=False
+            )
+        run("commit", "--quiet", "--no-verify", "-m", message)
+        run("push", "--quiet", "origin", "refs/heads/main:refs/heads/main")
+        return PublishedRepo(
+            name=remote.name, url=remote.url, commit_sha=repo.head.commit.hexsha, new_commit=True
+        )
+
+
+class _Git:
+    """Runs one git command, turning a failure into a PublishError without echoing
+    the environment (where credentials are)."""
+
+    def __init__(self, repo: git.Repo, remote: RemoteRepository) -> None:
+        self._repo = repo
+        self._remote = remote
+
+    def __call__(self, *args: str) -> str:
+        try:
+            return self._repo.git.execute(["git", *args])
+        except git.GitCommandError as exc:
+            detail = (exc.stderr or "").strip().removeprefix("stderr: ").strip("'\n ")
+            hint = (
+                " appgen never force-pushes: if main moved on since it was fetched, run the "
+                "publish again to land on top of it."
+                if args[0] == "push"
+                else ""
+            )
+            raise PublishError(
+                f"git {args[0]} for {self._remote.url} failed: {detail or 'no output'}.{hint}"
+            ) from exc
+
+
+@task(cache_policy=NO_CACHE)
+def git_push(
+    staged: StagedTree, request: PublishRequest, host: GitHost, author: CommitAuthor
+) -> PublishedRepo:
+    """Create the request's repository if needed, commit the staged tree, push main."""
+    logger = get_run_logger()
+    remote = host.ensure_repository(request.app_name, request.request_id)
+    prompt = request.prompt.strip()[:_MAX_MESSAGE_PROMPT]
+    published = commit_and_push(
+        staged,
+        remote,
+        message=f"Publish request {request.request_id}: {remote.name}\n\n{prompt}\n",
+        author=author,
+        host_config=host.git_config(),
+    )
+    if published.new_commit:
+        logger.info("pushed %s to %s", published.commit_sha[:12], published.url)
+    else:
+        logger.info(
+            "%s already holds this tree at %s; nothing to push",
+            published.url,
+            published.commit_sha[:12],
+        )
+    return published
