@@ -104,6 +104,14 @@ class Database(Block):
             row = session.get(RequestRow, request_id)
             return _record(row) if row else None
 
+    def find_by_flow_run(self, flow_run_id: str) -> RequestRecord | None:
+        """The request a flow run is (or was last) working on."""
+        with self._session() as session:
+            row = session.scalars(
+                sa.select(RequestRow).where(RequestRow.flow_run_id == flow_run_id)
+            ).first()
+            return _record(row) if row else None
+
     def all(self) -> list[RequestRecord]:
         with self._session() as session:
             rows = session.scalars(sa.select(RequestRow).order_by(RequestRow.request_id))
@@ -116,26 +124,36 @@ class Database(Block):
                 yield session
         except SQLAlchemyError as exc:
             raise DatabaseError(
-                f"database {self._display_url()} failed: {type(exc).__name__}: "
+                f"database {self.display_url()} failed: {type(exc).__name__}: "
                 f"{getattr(exc, 'orig', None) or exc}"
             ) from exc
 
     def _get_engine(self) -> sa.Engine:
         if self._engine is None:
             url = sa.make_url(self.url.get_secret_value())
-            if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-            self._engine = sa.create_engine(url)
             try:
-                _Base.metadata.create_all(self._engine)
-            except SQLAlchemyError as exc:
-                self._engine = None
+                if url.get_backend_name() == "sqlite" and url.database not in (
+                    None,
+                    "",
+                    ":memory:",
+                ):
+                    Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+                engine = sa.create_engine(url)
+                _Base.metadata.create_all(engine)
+            except ModuleNotFoundError as exc:
                 raise DatabaseError(
-                    f"cannot open the database {self._display_url()}: {exc}"
+                    f"the driver for {self.display_url()} is not installed ({exc.name}); "
+                    "for PostgreSQL: pip install 'appgen-orchestrator[postgres]'"
                 ) from exc
+            except (OSError, SQLAlchemyError) as exc:
+                raise DatabaseError(
+                    f"cannot open the database {self.display_url()}: {exc}"
+                ) from exc
+            self._engine = engine
         return self._engine
 
-    def _display_url(self) -> str:
+    def display_url(self) -> str:
+        """The URL with its password masked, for messages."""
         return sa.make_url(self.url.get_secret_value()).render_as_string(hide_password=True)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
@@ -50,6 +50,13 @@ _FILLER_WORDS = frozenset(
 _MAX_DERIVED_WORDS = 4
 
 
+def check_prompt(prompt: str) -> str:
+    """Return ``prompt`` if it asks for something, else raise ``InvalidRequest``."""
+    if not prompt.strip():
+        raise InvalidRequest("the prompt is empty: describe the app to build")
+    return prompt
+
+
 def check_app_name(name: str) -> str:
     """Return ``name`` if a Git host accepts it as a repository name, else raise."""
     if not _REPO_NAME.fullmatch(name) or name.startswith(".") or name.lower().endswith(".git"):
@@ -83,9 +90,7 @@ class PublishRequest(Frozen):
     @field_validator("prompt")
     @classmethod
     def _prompt_not_blank(cls, prompt: str) -> str:
-        if not prompt.strip():
-            raise InvalidRequest("the prompt is empty: describe the app to build")
-        return prompt
+        return check_prompt(prompt)
 
     @field_validator("app_name")
     @classmethod
@@ -216,6 +221,12 @@ class RequestRecord(BaseModel):
     error: str | None = None
     created_at: datetime
     updated_at: datetime
+
+    @field_validator("created_at", "updated_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        # SQLite keeps no time zone; every timestamp we write is UTC.
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class RequestUpdate(Frozen):

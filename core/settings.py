@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     git_author_email: str = Field(
         default="appgen@localhost", description="Author e-mail of published commits."
     )
+    staging_dir: Path | None = Field(
+        default=None,
+        description="Where staged copies are made (default: the system temp dir). A tmpfs "
+        "such as /dev/shm makes staging several times faster on a slow disk.",
+    )
     fly_region: str = Field(default="iad", description="primary_region written to fly.toml.")
     max_file_bytes: int = Field(
         default=MAX_FILE_BYTES,
@@ -67,7 +72,7 @@ class Settings(BaseSettings):
         "(GitHub refuses files over 100 MB).",
     )
 
-    @field_validator("home", "git_root")
+    @field_validator("home", "git_root", "staging_dir")
     @classmethod
     def _expand_user(cls, value: Path | None) -> Path | None:
         return value.expanduser().absolute() if value is not None else None

@@ -68,7 +68,7 @@ def generate_and_publish(
             source = fetch_artifact(generation, defaults.artifact_store(settings))
             if source.temporary:
                 temporary.callback(_remove, source.path)
-            staged = filtered_stage(source.path, settings.max_file_bytes)
+            staged = filtered_stage(source.path, settings.max_file_bytes, settings.staging_dir)
             temporary.callback(_remove, staged.path)
             render_deploy_files(staged, request.app_name, settings.fly_region)
             author = CommitAuthor(name=settings.git_author_name, email=settings.git_author_email)

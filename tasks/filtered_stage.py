@@ -196,10 +196,19 @@ def _kind(info: os.stat_result) -> str:
 
 
 @task(cache_policy=NO_CACHE)
-def filtered_stage(source: Path, max_file_bytes: int = MAX_FILE_BYTES) -> StagedTree:
-    """Stage the app in a new temp dir; the caller removes ``StagedTree.path``."""
+def filtered_stage(
+    source: Path, max_file_bytes: int = MAX_FILE_BYTES, staging_dir: Path | None = None
+) -> StagedTree:
+    """Stage the app in a new temp dir (under ``staging_dir`` if given); the caller
+    removes ``StagedTree.path``."""
     logger = get_run_logger()
-    destination = Path(tempfile.mkdtemp(prefix="appgen-stage-"))
+    try:
+        destination = Path(tempfile.mkdtemp(prefix="appgen-stage-", dir=staging_dir))
+    except OSError as exc:
+        raise ArtifactError(
+            f"cannot create a staging directory in {staging_dir or tempfile.gettempdir()}: "
+            f"{exc.strerror}; check APPGEN_STAGING_DIR"
+        ) from exc
     try:
         staged = stage_tree(source, destination, max_file_bytes=max_file_bytes)
     except BaseException:

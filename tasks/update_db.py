@@ -7,7 +7,14 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.database import Database
-from core.models import PublishRequest, RequestRecord, RequestUpdate, derive_app_name
+from core.models import (
+    PublishRequest,
+    RequestRecord,
+    RequestUpdate,
+    check_app_name,
+    check_prompt,
+    derive_app_name,
+)
 
 
 @task(cache_policy=NO_CACHE)
@@ -26,8 +33,8 @@ def register_request(
     """
     existing = database.get(request_id) if request_id is not None else None
     name = app_name or (existing.app_name if existing else None) or derive_app_name(prompt)
-    # Validate with a placeholder id before anything is written.
-    PublishRequest(request_id=request_id or 1, prompt=prompt, app_name=name)
+    check_prompt(prompt)
+    check_app_name(name)
     if request_id is None:
         request_id = database.create_request(prompt, name, flow_run_id).request_id
     else:
@@ -43,5 +50,5 @@ def update_db(database: Database, update: RequestUpdate) -> RequestRecord:
     """Apply one status change (and whatever fields come with it) to the request's row."""
     fields = update.model_dump(exclude_unset=True, exclude={"request_id"})
     record = database.upsert(update.request_id, **fields)
-    get_run_logger().info("request %d is %s", record.request_id, record.status.value)
+    get_run_logger().info("request %d → %s", record.request_id, record.status.value)
     return record

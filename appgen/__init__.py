@@ -1,0 +1,1 @@
+"""The ``appgen`` command line."""

@@ -1,0 +1,3 @@
+from appgen.cli import main
+
+main()

@@ -1,0 +1,208 @@
+"""``appgen``: publish a request and look up recorded ones.
+
+    appgen publish --prompt TEXT [--request-id N] [--app-name NAME] [--regenerate] [--json]
+    appgen status [N] [--json]
+
+Exit codes: 0 published (or found), 1 failed, 2 bad usage or bad input. Expected
+failures are printed as one clear message; the full detail stays in the Prefect run
+log. With ``--json`` the last line of stdout is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from core.errors import AppgenError, InvalidRequest, describe
+from core.models import RequestRecord, RequestStatus, check_app_name, check_prompt
+from core.settings import Settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+_RESULT_FIELDS = ("request_id", "status", "app_name", "repo_url", "commit_sha", "error")
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _UsageError(Exception):
+    """Bad input detected before anything ran or was created."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="appgen", description="Generate apps and publish them as Git repositories."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    publish = commands.add_parser("publish", help="run the whole flow for one request")
+    publish.add_argument("--prompt", required=True, help="what the app should be")
+    publish.add_argument("--request-id", type=_positive_int, help="re-run this request")
+    publish.add_argument("--app-name", help="repository and Fly app name")
+    publish.add_argument(
+        "--regenerate", action="store_true", help="run the generator even if cached"
+    )
+    publish.add_argument("--json", action="store_true", help="end with one JSON object")
+
+    status = commands.add_parser("status", help="the recorded state of requests")
+    status.add_argument("request_id", nargs="?", type=_positive_int, metavar="N")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _load_settings()
+        code = _publish(args, settings) if args.command == "publish" else _status(args, settings)
+    except _UsageError as exc:
+        stderr.print(f"[red]error:[/] {exc}")
+        code = EXIT_USAGE
+    except AppgenError as exc:
+        stderr.print(f"[red]error:[/] {exc}")
+        code = EXIT_FAILED
+    sys.exit(code)
+
+
+def _load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"APPGEN_{'_'.join(map(str, e['loc'])).upper() or 'SETTINGS'}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise _UsageError(f"invalid settings: {problems}") from None
+
+
+def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        check_prompt(args.prompt)
+        if args.app_name is not None:
+            check_app_name(args.app_name)
+    except InvalidRequest as exc:
+        raise _UsageError(str(exc)) from None
+
+    from blocks import defaults  # Prefect is imported only when a flow runs
+    from flows.publish import generate_and_publish
+
+    with _ProgressDisplay() as progress:
+        state = generate_and_publish(
+            prompt=args.prompt,
+            request_id=args.request_id,
+            app_name=args.app_name,
+            regenerate=args.regenerate,
+            return_state=True,
+        )
+        progress.stop()
+    flow_run_id = str(state.state_details.flow_run_id)
+    record = defaults.database(settings).find_by_flow_run(flow_run_id)
+    if state.is_completed():
+        outcome = state.result()
+        result = outcome.model_dump(mode="json")
+        stderr.print(
+            f"[green]published[/] request {outcome.request_id} ({outcome.app_name}): "
+            f"{outcome.repo_url} @ {outcome.commit_sha[:12]}"
+        )
+        code = EXIT_OK
+    else:
+        error = state.result(raise_on_failure=False)
+        message = describe(error) if isinstance(error, BaseException) else str(state.message)
+        result = _record_json(record) if record else {"status": RequestStatus.FAILED.value}
+        result["error"] = message
+        where = f"request {record.request_id}" if record else "the request"
+        stderr.print(f"[red]{where} failed:[/] {message}")
+        stderr.print(f"[dim]full log: prefect flow-run logs {flow_run_id}[/]")
+        code = EXIT_USAGE if isinstance(error, InvalidRequest) else EXIT_FAILED
+    if args.json:
+        result = {field: result.get(field) for field in _RESULT_FIELDS} | {
+            "flow_run_id": flow_run_id
+        }
+        print(json.dumps(result))
+    return code
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from blocks import defaults
+
+    database = defaults.database(settings)
+    if args.request_id is not None:
+        record = database.get(args.request_id)
+        if record is None:
+            raise _UsageError(f"no request {args.request_id} in {database.display_url()}")
+        records = [record]
+    else:
+        records = database.all()
+    if args.json:
+        payload: Any = [_record_json(r) for r in records]
+        print(json.dumps(payload[0] if args.request_id is not None else payload))
+        return EXIT_OK
+    table = Table("id", "status", "app", "repository", "commit", "updated", "error")
+    for r in records:
+        colour = {"published": "green", "failed": "red"}.get(r.status.value, "yellow")
+        table.add_row(
+            str(r.request_id),
+            f"[{colour}]{r.status.value}[/]",
+            r.app_name or "",
+            r.repo_url or "",
+            (r.commit_sha or "")[:12],
+            f"{r.updated_at:%Y-%m-%d %H:%M:%S}",
+            (r.error or "").splitlines()[0][:60] if r.error else "",
+        )
+    Console().print(table if records else "no requests yet")
+    return EXIT_OK
+
+
+def _record_json(record: RequestRecord) -> dict[str, Any]:
+    return record.model_dump(mode="json")
+
+
+class _ProgressDisplay(logging.Handler):
+    """Shows the run's steps on stderr in place of Prefect's console log, which
+    would print tracebacks for expected failures. The Prefect API still receives
+    every record, so the run log keeps the full detail."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self._status = stderr.status("starting", spinner="dots")
+
+    def __enter__(self) -> _ProgressDisplay:
+        from prefect.logging.handlers import PrefectConsoleHandler
+
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if isinstance(h, PrefectConsoleHandler)]:
+            root.removeHandler(handler)
+        root.addHandler(self)
+        self._status.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        # Prefect's console handler stays out until the process exits: its shutdown
+        # messages are not for people either.
+        self.stop()
+
+    def stop(self) -> None:
+        self._status.stop()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.ERROR:
+            return  # the failure is reported once, after the run
+        step = getattr(record, "task_name", None)
+        if step:  # a task run's record; flow-level ones would repeat the final error
+            stderr.print(Text.assemble((f"{step:<20} ", "dim"), record.getMessage()))
+            self._status.update(f"{step}")
+        elif record.levelno >= logging.WARNING:
+            stderr.print(f"[yellow]warning:[/] {record.getMessage()}")

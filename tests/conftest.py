@@ -1,0 +1,105 @@
+"""Shared fixtures: one Prefect test API per session, a fresh APPGEN_HOME per test."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+# Prefect reads these when it is first imported: keep tests off ~/.prefect and quiet.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="appgen-test-prefect-")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MAKE_WORKSPACE = REPO_ROOT.parent / "shared" / "bench" / "make_workspace.py"
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """A temporary Prefect API for the whole session (it takes seconds to start)."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(autouse=True)
+def appgen_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own APPGEN_HOME and no APPGEN_* settings from outside."""
+    for name in list(os.environ):
+        if name.startswith("APPGEN_"):
+            monkeypatch.delenv(name)
+    home = tmp_path / "home"
+    monkeypatch.setenv("APPGEN_HOME", str(home))
+    monkeypatch.chdir(tmp_path)  # no stray .env file is read
+    return home
+
+
+@pytest.fixture
+def flow_env(prefect_api: str, tmp_path: Path) -> Iterator[None]:
+    """Flow runs against the session API, with results stored under this test."""
+    from prefect.settings import (
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        PREFECT_RESULTS_LOCAL_STORAGE_PATH,
+        temporary_settings,
+    )
+
+    # The heartbeat thread costs ~1 s per synchronous flow run at shutdown.
+    with temporary_settings(
+        {
+            PREFECT_RESULTS_LOCAL_STORAGE_PATH: tmp_path / "results",
+            PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
+        }
+    ):
+        yield
+
+
+@pytest.fixture
+def counting_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `command` agent that records each run in a file, then writes the template app."""
+    counter = tmp_path / "agent-runs"
+    monkeypatch.setenv("APPGEN_AGENT", "command")
+    monkeypatch.setenv(
+        "APPGEN_AGENT_COMMAND",
+        f'echo "$APPGEN_REQUEST_ID" >> "{counter}" && "{sys.executable}" -m generator '
+        "--agent template",
+    )
+    return counter
+
+
+def agent_runs(counter: Path) -> list[str]:
+    return counter.read_text().split() if counter.exists() else []
+
+
+def tree_digest(root: Path) -> str:
+    """Names, modes, link targets and contents of a tree: equal digests, equal trees."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        digest.update(f"{path.relative_to(root)}\0{info.st_mode}\0".encode())
+        if path.is_symlink():
+            digest.update(os.readlink(path).encode())
+        elif path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def seed_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seed-shaped generated app (../shared/bench/make_workspace.py --scale 0.05)."""
+    import subprocess
+
+    out = tmp_path_factory.mktemp("seed") / "counter-app"
+    subprocess.run(
+        [sys.executable, str(MAKE_WORKSPACE), str(out), "--scale", "0.05"],
+        check=True,
+        capture_output=True,
+    )
+    return out
