@@ -162,7 +162,10 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
             f"{r.updated_at:%Y-%m-%d %H:%M:%S}",
             (r.error or "").splitlines()[0][:60] if r.error else "",
         )
-    Console().print(table if records else "no requests yet")
+    # Piped output keeps full URLs and hashes rather than truncating to 80 columns.
+    Console(width=None if sys.stdout.isatty() else 240).print(
+        table if records else "no requests yet"
+    )
     return EXIT_OK
 
 
