@@ -60,6 +60,15 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="the recorded state of requests")
     status.add_argument("request_id", nargs="?", type=_positive_int, metavar="N")
     status.add_argument("--json", action="store_true", help="print JSON")
+
+    image = commands.add_parser(
+        "build-image", help="build the generator image without a registry (debootstrap)"
+    )
+    image.add_argument("--tag", help="image tag (default: APPGEN_DOCKER_IMAGE)")
+    image.add_argument("--mirror", help="Debian mirror for debootstrap")
+    image.add_argument("--force", action="store_true", help="rebuild even if up to date")
+
+    commands.add_parser("reap", help="remove generator containers a killed orchestrator left")
     return parser
 
 
@@ -67,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
         settings = _load_settings()
-        code = _publish(args, settings) if args.command == "publish" else _status(args, settings)
+        code = _COMMANDS[args.command](args, settings)
     except _UsageError as exc:
         stderr.print(f"[red]error:[/] {exc}")
         code = EXIT_USAGE
@@ -169,8 +178,40 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _build_image(args: argparse.Namespace, settings: Settings) -> int:
+    from blocks import defaults
+    from deployments.generator_image import DEFAULT_MIRROR, build_generator_image
+
+    with defaults.docker_generator(settings).docker_client() as client:
+        build = build_generator_image(
+            client,
+            tag=args.tag or settings.docker_image,
+            mirror=args.mirror or DEFAULT_MIRROR,
+            force=args.force,
+            log=lambda line: stderr.print(f"[dim]{line}[/]"),
+        )
+    what = "built" if build.built else "up to date:"
+    stderr.print(f"{what} {build.tag} ({build.content[:12]}) in {build.seconds:.1f}s")
+    return EXIT_OK
+
+
+def _reap(args: argparse.Namespace, settings: Settings) -> int:
+    from blocks import defaults
+
+    reaped = defaults.docker_generator(settings).reap()
+    for container in reaped:
+        stderr.print(
+            f"removed {container.container_id} (request {container.request_id}): {container.reason}"
+        )
+    stderr.print(f"{len(reaped)} orphaned generator container(s) removed")
+    return EXIT_OK
+
+
 def _record_json(record: RequestRecord) -> dict[str, Any]:
     return record.model_dump(mode="json")
+
+
+_COMMANDS = {"publish": _publish, "status": _status, "build-image": _build_image, "reap": _reap}
 
 
 class _ProgressDisplay(logging.Handler):

@@ -2,33 +2,58 @@
 
 from __future__ import annotations
 
-from blocks.artifact_stores import ArtifactStore, VolumeArtifactStore
+from typing import TypeVar
+
+from prefect.blocks.core import Block
+
 from blocks.database import Database
+from blocks.docker_generator import DockerGenerator
 from blocks.generators import GeneratorBlock, ProcessGenerator
 from blocks.git_hosts import GitHost, LocalGitHost
 from core.errors import InvalidRequest
 from core.settings import Settings
 
+B = TypeVar("B", bound=Block)
+
 _CLAUDE_KEYS = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN")
 
 
-def generator(settings: Settings) -> GeneratorBlock:
-    if settings.generator != "process":
-        raise _not_available("APPGEN_GENERATOR", settings.generator)
-    allowlist = list(settings.agent_env)
-    if settings.agent == "claude":
-        allowlist += [key for key in _CLAUDE_KEYS if key not in allowlist]
-    return ProcessGenerator(
+def generator(settings: Settings, saved: str | None = None) -> GeneratorBlock:
+    """The saved generator block named ``saved`` ("type-slug/name"), or the one the
+    settings describe."""
+    if saved:
+        return _load(saved, GeneratorBlock)
+    if settings.generator == "process":
+        return ProcessGenerator(
+            workspace=settings.workspace,
+            timeout_seconds=settings.generator_timeout,
+            env_allowlist=_agent_allowlist(settings),
+        )
+    if settings.generator == "docker":
+        return docker_generator(settings)
+    raise _not_available("APPGEN_GENERATOR", settings.generator)
+
+
+def docker_generator(settings: Settings) -> DockerGenerator:
+    return DockerGenerator(
+        image=settings.docker_image,
         workspace=settings.workspace,
+        host_workspace=settings.docker_host_workspace,
+        env_allowlist=_agent_allowlist(settings),
+        user=settings.docker_user,
+        cpus=settings.docker_cpus,
+        memory=settings.docker_memory,
+        network_mode=settings.docker_network,
         timeout_seconds=settings.generator_timeout,
-        env_allowlist=allowlist,
     )
 
 
-def artifact_store(settings: Settings) -> ArtifactStore:
-    if settings.generator != "process":
-        raise _not_available("APPGEN_GENERATOR", settings.generator)
-    return VolumeArtifactStore(workspace=settings.workspace)
+def _agent_allowlist(settings: Settings) -> list[str]:
+    """The agent's own key is the one credential a generator may receive."""
+    allowlist = list(settings.agent_env)
+    if settings.agent == "claude":
+        allowlist += [key for key in _CLAUDE_KEYS if key not in allowlist]
+    return allowlist
 
 
 def git_host(settings: Settings) -> GitHost:
@@ -41,6 +66,20 @@ def git_host(settings: Settings) -> GitHost:
 def database(settings: Settings) -> Database:
     assert settings.database_url is not None  # derived from home by the settings
     return Database(url=settings.database_url)
+
+
+def _load(slug: str, kind: type[B]) -> B:
+    try:
+        block = Block.load(slug)
+    except ValueError as exc:
+        raise InvalidRequest(
+            f"no saved block {slug!r} (use 'block-type-slug/name'; `prefect block ls` lists them)"
+        ) from exc
+    if not isinstance(block, kind):
+        raise InvalidRequest(
+            f"the saved block {slug!r} is a {type(block).__name__}, not a {kind.__name__}"
+        )
+    return block
 
 
 def _not_available(variable: str, value: str) -> InvalidRequest:

@@ -1,4 +1,9 @@
-"""Generator blocks: where ``python -m generator`` runs for a request."""
+"""Generator blocks: where ``python -m generator`` runs for a request.
+
+Every generator streams the program's output into the run log as it comes, kills it
+at its deadline, and turns a non-zero exit into ``GeneratorFailed`` carrying the last
+output lines. Each knows the artifact store that reads what it leaves behind.
+"""
 
 from __future__ import annotations
 
@@ -7,43 +12,99 @@ import contextlib
 import importlib.util
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from prefect.blocks.core import Block
 from pydantic import Field
 
+from blocks.artifact_stores import ArtifactStore, VolumeArtifactStore
 from core.errors import GeneratorFailed
 from core.models import ArtifactRef, GenerationSpec, GeneratorRun
 
 LOG_TAIL_LINES = 20
-# What a generator may see of the orchestrator's environment besides its own
-# variables: never a Git token, a database URL or cloud keys.
-BASE_ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+# What a local generator process may see of the orchestrator's environment besides
+# its own variables: never a Git token, a database URL or cloud keys.
+PROCESS_ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 
 
 def generator_environment(spec: GenerationSpec, app_dir: str) -> dict[str, str]:
-    """The variables ``python -m generator`` reads, for any place it runs."""
+    """The variables ``python -m generator`` reads, wherever it runs."""
     env = {
         "APPGEN_REQUEST_ID": str(spec.request_id),
         "APPGEN_PROMPT": spec.prompt,
         "APPGEN_APP_DIR": app_dir,
         "APPGEN_AGENT": spec.agent,
+        "PYTHONUNBUFFERED": "1",
     }
     if spec.agent_command:
         env["APPGEN_AGENT_COMMAND"] = spec.agent_command
     return env
 
 
-def failure_message(request_id: int, what: str, tail: list[str]) -> str:
-    shown = "\n".join(f"  | {line}" for line in tail) or "  (no output)"
-    return f"generator for request {request_id} {what}; last output lines:\n{shown}"
+def allowed_environment(names: Iterable[str]) -> dict[str, str]:
+    """The orchestrator's values of ``names``, for those that are set."""
+    return {name: os.environ[name] for name in names if name in os.environ}
+
+
+class OutputFollower:
+    """Logs a running generator's output line by line, keeps the last lines for the
+    error message, and calls ``kill`` if the deadline passes first."""
+
+    def __init__(self, logger: logging.LoggerAdapter, timeout: float, kill: Callable[[], None]):
+        self._logger = logger
+        self._tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        self._timeout = timeout
+        self._timer = threading.Timer(timeout, self._expire, args=(kill,))
+        self._timer.daemon = True
+        self.timed_out = False
+        self.started = time.monotonic()
+
+    def _expire(self, kill: Callable[[], None]) -> None:
+        self.timed_out = True
+        kill()
+
+    def __enter__(self) -> OutputFollower:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+
+    def follow(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            line = line.rstrip("\n")
+            self._tail.append(line)
+            self._logger.info(line)
+
+    @property
+    def tail(self) -> list[str]:
+        return list(self._tail)
+
+    def result(self, spec: GenerationSpec, exit_code: int, artifact: ArtifactRef) -> GeneratorRun:
+        """The generation, or GeneratorFailed for a timeout or a non-zero exit."""
+        if self.timed_out:
+            self._fail(spec, f"timed out after {self._timeout:g}s and was killed")
+        if exit_code != 0:
+            self._fail(spec, f"exited with code {exit_code}")
+        return GeneratorRun(
+            request_id=spec.request_id,
+            artifact=artifact,
+            duration_seconds=round(time.monotonic() - self.started, 3),
+            log_tail=self.tail,
+        )
+
+    def _fail(self, spec: GenerationSpec, what: str) -> None:
+        shown = "\n".join(f"  | {line}" for line in self.tail) or "  (no output)"
+        raise GeneratorFailed(
+            f"generator for request {spec.request_id} {what}; last output lines:\n{shown}"
+        )
 
 
 class GeneratorBlock(Block, abc.ABC):
@@ -52,6 +113,10 @@ class GeneratorBlock(Block, abc.ABC):
     @abc.abstractmethod
     def run(self, spec: GenerationSpec, logger: logging.LoggerAdapter) -> GeneratorRun:
         """Run the generator to completion or raise ``GeneratorFailed``."""
+
+    @abc.abstractmethod
+    def artifact_store(self) -> ArtifactStore:
+        """The store that reads what this generator leaves behind."""
 
 
 class ProcessGenerator(GeneratorBlock):
@@ -88,21 +153,18 @@ class ProcessGenerator(GeneratorBlock):
         description="Python interpreter that runs `python -m generator`.",
     )
 
+    def artifact_store(self) -> ArtifactStore:
+        return VolumeArtifactStore(workspace=self.workspace)
+
     def run(self, spec: GenerationSpec, logger: logging.LoggerAdapter) -> GeneratorRun:
         app_dir = self.workspace / str(spec.request_id) / "app"
-        _reset_directory(app_dir)
-        env = {
-            name: os.environ[name]
-            for name in (*BASE_ENV_ALLOWLIST, *self.env_allowlist)
-            if name in os.environ
-        }
+        make_directory(app_dir)
+        env = allowed_environment((*PROCESS_ENV_ALLOWLIST, *self.env_allowlist))
         env |= generator_environment(spec, str(app_dir))
         env["PYTHONPATH"] = _generator_import_root()
-        env["PYTHONUNBUFFERED"] = "1"
-        started = time.monotonic()
         try:
             process = subprocess.Popen(
-                [self.python_executable, "-m", "generator"],
+                [self.python_executable, "-m", "generator", "--fresh"],
                 cwd=app_dir,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -116,88 +178,28 @@ class ProcessGenerator(GeneratorBlock):
             raise GeneratorFailed(
                 f"could not start the generator with {self.python_executable!r}: {exc}"
             ) from exc
-        tail = _stream_until_exit(process, logger, self.timeout_seconds)
-        duration = time.monotonic() - started
-        if tail.timed_out:
-            raise GeneratorFailed(
-                failure_message(
-                    spec.request_id,
-                    f"timed out after {self.timeout_seconds:g}s and was killed",
-                    tail.lines,
-                )
-            )
-        if process.returncode != 0:
-            raise GeneratorFailed(
-                failure_message(
-                    spec.request_id, f"exited with code {process.returncode}", tail.lines
-                )
-            )
-        return GeneratorRun(
-            request_id=spec.request_id,
-            artifact=ArtifactRef(kind="volume", location=str(app_dir)),
-            duration_seconds=round(duration, 3),
-            log_tail=tail.lines,
-        )
+        with process, OutputFollower(logger, self.timeout_seconds, lambda: _kill(process)) as out:
+            try:
+                out.follow(process.stdout)
+                process.wait()
+            finally:
+                if process.poll() is None:  # cancelled or crashed while streaming
+                    _kill(process)
+                    process.wait()
+        artifact = ArtifactRef(kind="volume", location=str(app_dir))
+        return out.result(spec, process.returncode, artifact)
 
 
-class _Tail:
-    def __init__(self) -> None:
-        self._lines: deque[str] = deque(maxlen=LOG_TAIL_LINES)
-        self.timed_out = False
-
-    def add(self, line: str) -> None:
-        self._lines.append(line)
-
-    @property
-    def lines(self) -> list[str]:
-        return list(self._lines)
-
-
-def _stream_until_exit(
-    process: subprocess.Popen[str], logger: logging.LoggerAdapter, timeout: float
-) -> _Tail:
-    """Log each output line as it comes; kill the process group at the deadline."""
-    tail = _Tail()
-
-    def kill_on_deadline() -> None:
-        tail.timed_out = True
-        _kill_group(process)
-
-    timer = threading.Timer(timeout, kill_on_deadline)
-    timer.daemon = True
-    timer.start()
-    try:
-        assert process.stdout is not None
-        for raw in process.stdout:
-            line = raw.rstrip("\n")
-            tail.add(line)
-            logger.info(line)
-        process.wait()
-    finally:
-        timer.cancel()
-        if process.poll() is None:  # cancelled or crashed while streaming
-            _kill_group(process)
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-    return tail
-
-
-def _kill_group(process: subprocess.Popen[str]) -> None:
+def _kill(process: subprocess.Popen[str]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def _reset_directory(path: Path) -> None:
-    """A fresh, empty output directory: a re-generation never mixes in old files."""
+def make_directory(path: Path) -> None:
     try:
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-        elif path.exists():
-            shutil.rmtree(path)
-        path.mkdir(parents=True)
+        path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise GeneratorFailed(f"cannot prepare the workspace directory {path}: {exc}") from exc
+        raise GeneratorFailed(f"cannot create the workspace directory {path}: {exc}") from exc
 
 
 def _generator_import_root() -> str:

@@ -7,7 +7,8 @@ to do about it.
     ├── GeneratorFailed      the generator exited non-zero, timed out or could not start
     ├── ArtifactError        the generator's output is missing, unreadable or hostile
     ├── PublishError         the Git host refused the repository or the push
-    └── DatabaseError        the request could not be read or recorded
+    ├── DatabaseError        the request could not be read or recorded
+    └── SetupError           an image, block or work pool could not be set up
 
 An ``AppgenError`` is an *expected* failure: the CLI prints its message without a
 traceback; anything else is a bug and keeps its traceback.
@@ -36,6 +37,10 @@ class PublishError(AppgenError):
 
 class DatabaseError(AppgenError):
     """Raised when the request's row cannot be read or written."""
+
+
+class SetupError(AppgenError):
+    """Raised when setting up infrastructure (an image, a block, a pool) fails."""
 
 
 def describe(exc: BaseException) -> str:

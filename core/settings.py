@@ -51,6 +51,22 @@ class Settings(BaseSettings):
         "(for example an agent's API key). Nothing else of the orchestrator's "
         "environment reaches it.",
     )
+    docker_image: str = Field(
+        default="appgen-generator:local",
+        description="Generator image for APPGEN_GENERATOR=docker (`appgen build-image`).",
+    )
+    docker_cpus: float | None = Field(default=2.0, gt=0, description="CPU limit per container.")
+    docker_memory: str | None = Field(default="4g", description="Memory limit per container.")
+    docker_network: str | None = Field(
+        default=None, description="Docker network mode of generator containers."
+    )
+    docker_user: str | None = Field(
+        default=None, description="uid:gid of generator containers (default: the orchestrator's)."
+    )
+    docker_host_workspace: Path | None = Field(
+        default=None,
+        description="The workspace as the Docker engine sees it, when that differs from here.",
+    )
     git_host: GitHostKind = Field(default="local", description="Where repositories live.")
     git_root: Path | None = Field(
         default=None, description="Directory of bare repositories for the local Git host."

@@ -40,6 +40,7 @@ def generate_and_publish(
     request_id: int | None = None,
     app_name: str | None = None,
     regenerate: bool = False,
+    generator_block: str | None = None,
 ) -> PublishOutcome:
     """Generate the app a prompt asks for and publish it as a Git repository.
 
@@ -48,6 +49,8 @@ def generate_and_publish(
         request_id: the request to (re)publish; a new one is assigned when omitted.
         app_name: repository and Fly app name; derived from the prompt when omitted.
         regenerate: run the generator again even if this request was generated before.
+        generator_block: a saved generator block ("block-type-slug/name") to use instead
+            of the one APPGEN_GENERATOR describes.
     """
     settings = Settings()
     database = defaults.database(settings)
@@ -61,11 +64,11 @@ def generate_and_publish(
             agent=settings.agent,
             agent_command=settings.agent_command,
         )
-        generator = run_generator.with_options(refresh_cache=regenerate)
-        generation = generator(spec, defaults.generator(settings))
+        generator = defaults.generator(settings, saved=generator_block)
+        generation = run_generator.with_options(refresh_cache=regenerate)(spec, generator)
         update_db(database, RequestUpdate(request_id=rid, status=RequestStatus.PUBLISHING))
         with ExitStack() as temporary:
-            source = fetch_artifact(generation, defaults.artifact_store(settings))
+            source = fetch_artifact(generation, generator.artifact_store())
             if source.temporary:
                 temporary.callback(_remove, source.path)
             staged = filtered_stage(source.path, settings.max_file_bytes, settings.staging_dir)

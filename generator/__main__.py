@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--app-dir", type=Path, default=env("APPGEN_APP_DIR"))
     parser.add_argument("--agent", choices=sorted(AGENTS), default=env("APPGEN_AGENT", "template"))
     parser.add_argument("--agent-command", default=env("APPGEN_AGENT_COMMAND"))
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="empty the app directory first, so a new generation never mixes in old files",
+    )
     return parser
+
+
+def empty_directory(path: Path) -> None:
+    """Remove what is inside ``path`` (links are removed, never followed)."""
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("missing " + ", ".join("--" + name.replace("_", "-") for name in missing))
     app_dir = Path(args.app_dir).absolute()
     app_dir.mkdir(parents=True, exist_ok=True)
+    if args.fresh:
+        empty_directory(app_dir)
     started = time.monotonic()
     print(f"generator: request {args.request_id}: agent {args.agent!r} in {app_dir}", flush=True)
     try:

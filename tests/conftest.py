@@ -103,3 +103,39 @@ def seed_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """The machine's Docker engine. Without one the Docker tests skip, except in CI,
+    where they must run."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # any failure to reach the engine
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs a Docker engine and none answered: {exc}")
+        pytest.skip(f"no Docker engine: {exc}")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def generator_image(docker_engine) -> str:
+    """The generator image, built from a debootstrapped base when it is missing."""
+    from deployments.generator_image import build_generator_image
+
+    build = build_generator_image(docker_engine, tag="appgen-generator:test", log=lambda _: None)
+    print(f"\ngenerator image {build.tag}: built={build.built} in {build.seconds:.1f}s")
+    return build.tag
+
+
+@pytest.fixture
+def docker_settings(generator_image: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """APPGEN_GENERATOR=docker with the test image, offline containers."""
+    monkeypatch.setenv("APPGEN_GENERATOR", "docker")
+    monkeypatch.setenv("APPGEN_DOCKER_IMAGE", generator_image)
+    monkeypatch.setenv("APPGEN_DOCKER_NETWORK", "none")
+    return generator_image

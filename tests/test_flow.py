@@ -180,3 +180,21 @@ def test_the_source_workspace_is_never_modified(appgen_home):
     generate_and_publish("a counter", request_id=9)
     assert tree_digest(app) == before
     assert os.listdir(app) and outcome.status is RequestStatus.PUBLISHED
+
+
+def test_a_saved_generator_block_overrides_the_settings(tmp_path, appgen_home):
+    from blocks.generators import ProcessGenerator
+
+    elsewhere = tmp_path / "saved-workspace"
+    ProcessGenerator(workspace=elsewhere).save("elsewhere", overwrite=True)
+    outcome = generate_and_publish(
+        "a counter", request_id=12, generator_block="appgen-process-generator/elsewhere"
+    )
+    assert outcome.status is RequestStatus.PUBLISHED
+    assert (elsewhere / "12/app/package.json").exists()
+    assert not (appgen_home / "workspace/12").exists()
+
+
+def test_an_unknown_saved_block_is_a_clear_error():
+    with pytest.raises(InvalidRequest, match="no saved block 'appgen-process-generator/nope'"):
+        generate_and_publish("a counter", generator_block="appgen-process-generator/nope")

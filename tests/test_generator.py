@@ -161,3 +161,17 @@ def test_claude_agent_without_an_api_key_says_which_variable_to_set(tmp_path, fa
     assert result.returncode == 1
     assert "needs ANTHROPIC_API_KEY" in result.stderr
     assert not (tmp_path / "app/index.html").exists()
+
+
+def test_fresh_empties_the_app_dir_without_following_links(tmp_path):
+    app, outside = tmp_path / "app", tmp_path / "outside"
+    (app / "old/deep").mkdir(parents=True)
+    (app / "old/deep/file.txt").write_text("stale")
+    outside.mkdir()
+    (outside / "keep.txt").write_text("not ours")
+    (app / "link").symlink_to(outside)
+    result = run_generator(app, "--fresh")
+    assert result.returncode == 0, result.stderr
+    assert not (app / "old").exists() and not (app / "link").is_symlink()
+    assert (outside / "keep.txt").read_text() == "not ours"
+    assert (app / "package.json").exists()

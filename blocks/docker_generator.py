@@ -1,0 +1,245 @@
+"""The Docker generator: one short-lived container per request, sharing the
+workspace with the orchestrator through a bind mount.
+
+prefect-docker 0.7 has no infrastructure block, so this block owns the container's
+lifecycle on top of ``DockerHost.get_client()``: create, start, stream logs, wait,
+and remove in every case. Containers carry labels (request id, owner, deadline) so
+``reap`` can find and remove those a killed orchestrator left behind.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path, PurePosixPath
+
+import docker.errors
+from prefect_docker import DockerHost
+from pydantic import BaseModel, Field
+
+from blocks.artifact_stores import ArtifactStore, VolumeArtifactStore
+from blocks.generators import (
+    GeneratorBlock,
+    OutputFollower,
+    allowed_environment,
+    generator_environment,
+    make_directory,
+)
+from core.errors import GeneratorFailed
+from core.models import ArtifactRef, GenerationSpec, GeneratorRun
+
+LABEL_MANAGED = "org.appgen.managed"
+LABEL_REQUEST = "org.appgen.request-id"
+LABEL_OWNER = "org.appgen.orchestrator"
+LABEL_DEADLINE = "org.appgen.deadline"
+# An orchestrator removes its container right after the deadline kill; past this
+# grace nobody will.
+_DEADLINE_GRACE_SECONDS = 60
+
+
+class ReapedContainer(BaseModel):
+    container_id: str
+    request_id: str | None
+    reason: str
+
+
+class DockerGenerator(GeneratorBlock):
+    """Runs the generator in a container per request on a Docker engine. The
+    container sees only its request's workspace directory and no credentials: just
+    the generator's own variables and the names in ``env_allowlist``.
+
+    Example:
+        ```python
+        from blocks.docker_generator import DockerGenerator
+
+        generator = DockerGenerator.load("BLOCK_NAME")
+        ```
+    """
+
+    _block_type_name = "Appgen Docker Generator"
+    _block_type_slug = "appgen-docker-generator"
+    _description = "Runs the app generator in a short-lived Docker container per request."
+
+    docker_host: DockerHost = Field(
+        default_factory=DockerHost, description="The Docker engine to run containers on."
+    )
+    image: str = Field(
+        default="appgen-generator:local",
+        description="Generator image; its entrypoint is `python3 -m generator`.",
+        examples=["appgen-generator:local", "123456789012.dkr.ecr.us-east-1.amazonaws.com/gen:1"],
+    )
+    workspace: Path = Field(
+        description="The shared workspace as the orchestrator sees it.",
+        examples=["/home/me/.appgen/workspace"],
+    )
+    host_workspace: Path | None = Field(
+        default=None,
+        description="The same directory as the Docker engine sees it, when that differs "
+        "(for example an orchestrator that itself runs in a container).",
+    )
+    container_workspace: str = Field(
+        default="/workspace", description="Where the workspace is mounted in the container."
+    )
+    env_allowlist: list[str] = Field(
+        default_factory=list,
+        description="Orchestrator environment variables passed into the container (for "
+        "example an agent's API key). Nothing else of its environment is passed.",
+    )
+    user: str | None = Field(
+        default=None,
+        description="uid:gid the container runs as; default: the orchestrator's own, so "
+        "the files it writes belong to the orchestrator.",
+        examples=["1000:1000", "0:0"],
+    )
+    cpus: float | None = Field(default=2.0, gt=0, description="CPU limit (cores).")
+    memory: str | None = Field(default="4g", description="Memory limit.", examples=["4g"])
+    network_mode: str | None = Field(
+        default=None,
+        description="Docker network mode; default: the engine's (bridge). `none` suits "
+        "offline agents.",
+        examples=["bridge", "none"],
+    )
+    timeout_seconds: float = Field(
+        default=1800.0, gt=0, description="Kill and remove the container after this long."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra labels on every generator container."
+    )
+
+    def artifact_store(self) -> ArtifactStore:
+        return VolumeArtifactStore(workspace=self.workspace)
+
+    def run(self, spec: GenerationSpec, logger: logging.LoggerAdapter) -> GeneratorRun:
+        request_dir = self.workspace / str(spec.request_id)
+        make_directory(request_dir / "app")
+        mount_source = (self.host_workspace or self.workspace) / str(spec.request_id)
+        mount_target = PurePosixPath(self.container_workspace) / str(spec.request_id)
+        environment = allowed_environment(self.env_allowlist)
+        environment |= generator_environment(spec, str(mount_target / "app"))
+        environment.setdefault("HOME", "/tmp")  # any uid can write there
+        with self.docker_client() as client:
+            container = self._create(client, spec, environment, mount_source, mount_target)
+            logger.info("created container %s from %s", container.short_id, self.image)
+            try:
+                with OutputFollower(
+                    logger, self.timeout_seconds, lambda: _kill(container)
+                ) as output:
+                    container.start()
+                    output.follow(_lines(container.logs(stream=True, follow=True)))
+                    exit_code = int(container.wait()["StatusCode"])
+            finally:
+                with contextlib.suppress(docker.errors.NotFound):
+                    container.remove(force=True)
+        artifact = ArtifactRef(kind="volume", location=str(request_dir / "app"))
+        return output.result(spec, exit_code, artifact)
+
+    def reap(self) -> list[ReapedContainer]:
+        """Remove generator containers whose orchestrator process is gone (on this
+        host) or whose deadline has passed (on any host)."""
+        reaped = []
+        with self.docker_client() as client:
+            for container in client.containers.list(
+                all=True, filters={"label": f"{LABEL_MANAGED}=true"}
+            ):
+                reason = _orphan_reason(container.labels)
+                if reason is None:
+                    continue
+                with contextlib.suppress(docker.errors.NotFound):
+                    container.remove(force=True)
+                reaped.append(
+                    ReapedContainer(
+                        container_id=container.short_id,
+                        request_id=container.labels.get(LABEL_REQUEST),
+                        reason=reason,
+                    )
+                )
+        return reaped
+
+    @contextlib.contextmanager
+    def docker_client(self) -> Iterator[docker.DockerClient]:
+        """A client of this block's engine; an unreachable engine is a clear error."""
+        try:
+            client = self.docker_host.get_client()
+        except docker.errors.DockerException as exc:
+            raise GeneratorFailed(
+                f"cannot reach the Docker engine ({self.docker_host.base_url or 'DOCKER_HOST'}"
+                f"): {exc}; is it running, and may this user use it?"
+            ) from exc
+        with client:
+            yield client
+
+    def _create(self, client, spec, environment, mount_source, mount_target):
+        labels = self.labels | {
+            LABEL_MANAGED: "true",
+            LABEL_REQUEST: str(spec.request_id),
+            LABEL_OWNER: f"{socket.gethostname()}:{os.getpid()}",
+            LABEL_DEADLINE: str(int(time.time() + self.timeout_seconds)),
+        }
+        try:
+            return client.containers.create(
+                self.image,
+                command=["--fresh"],
+                environment=environment,
+                volumes={str(mount_source): {"bind": str(mount_target), "mode": "rw"}},
+                working_dir=str(mount_target / "app"),
+                user=self.user or f"{os.getuid()}:{os.getgid()}",
+                labels=labels,
+                nano_cpus=int(self.cpus * 1e9) if self.cpus else None,
+                mem_limit=self.memory,
+                network_mode=self.network_mode,
+                security_opt=["no-new-privileges"],
+                name=f"appgen-{spec.request_id}-{os.urandom(3).hex()}",
+            )
+        except docker.errors.ImageNotFound as exc:
+            raise GeneratorFailed(
+                f"the generator image {self.image!r} is not on the Docker engine: build it "
+                "with `appgen build-image` (or push it to a registry the engine can pull from)"
+            ) from exc
+        except docker.errors.APIError as exc:
+            raise GeneratorFailed(
+                f"Docker refused to create the generator container: {exc.explanation or exc}"
+            ) from exc
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """Docker log chunks (arbitrary byte boundaries) → text lines."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    for chunk in chunks:
+        pending += decoder.decode(chunk)
+        *complete, pending = pending.split("\n")
+        yield from complete
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        yield pending
+
+
+def _kill(container) -> None:
+    with contextlib.suppress(docker.errors.APIError):
+        container.kill()
+
+
+def _orphan_reason(labels: dict[str, str]) -> str | None:
+    """Why a generator container has no one left to remove it, or None."""
+    deadline = labels.get(LABEL_DEADLINE, "")
+    if deadline.isdigit() and int(deadline) + _DEADLINE_GRACE_SECONDS < time.time():
+        return "past its deadline"
+    host, _, pid = labels.get(LABEL_OWNER, "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+        return f"its orchestrator (pid {pid}) is gone"
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
