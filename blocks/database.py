@@ -34,6 +34,7 @@ class RequestRow(_Base):
     app_name: Mapped[str | None] = mapped_column(sa.String(100))
     status: Mapped[str] = mapped_column(sa.String(20), default=RequestStatus.PENDING.value)
     repo_url: Mapped[str | None] = mapped_column(sa.Text)
+    repo_id: Mapped[str | None] = mapped_column(sa.String(64))
     commit_sha: Mapped[str | None] = mapped_column(sa.String(64))
     flow_run_id: Mapped[str | None] = mapped_column(sa.String(64))
     error: Mapped[str | None] = mapped_column(sa.Text)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import TypeVar
 
 from prefect.blocks.core import Block
+from pydantic import ValidationError
 
 from blocks.database import Database
 from blocks.docker_generator import DockerGenerator
 from blocks.generators import GeneratorBlock, ProcessGenerator
 from blocks.git_hosts import GitHost, LocalGitHost
+from blocks.github_host import GitHubHost
 from core.errors import InvalidRequest
 from core.settings import Settings
 
@@ -57,10 +59,24 @@ def _agent_allowlist(settings: Settings) -> list[str]:
 
 
 def git_host(settings: Settings) -> GitHost:
-    if settings.git_host != "local":
-        raise _not_available("APPGEN_GIT_HOST", settings.git_host)
-    assert settings.git_root is not None  # derived from home by the settings
-    return LocalGitHost(root=settings.git_root)
+    if settings.git_host == "local":
+        assert settings.git_root is not None  # derived from home by the settings
+        return LocalGitHost(root=settings.git_root)
+    if not settings.github_owner:
+        raise InvalidRequest("APPGEN_GIT_HOST=github needs APPGEN_GITHUB_OWNER (user or org)")
+    try:
+        return GitHubHost(
+            owner=settings.github_owner,
+            token=settings.github_token,
+            app_id=settings.github_app_id,
+            app_private_key=settings.github_app_private_key,
+            installation_id=settings.github_installation_id,
+            private=settings.github_private,
+            api_url=settings.github_api_url,
+            git_url=settings.github_git_url,
+        )
+    except ValidationError as exc:
+        raise InvalidRequest(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
 
 
 def database(settings: Settings) -> Database:

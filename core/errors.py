@@ -14,6 +14,8 @@ An ``AppgenError`` is an *expected* failure: the CLI prints its message without 
 traceback; anything else is a bug and keeps its traceback.
 """
 
+from core.redaction import redact
+
 
 class AppgenError(Exception):
     """Base of every expected failure; its message is meant for a person."""
@@ -45,7 +47,6 @@ class SetupError(AppgenError):
 
 def describe(exc: BaseException) -> str:
     """The text recorded for a failure: an expected one's own message; for anything
-    else, its type too, since that is a bug worth reporting."""
-    if isinstance(exc, AppgenError):
-        return str(exc)
-    return f"unexpected {type(exc).__name__}: {exc}"
+    else, its type too, since that is a bug worth reporting. Secrets are masked."""
+    text = str(exc) if isinstance(exc, AppgenError) else f"unexpected {type(exc).__name__}: {exc}"
+    return redact(text)

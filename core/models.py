@@ -86,6 +86,9 @@ class PublishRequest(Frozen):
     request_id: int = Field(gt=0)
     prompt: str
     app_name: str
+    published_sha: str | None = Field(
+        default=None, description="The commit appgen last pushed for this request, if any."
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -184,6 +187,7 @@ class RemoteRepository(Frozen):
     name: str
     url: str
     push_url: str
+    id: str | None = None
 
 
 class PublishedRepo(Frozen):
@@ -216,6 +220,7 @@ class RequestRecord(BaseModel):
     app_name: str | None = None
     status: RequestStatus
     repo_url: str | None = None
+    repo_id: str | None = None
     commit_sha: str | None = None
     flow_run_id: str | None = None
     error: str | None = None
@@ -237,6 +242,7 @@ class RequestUpdate(Frozen):
     prompt: str | None = None
     app_name: str | None = None
     repo_url: str | None = None
+    repo_id: str | None = None
     commit_sha: str | None = None
     flow_run_id: str | None = None
     error: str | None = None

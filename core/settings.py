@@ -71,6 +71,20 @@ class Settings(BaseSettings):
     git_root: Path | None = Field(
         default=None, description="Directory of bare repositories for the local Git host."
     )
+    github_owner: str | None = Field(
+        default=None, description="User or organisation that owns published repositories."
+    )
+    github_token: SecretStr | None = Field(default=None, description="GitHub token.")
+    github_app_id: str | None = Field(default=None, description="GitHub App id.")
+    github_app_private_key: SecretStr | None = Field(
+        default=None, description="GitHub App private key (PEM)."
+    )
+    github_installation_id: int | None = Field(
+        default=None, description="GitHub App installation id."
+    )
+    github_private: bool = Field(default=True, description="Create private repositories.")
+    github_api_url: str = Field(default="https://api.github.com", description="REST API base.")
+    github_git_url: str = Field(default="https://github.com", description="git base URL.")
     git_author_name: str = Field(default="appgen", description="Author of published commits.")
     git_author_email: str = Field(
         default="appgen@localhost", description="Author e-mail of published commits."

@@ -1,7 +1,7 @@
 """generate_and_publish: a prompt in, a published repository and a database row out.
 
-    register → run_generator → fetch_artifact → filtered_stage → render_deploy_files
-             → git_push → update_db
+    register → run_generator → fetch_artifact → filtered_stage → create_repository
+             → render_deploy_files → git_push → update_db
 
 run_generator is cached on its inputs, so running the same request again after a
 failed publish redoes only the cheap steps.
@@ -26,6 +26,7 @@ from core.models import (
     RequestUpdate,
 )
 from core.settings import Settings
+from tasks.create_repository import create_repository
 from tasks.fetch_artifact import fetch_artifact
 from tasks.filtered_stage import filtered_stage
 from tasks.git_push import git_push
@@ -66,16 +67,26 @@ def generate_and_publish(
         )
         generator = defaults.generator(settings, saved=generator_block)
         generation = run_generator.with_options(refresh_cache=regenerate)(spec, generator)
-        update_db(database, RequestUpdate(request_id=rid, status=RequestStatus.PUBLISHING))
         with ExitStack() as temporary:
             source = fetch_artifact(generation, generator.artifact_store())
             if source.temporary:
                 temporary.callback(_remove, source.path)
             staged = filtered_stage(source.path, settings.max_file_bytes, settings.staging_dir)
             temporary.callback(_remove, staged.path)
-            render_deploy_files(staged, request.app_name, settings.fly_region)
+            host = defaults.git_host(settings)
+            repository = create_repository(request, host)
+            update_db(
+                database,
+                RequestUpdate(
+                    request_id=rid,
+                    status=RequestStatus.PUBLISHING,
+                    repo_url=repository.url,
+                    repo_id=repository.id,
+                ),
+            )
+            render_deploy_files(staged, repository.name, settings.fly_region)
             author = CommitAuthor(name=settings.git_author_name, email=settings.git_author_email)
-            published = git_push(staged, request, defaults.git_host(settings), author)
+            published = git_push(staged, request, repository, host, author)
         update_db(
             database,
             RequestUpdate(

@@ -17,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from blocks.git_hosts import GitHost
 from core.errors import PublishError
 from core.models import CommitAuthor, PublishedRepo, PublishRequest, RemoteRepository, StagedTree
+from core.redaction import redact
 
 _BASE_CONFIG = {
     "gc.auto": "0",  # no detached `git gc` left running in a temp dir we delete
@@ -51,13 +52,24 @@ def commit_and_push(
     message: str,
     author: CommitAuthor,
     host_config: dict[str, str],
+    expected_head: str | None = None,
 ) -> PublishedRepo:
-    """Commit the staged tree as the next commit of ``remote``'s main and push it."""
+    """Commit the staged tree as the next commit of ``remote``'s main and push it.
+
+    ``expected_head`` is the commit appgen last pushed there: if main has moved on
+    since, someone else committed, and appgen stops rather than bury their work.
+    """
     repo = git.Repo.init(staged.path, initial_branch="main")
     with repo.git.custom_environment(**git_environment(_BASE_CONFIG | host_config, author)):
         run = _Git(repo, remote)
         run("remote", "add", "origin", remote.push_url)
         parent = run("ls-remote", "--heads", "origin", "refs/heads/main").split("\t")[0] or None
+        if parent and expected_head and parent != expected_head:
+            raise PublishError(
+                f"main of {remote.url} moved on: it is at {parent[:12]}, but appgen last "
+                f"pushed {expected_head[:12]}. appgen never overwrites commits it did not "
+                "make: merge or revert them on main, then publish again."
+            )
         if parent:
             run("fetch", "--quiet", "--depth=1", "origin", "refs/heads/main")
             run("update-ref", "refs/heads/main", "FETCH_HEAD")
@@ -93,24 +105,29 @@ class _Git:
                 else ""
             )
             raise PublishError(
-                f"git {args[0]} for {self._remote.url} failed: {detail or 'no output'}.{hint}"
+                redact(f"git {args[0]} for {self._remote.url} failed: {detail or 'no output'}.")
+                + hint
             ) from exc
 
 
 @task(cache_policy=NO_CACHE)
 def git_push(
-    staged: StagedTree, request: PublishRequest, host: GitHost, author: CommitAuthor
+    staged: StagedTree,
+    request: PublishRequest,
+    repository: RemoteRepository,
+    host: GitHost,
+    author: CommitAuthor,
 ) -> PublishedRepo:
-    """Create the request's repository if needed, commit the staged tree, push main."""
+    """Commit the staged tree on top of the repository's main and push it."""
     logger = get_run_logger()
-    remote = host.ensure_repository(request.app_name, request.request_id)
     prompt = request.prompt.strip()[:_MAX_MESSAGE_PROMPT]
     published = commit_and_push(
         staged,
-        remote,
-        message=f"Publish request {request.request_id}: {remote.name}\n\n{prompt}\n",
+        repository,
+        message=f"Publish request {request.request_id}: {repository.name}\n\n{prompt}\n",
         author=author,
         host_config=host.git_config(),
+        expected_head=request.published_sha,
     )
     if published.new_commit:
         logger.info("pushed %s to %s", published.commit_sha[:12], published.url)

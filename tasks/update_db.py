@@ -42,7 +42,12 @@ def register_request(
             request_id, prompt=prompt, app_name=name, flow_run_id=flow_run_id, error=None
         )
     get_run_logger().info("request %d: %r → %s", request_id, prompt[:80], name)
-    return PublishRequest(request_id=request_id, prompt=prompt, app_name=name)
+    return PublishRequest(
+        request_id=request_id,
+        prompt=prompt,
+        app_name=name,
+        published_sha=existing.commit_sha if existing else None,
+    )
 
 
 @task(cache_policy=NO_CACHE)

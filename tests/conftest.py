@@ -139,3 +139,49 @@ def docker_settings(generator_image: str, monkeypatch: pytest.MonkeyPatch) -> st
     monkeypatch.setenv("APPGEN_DOCKER_IMAGE", generator_image)
     monkeypatch.setenv("APPGEN_DOCKER_NETWORK", "none")
     return generator_image
+
+
+@pytest.fixture(scope="session")
+def github_server(tmp_path_factory: pytest.TempPathFactory):
+    """The GitHub stand-in (REST API + git smart HTTP) on 127.0.0.1, for the session."""
+    from tests.github_standin import GitHubStandIn
+
+    with GitHubStandIn(tmp_path_factory.mktemp("github")) as server:
+        yield server
+
+
+@pytest.fixture
+def github(github_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A clean GitHub account state, and APPGEN_GIT_HOST=github pointed at it."""
+    state = github_server.reset(tmp_path / "github-repos")
+    state.add_account("acme", "Organization")
+    state.add_account("octocat", "User")
+    monkeypatch.setenv("APPGEN_GIT_HOST", "github")
+    monkeypatch.setenv("APPGEN_GITHUB_OWNER", "acme")
+    monkeypatch.setenv("APPGEN_GITHUB_TOKEN", state.token)
+    monkeypatch.setenv("APPGEN_GITHUB_API_URL", github_server.api_url)
+    monkeypatch.setenv("APPGEN_GITHUB_GIT_URL", github_server.git_url)
+    return state
+
+
+def flow_run_logs(
+    flow_run_ids: list[str], *, expect: set[str] = frozenset(), timeout: float = 15.0
+) -> list[str]:
+    """Messages the Prefect API holds for these flow runs. Records are shipped in
+    batches, so wait until every ``expect``-ed message (or at least one) is there."""
+    import time
+    import uuid
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    ids = [uuid.UUID(str(i)) for i in flow_run_ids]
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)))
+            messages = [log.message for log in logs]
+            done = expect <= set(messages) if expect else bool(messages)
+            if done or time.monotonic() > deadline:
+                return messages
+            time.sleep(0.2)

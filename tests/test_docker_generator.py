@@ -7,7 +7,6 @@ import os
 import subprocess
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from blocks.docker_generator import LABEL_REQUEST as REQUEST
 from core.errors import GeneratorFailed
 from core.models import GenerationSpec, RequestStatus
 from flows.publish import generate_and_publish
-from tests.conftest import tree_digest
+from tests.conftest import flow_run_logs, tree_digest
 
 pytestmark = pytest.mark.usefixtures("docker_settings")
 
@@ -65,26 +64,16 @@ def test_a_second_run_of_the_request_starts_no_container(flow_env, monkeypatch, 
 
 
 def test_generator_lines_reach_the_flow_run_log(flow_env):
-    from prefect import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-
     from blocks import defaults
     from core.settings import Settings
 
     outcome = generate_and_publish("a counter", request_id=103)
-    flow_run_id = uuid.UUID(defaults.database(Settings()).get(outcome.request_id).flow_run_id)
+    flow_run_id = defaults.database(Settings()).get(outcome.request_id).flow_run_id
     expected = {
         "generator: request 103: agent 'template' in /workspace/103/app",
         "template: wrote package.json",
     }
-    messages: set[str] = set()
-    deadline = time.monotonic() + 15  # the API log handler ships records in batches
-    with get_client(sync_client=True) as client:
-        while not expected <= messages and time.monotonic() < deadline:
-            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-            messages = {log.message for log in logs}
-            time.sleep(0.2)
-    assert expected <= messages
+    assert expected <= set(flow_run_logs([flow_run_id], expect=expected))
 
 
 def test_a_failing_agent_reports_the_exit_code_and_last_lines(

@@ -1,0 +1,292 @@
+"""GitHub (or GitHub Enterprise) as the Git host.
+
+Repositories are created idempotently: a repository carries a marker of its request
+in its description, so a re-run recognises and reuses its own repository, while a
+name held by anyone else moves on to ``name-2``, ``name-3`` … The credential (a token,
+or a GitHub App's installation token) travels only in HTTP headers: for the REST API
+through httpx, for git through ``GIT_CONFIG_*`` environment variables — never in a
+URL, a file, a command line, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+import httpx
+import jwt
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_logger, get_run_logger
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
+
+from blocks.git_hosts import MAX_NAME_ATTEMPTS, GitHost, candidate_names
+from core.errors import PublishError
+from core.models import RemoteRepository
+from core.redaction import redact, register_secret
+
+_API_VERSION = "2022-11-28"
+# Mint a new installation token when the cached one has less than this left.
+_TOKEN_REFRESH_MARGIN_SECONDS = 300
+_JWT_LIFETIME_SECONDS = 540  # GitHub allows at most 10 minutes
+
+
+def request_marker(request_id: int) -> str:
+    """The token in a repository's description that says which request owns it."""
+    return f"[appgen:request={request_id}]"
+
+
+class GitHubHost(GitHost):
+    """Publishes to GitHub or GitHub Enterprise under one owner (user or
+    organisation), authenticated with a token or as a GitHub App installation.
+
+    Example:
+        ```python
+        from blocks.github_host import GitHubHost
+
+        host = GitHubHost.load("BLOCK_NAME")
+        ```
+    """
+
+    _block_type_name = "Appgen GitHub Host"
+    _block_type_slug = "appgen-github-host"
+    _description = "Creates repositories on GitHub and pushes to them without exposing the token."
+
+    owner: str = Field(
+        description="User or organisation that owns the repositories.", examples=["acme-apps"]
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="Token with the `repo` scope (classic) or Administration and Contents "
+        "write (fine-grained). Leave empty to authenticate as a GitHub App.",
+    )
+    app_id: str | None = Field(default=None, description="GitHub App id (App authentication).")
+    app_private_key: SecretStr | None = Field(
+        default=None, description="The GitHub App's PEM private key."
+    )
+    installation_id: int | None = Field(
+        default=None, description="The App's installation id on the owner."
+    )
+    private: bool = Field(default=True, description="Create repositories as private.")
+    api_url: str = Field(
+        default="https://api.github.com",
+        description="REST API base URL.",
+        examples=["https://api.github.com", "https://github.example.com/api/v3"],
+    )
+    git_url: str = Field(
+        default="https://github.com",
+        description="Base URL git pushes to.",
+        examples=["https://github.com", "https://github.example.com"],
+    )
+    max_rate_limit_wait_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="Longest total wait for GitHub rate limits before giving up.",
+    )
+
+    _installation_token: tuple[str, float] | None = PrivateAttr(default=None)
+    _token_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> GitHubHost:
+        app = (self.app_id, self.app_private_key, self.installation_id)
+        if self.token is None and not all(app):
+            raise ValueError(
+                "GitHub needs a token (APPGEN_GITHUB_TOKEN) or a GitHub App: app id, "
+                "private key and installation id (APPGEN_GITHUB_APP_ID, "
+                "APPGEN_GITHUB_APP_PRIVATE_KEY, APPGEN_GITHUB_INSTALLATION_ID)"
+            )
+        return self
+
+    # -- GitHost -------------------------------------------------------------------
+
+    def ensure_repository(self, name: str, request_id: int) -> RemoteRepository:
+        marker = request_marker(request_id)
+        with self._api() as api:
+            owner_type = api.call("GET", f"/users/{self.owner}", what="look up the owner")
+            for candidate in candidate_names(name):
+                repository = api.repository(self.owner, candidate)
+                if repository is None:
+                    repository = self._create(api, candidate, marker, owner_type["type"])
+                if repository is not None and marker in (repository.get("description") or ""):
+                    return RemoteRepository(
+                        name=repository["name"],
+                        url=repository["html_url"],
+                        push_url=repository["clone_url"],
+                        id=str(repository["id"]),
+                    )
+        raise PublishError(
+            f"the names {name!r} to {name}-{MAX_NAME_ATTEMPTS} are all taken under "
+            f"{self.owner}; choose another --app-name"
+        )
+
+    def git_config(self) -> dict[str, str]:
+        credential = base64.b64encode(f"x-access-token:{self._current_token()}".encode()).decode()
+        register_secret(credential)
+        return {
+            f"http.{self.git_url.rstrip('/')}/.extraheader": f"AUTHORIZATION: basic {credential}"
+        }
+
+    # -- internals -------------------------------------------------------------------
+
+    def _create(
+        self, api: _GitHubAPI, name: str, marker: str, owner_type: str
+    ) -> dict[str, Any] | None:
+        """Create the repository; None when the name turned out to be taken."""
+        path = f"/orgs/{self.owner}/repos" if owner_type == "Organization" else "/user/repos"
+        body = {
+            "name": name,
+            "private": self.private,
+            "auto_init": False,
+            "description": f"Generated by appgen {marker}",
+        }
+        response = api.send("POST", path, json=body)
+        if response.status_code == 422:
+            # "name already exists on this account": taken, possibly by our own
+            # earlier attempt that the caller is about to recognise by its marker.
+            return api.repository(self.owner, name)
+        repository = api.check(response, f"create the repository {self.owner}/{name}")
+        _log().info("created %s (id %s)", repository["html_url"], repository["id"])
+        return repository
+
+    def _api(self) -> _GitHubAPI:
+        return _GitHubAPI(self.api_url, self._current_token(), self.max_rate_limit_wait_seconds)
+
+    def _current_token(self) -> str:
+        if self.token is not None:
+            token = self.token.get_secret_value()
+            register_secret(token)
+            return token
+        with self._token_lock:
+            cached = self._installation_token
+            if cached is None or cached[1] - time.time() < _TOKEN_REFRESH_MARGIN_SECONDS:
+                cached = self._mint_installation_token()
+                self._installation_token = cached
+            return cached[0]
+
+    def _mint_installation_token(self) -> tuple[str, float]:
+        assert self.app_private_key is not None
+        now = int(time.time())
+        app_jwt = jwt.encode(
+            {"iat": now - 60, "exp": now + _JWT_LIFETIME_SECONDS, "iss": str(self.app_id)},
+            self.app_private_key.get_secret_value(),
+            algorithm="RS256",
+        )
+        register_secret(app_jwt)
+        with _GitHubAPI(self.api_url, app_jwt, self.max_rate_limit_wait_seconds) as api:
+            granted = api.call(
+                "POST",
+                f"/app/installations/{self.installation_id}/access_tokens",
+                what="get an installation token for the GitHub App",
+            )
+        register_secret(granted["token"])
+        expires = datetime.fromisoformat(granted["expires_at"].replace("Z", "+00:00"))
+        return granted["token"], expires.timestamp()
+
+
+class _GitHubAPI:
+    """A REST client that waits out rate limits (within a budget) and turns every
+    other failure into a PublishError that says what to fix."""
+
+    def __init__(self, base_url: str, token: str, max_wait: float) -> None:
+        self._client = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": _API_VERSION,
+                "User-Agent": "appgen-orchestrator",
+            },
+            timeout=30.0,
+        )
+        self._max_wait = max_wait
+        self._waited = 0.0
+
+    def __enter__(self) -> _GitHubAPI:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._client.close()
+
+    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        while True:
+            try:
+                response = self._client.request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                raise PublishError(redact(f"GitHub API {method} {path} failed: {exc}")) from exc
+            delay = _rate_limit_delay(response)
+            if delay is None:
+                return response
+            if self._waited + delay > self._max_wait:
+                raise PublishError(
+                    f"GitHub rate limit on {method} {path}: it would take {delay:.0f}s more "
+                    f"than the {self._max_wait:.0f}s allowed; run the publish again later"
+                )
+            _log().warning("GitHub rate limit on %s %s: waiting %.1fs", method, path, delay)
+            time.sleep(delay)
+            self._waited += delay
+
+    def call(self, method: str, path: str, *, what: str, **kwargs: Any) -> dict[str, Any]:
+        return self.check(self.send(method, path, **kwargs), what)
+
+    def repository(self, owner: str, name: str) -> dict[str, Any] | None:
+        response = self.send("GET", f"/repos/{owner}/{name}")
+        if response.status_code == 404:
+            return None
+        return self.check(response, f"look up {owner}/{name}")
+
+    @staticmethod
+    def check(response: httpx.Response, what: str) -> dict[str, Any]:
+        if response.is_success:
+            return response.json()
+        message = _error_message(response)
+        if response.status_code == 401:
+            hint = "check APPGEN_GITHUB_TOKEN (or the GitHub App's id, key and installation)"
+        elif response.status_code == 403:
+            needs = response.headers.get("x-accepted-oauth-scopes") or response.headers.get(
+                "x-accepted-github-permissions"
+            )
+            has = response.headers.get("x-oauth-scopes")
+            hint = (
+                f"the token lacks the permission: this needs {needs!r}"
+                f"{f' and the token has {has!r}' if has is not None else ''}"
+                if needs
+                else "the token or App may lack access to the owner"
+            )
+        else:
+            hint = "see GitHub's status page or the message above"
+        raise PublishError(
+            redact(f"GitHub refused to {what} ({response.status_code} {message}): {hint}")
+        )
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("message", ""))
+    except ValueError:
+        return response.reason_phrase
+
+
+def _rate_limit_delay(response: httpx.Response) -> float | None:
+    """Seconds GitHub asks us to wait, or None if this is not a rate limit."""
+    if response.status_code not in (403, 429):
+        return None
+    retry_after = response.headers.get("retry-after")
+    if retry_after is not None and retry_after.isdigit():
+        return float(retry_after)
+    if response.headers.get("x-ratelimit-remaining") == "0":
+        reset = response.headers.get("x-ratelimit-reset", "")
+        if reset.isdigit():
+            return max(0.0, int(reset) - time.time()) + 1.0
+    return None
+
+
+def _log() -> logging.Logger | logging.LoggerAdapter:
+    """The run's logger inside a flow or task run, this module's outside one."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return get_logger("appgen.github")

@@ -1,0 +1,290 @@
+"""A local stand-in for GitHub: the REST endpoints appgen uses, with GitHub's shapes
+and status codes, and a real git smart-HTTP server (`git http-backend`) that refuses
+any request without the expected credential. Loopback only."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import os
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jwt
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+
+@dataclass
+class Account:
+    login: str
+    kind: str  # "User" or "Organization"
+
+
+@dataclass
+class GitHubState:
+    root: Path
+    token: str = "ghp_standinTokenValue0123456789"
+    scopes: str = "repo"
+    app_public_key: str | None = None
+    app_id: str = "4242"
+    installation_id: int = 77
+    installation_token_lifetime: int = 3600
+    accounts: dict[str, Account] = field(default_factory=dict)
+    repos: dict[tuple[str, str], dict] = field(default_factory=dict)
+    # (method, "reset" | "retry-after"): the next such request is rate limited
+    rate_limit_next: list[tuple[str, str]] = field(default_factory=list)
+    fail_next_push: bool = False
+    installation_tokens: list[str] = field(default_factory=list)
+    requests: list[tuple[str, str, str]] = field(default_factory=list)  # method, path, auth
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1000))
+
+    def add_account(self, login: str, kind: str = "User") -> None:
+        self.accounts[login] = Account(login, kind)
+
+    def add_foreign_repository(self, owner: str, name: str) -> None:
+        """A repository someone else created: same name, no appgen marker."""
+        self._store(owner, name, "someone else's project", private=False)
+
+    def bare_path(self, owner: str, name: str) -> Path:
+        return self.root / owner / f"{name}.git"
+
+    def _store(self, owner: str, name: str, description: str, private: bool) -> dict:
+        path = self.bare_path(owner, name)
+        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(path)], check=True)
+        repo = {
+            "id": next(self._ids),
+            "name": name,
+            "full_name": f"{owner}/{name}",
+            "owner": {"login": owner},
+            "private": private,
+            "description": description,
+            "html_url": f"{self.base_url}/{owner}/{name}",
+            "clone_url": f"{self.base_url}/{owner}/{name}.git",
+        }
+        self.repos[(owner, name)] = repo
+        return repo
+
+    base_url: str = ""
+
+
+def _basic_credentials(header: str) -> str | None:
+    """The token of an `Authorization: Basic base64(user:token)` header (the scheme is
+    case-insensitive, as in HTTP)."""
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        return base64.b64decode(encoded).decode().partition(":")[2]
+    except ValueError:
+        return None
+
+
+def build_app(state: GitHubState) -> Starlette:
+    def valid_tokens() -> set[str]:
+        return {state.token, *state.installation_tokens}
+
+    def authenticated(request: Request) -> bool:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() in ("bearer", "token") and value in valid_tokens()
+
+    def error(status: int, message: str, **headers: str) -> JSONResponse:
+        return JSONResponse(
+            {"message": message, "documentation_url": "https://docs.github.com/rest"},
+            status_code=status,
+            headers=headers,
+        )
+
+    def api(handler, scope_needed: str | None = None):
+        async def endpoint(request: Request) -> Response:
+            state.requests.append(
+                (request.method, request.url.path, request.headers.get("authorization", ""))
+            )
+            if not authenticated(request):
+                return error(401, "Bad credentials")
+            if state.rate_limit_next and state.rate_limit_next[0][0] == request.method:
+                kind = state.rate_limit_next.pop(0)[1]
+                if kind == "retry-after":
+                    return error(
+                        429, "You have exceeded a secondary rate limit.", **{"retry-after": "1"}
+                    )
+                return error(
+                    403,
+                    "API rate limit exceeded",
+                    **{
+                        "x-ratelimit-remaining": "0",
+                        "x-ratelimit-reset": str(int(time.time()) + 1),
+                    },
+                )
+            if scope_needed and scope_needed not in state.scopes.split(", "):
+                return error(
+                    403,
+                    "Resource not accessible by personal access token",
+                    **{"x-accepted-oauth-scopes": scope_needed, "x-oauth-scopes": state.scopes},
+                )
+            return await handler(request)
+
+        return endpoint
+
+    async def get_user(request: Request) -> Response:
+        account = state.accounts.get(request.path_params["owner"])
+        if account is None:
+            return error(404, "Not Found")
+        return JSONResponse({"login": account.login, "type": account.kind})
+
+    async def get_repo(request: Request) -> Response:
+        repo = state.repos.get((request.path_params["owner"], request.path_params["name"]))
+        return JSONResponse(repo) if repo else error(404, "Not Found")
+
+    async def create(request: Request, owner: str) -> Response:
+        body = await request.json()
+        if (owner, body["name"]) in state.repos:
+            return JSONResponse(
+                {
+                    "message": "Repository creation failed.",
+                    "errors": [
+                        {
+                            "resource": "Repository",
+                            "code": "custom",
+                            "field": "name",
+                            "message": "name already exists on this account",
+                        }
+                    ],
+                    "documentation_url": "https://docs.github.com/rest/repos/repos",
+                },
+                status_code=422,
+            )
+        repo = state._store(
+            owner, body["name"], body.get("description") or "", body.get("private", False)
+        )
+        return JSONResponse(repo, status_code=201)
+
+    async def create_for_user(request: Request) -> Response:
+        # The authenticated user: the first User account.
+        login = next(a.login for a in state.accounts.values() if a.kind == "User")
+        return await create(request, login)
+
+    async def create_for_org(request: Request) -> Response:
+        org = request.path_params["org"]
+        if state.accounts.get(org, Account(org, "")).kind != "Organization":
+            return error(404, "Not Found")
+        return await create(request, org)
+
+    async def installation_token(request: Request) -> Response:
+        state.requests.append(
+            (request.method, request.url.path, request.headers.get("authorization", ""))
+        )
+        token = request.headers.get("authorization", "").partition(" ")[2]
+        try:
+            claims = jwt.decode(token, state.app_public_key, algorithms=["RS256"])
+        except jwt.PyJWTError:
+            return error(401, "A JSON web token could not be decoded")
+        if claims["iss"] != state.app_id or int(request.path_params["id"]) != state.installation_id:
+            return error(404, "Not Found")
+        granted = f"ghs_installation{len(state.installation_tokens):04d}{os.urandom(8).hex()}"
+        state.installation_tokens.append(granted)
+        expires = time.gmtime(time.time() + state.installation_token_lifetime)
+        return JSONResponse(
+            {"token": granted, "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", expires)},
+            status_code=201,
+        )
+
+    async def git(request: Request) -> Response:
+        """`git http-backend` for the bare repositories, behind a credential check."""
+        credential = request.headers.get("authorization", "")
+        state.requests.append((request.method, request.url.path, credential))
+        if _basic_credentials(credential) not in valid_tokens():
+            return Response(
+                "Authentication failed",
+                status_code=401,
+                headers={"WWW-Authenticate": 'Basic realm="GitHub"'},
+            )
+        service = request.query_params.get("service") or request.url.path.rsplit("/", 1)[-1]
+        if "receive-pack" in service and request.method == "POST" and state.fail_next_push:
+            state.fail_next_push = False
+            return Response("GitHub is having a moment", status_code=503)
+        body = await request.body()
+        env = {
+            "PATH": os.environ["PATH"],
+            "GIT_PROJECT_ROOT": str(state.root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "REMOTE_USER": "x-access-token",
+            "REMOTE_ADDR": "127.0.0.1",
+            "REQUEST_METHOD": request.method,
+            "PATH_INFO": request.url.path,
+            "QUERY_STRING": request.url.query,
+            "CONTENT_TYPE": request.headers.get("content-type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+        }
+        if "content-encoding" in request.headers:
+            env["HTTP_CONTENT_ENCODING"] = request.headers["content-encoding"]
+        completed = subprocess.run(
+            ["git", "http-backend"], input=body, env=env, capture_output=True
+        )
+        head, _, payload = completed.stdout.partition(b"\r\n\r\n")
+        status, headers = 200, {}
+        for line in head.decode().split("\r\n"):
+            name, _, value = line.partition(": ")
+            if name.lower() == "status":
+                status = int(value.split()[0])
+            elif name:
+                headers[name] = value
+        return Response(payload, status_code=status, headers=headers)
+
+    return Starlette(
+        routes=[
+            Route("/api/v3/users/{owner}", api(get_user)),
+            Route("/api/v3/repos/{owner}/{name}", api(get_repo)),
+            Route("/api/v3/user/repos", api(create_for_user, "repo"), methods=["POST"]),
+            Route("/api/v3/orgs/{org}/repos", api(create_for_org, "repo"), methods=["POST"]),
+            Route(
+                "/api/v3/app/installations/{id}/access_tokens", installation_token, methods=["POST"]
+            ),
+            Route("/{owner}/{repo}.git/{rest:path}", git, methods=["GET", "POST"]),
+        ]
+    )
+
+
+class GitHubStandIn:
+    """Runs the stand-in on 127.0.0.1 in a background thread."""
+
+    def __init__(self, root: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.git_url = f"http://127.0.0.1:{self.port}"
+        self.api_url = f"{self.git_url}/api/v3"
+        self.root = root
+        self.state = GitHubState(root=root)
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                build_app(self.state), host="127.0.0.1", port=self.port, log_level="warning"
+            )
+        )
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def reset(self, root: Path) -> GitHubState:
+        """A clean account state for one test (same server)."""
+        fresh = GitHubState(root=root, base_url=self.git_url)
+        self.state.__dict__.update(fresh.__dict__)
+        return self.state
+
+    def __enter__(self) -> GitHubStandIn:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the GitHub stand-in did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=5)

@@ -1,0 +1,301 @@
+"""Publishing to GitHub (a local stand-in with GitHub's API shapes and a real git
+smart-HTTP server): idempotent repositories, taken names, rate limits, and a token
+that never leaks."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import SecretStr
+
+from blocks import defaults
+from blocks.github_host import GitHubHost, request_marker
+from core.errors import PublishError
+from core.models import RequestStatus
+from core.redaction import MASK, RedactingFilter, register_secret
+from core.settings import Settings
+from flows.publish import generate_and_publish
+from tests.conftest import agent_runs, flow_run_logs
+
+pytestmark = pytest.mark.usefixtures("flow_env")
+
+
+def bare_git(state, name: str, *args: str) -> str:
+    return subprocess.run(
+        ["git", f"--git-dir={state.bare_path('acme', name)}", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def record(request_id: int):
+    return defaults.database(Settings()).get(request_id)
+
+
+def credential_header(token: str) -> str:
+    return "AUTHORIZATION: basic " + base64.b64encode(f"x-access-token:{token}".encode()).decode()
+
+
+def test_publishes_to_the_organisation_and_clones_back(github, github_server, tmp_path):
+    outcome = generate_and_publish("Build me a counter app", request_id=1)
+    assert outcome.repo_url == f"{github_server.git_url}/acme/counter-app"
+    repo = github.repos[("acme", "counter-app")]
+    assert repo["private"] is True
+    assert request_marker(1) in repo["description"]
+    row = record(1)
+    assert (row.repo_url, row.repo_id) == (outcome.repo_url, str(repo["id"]))
+    clone = tmp_path / "clone"
+    subprocess.run(
+        [
+            "git",
+            "-c",
+            f"http.extraheader={credential_header(github.token)}",
+            "clone",
+            "-q",
+            repo["clone_url"],
+            str(clone),
+        ],
+        check=True,
+    )
+    assert (clone / "server.js").exists() and (clone / "fly.toml").exists()
+    assert 'app = "counter-app"' in (clone / "fly.toml").read_text()
+
+
+def test_a_push_without_the_credential_is_refused_by_the_git_server(
+    github, github_server, tmp_path
+):
+    generate_and_publish("a counter", request_id=2)
+    clone = subprocess.run(
+        ["git", "clone", "-q", f"{github_server.git_url}/acme/counter.git", str(tmp_path / "c")],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"GIT_TERMINAL_PROMPT": "0"},
+    )
+    assert clone.returncode != 0
+
+
+def test_a_failed_push_then_a_rerun_gives_one_repository_and_one_commit(github, counting_agent):
+    github.fail_next_push = True
+    with pytest.raises(PublishError, match=r"git push .* failed"):
+        generate_and_publish("a recipe book", request_id=3)
+    failed = record(3)
+    assert failed.status is RequestStatus.FAILED
+    assert failed.repo_url and failed.repo_id  # recorded right after creation, before the push
+
+    outcome = generate_and_publish("a recipe book", request_id=3)
+    assert outcome.status is RequestStatus.PUBLISHED and outcome.repo_url == failed.repo_url
+    assert list(github.repos) == [("acme", "recipe-book")]
+    assert bare_git(github, "recipe-book", "rev-list", "--count", "main") == "1"
+    assert agent_runs(counting_agent) == ["3"]
+
+
+def test_a_name_taken_by_someone_else_moves_to_the_next_name(github, counting_agent):
+    github.add_foreign_repository("acme", "counter-app")
+    first = generate_and_publish("Build me a counter app", request_id=4)
+    again = generate_and_publish("Build me a counter app", request_id=4)
+    assert first.repo_url.endswith("/acme/counter-app-2")
+    assert record(4).repo_url == first.repo_url
+    assert (again.repo_url, again.commit_sha) == (first.repo_url, first.commit_sha)
+    assert bare_git(github, "counter-app-2", "rev-list", "--count", "main") == "1"
+    assert (
+        subprocess.run(
+            [
+                "git",
+                f"--git-dir={github.bare_path('acme', 'counter-app')}",
+                "rev-parse",
+                "--verify",
+                "-q",
+                "main",
+            ],
+            capture_output=True,
+        ).returncode
+        != 0
+    )  # theirs: untouched
+
+
+@pytest.mark.parametrize("limit", ["reset", "retry-after"])
+def test_a_rate_limited_create_succeeds_after_the_wait(github, limit):
+    github.rate_limit_next.append(("POST", limit))
+    outcome = generate_and_publish("a counter", request_id=5)
+    assert outcome.status is RequestStatus.PUBLISHED
+    creates = [r for r in github.requests if r[0] == "POST" and r[1].endswith("/repos")]
+    assert len(creates) == 2  # refused once, then sent again after the wait
+
+
+def test_a_rate_limit_beyond_the_budget_fails_clearly(github, github_server):
+    host = GitHubHost(
+        owner="acme",
+        token=SecretStr(github.token),
+        api_url=github_server.api_url,
+        git_url=github_server.git_url,
+        max_rate_limit_wait_seconds=0,
+    )
+    github.rate_limit_next.append(("GET", "reset"))
+    with pytest.raises(PublishError, match=r"rate limit .* run the publish again later"):
+        host.ensure_repository("counter", 6)
+
+
+def test_a_bad_token_is_a_clear_error_that_does_not_contain_it(github, monkeypatch):
+    wrong = "ghp_wrongTokenValue9876543210"
+    monkeypatch.setenv("APPGEN_GITHUB_TOKEN", wrong)
+    with pytest.raises(PublishError) as failure:
+        generate_and_publish("a counter", request_id=7)
+    assert "401 Bad credentials" in str(failure.value)
+    assert "APPGEN_GITHUB_TOKEN" in str(failure.value)
+    assert wrong not in str(failure.value) and wrong not in record(7).error
+
+
+def test_a_missing_scope_is_named(github):
+    github.scopes = "read:user"
+    with pytest.raises(PublishError, match="needs 'repo' and the token has 'read:user'"):
+        generate_and_publish("a counter", request_id=8)
+
+
+def test_a_republish_lands_on_top_and_others_commits_are_never_overwritten(github, tmp_path):
+    first = generate_and_publish("a counter", request_id=9, app_name="tally")
+    second = generate_and_publish("a counter with a reset button", request_id=9)
+    assert bare_git(github, "tally", "rev-list", "main").split() == [
+        second.commit_sha,
+        first.commit_sha,
+    ]
+
+    # Someone commits on main; appgen's next publish must not bury it.
+    human = tmp_path / "human"
+    subprocess.run(
+        ["git", "clone", "-q", str(github.bare_path("acme", "tally")), str(human)], check=True
+    )
+    (human / "NOTES.md").write_text("hand-written\n")
+    subprocess.run(["git", "-C", str(human), "add", "NOTES.md"], check=True)
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(human),
+            "-c",
+            "user.name=h",
+            "-c",
+            "user.email=h@x",
+            "commit",
+            "-qm",
+            "notes",
+        ],
+        check=True,
+    )
+    subprocess.run(["git", "-C", str(human), "push", "-q", "origin", "main"], check=True)
+    human_head = bare_git(github, "tally", "rev-parse", "main")
+    with pytest.raises(PublishError, match=r"moved on.*never overwrites"):
+        generate_and_publish("a counter with undo", request_id=9)
+    assert bare_git(github, "tally", "rev-parse", "main") == human_head
+
+
+@pytest.fixture
+def app_key() -> tuple[str, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
+
+
+def test_publishes_as_a_github_app_with_a_cached_installation_token(
+    github, github_server, app_key, monkeypatch
+):
+    private, public = app_key
+    github.app_public_key = public
+    monkeypatch.delenv("APPGEN_GITHUB_TOKEN")
+    monkeypatch.setenv("APPGEN_GITHUB_APP_ID", github.app_id)
+    monkeypatch.setenv("APPGEN_GITHUB_APP_PRIVATE_KEY", private)
+    monkeypatch.setenv("APPGEN_GITHUB_INSTALLATION_ID", str(github.installation_id))
+    outcome = generate_and_publish("a counter", request_id=10)
+    assert outcome.status is RequestStatus.PUBLISHED
+    assert github.installation_tokens  # the push used an installation token
+    host = GitHubHost(
+        owner="acme",
+        app_id=github.app_id,
+        app_private_key=SecretStr(private),
+        installation_id=github.installation_id,
+        api_url=github_server.api_url,
+        git_url=github_server.git_url,
+    )
+    minted = len(github.installation_tokens)
+    host.ensure_repository("counter", 10)
+    host.git_config()
+    assert len(github.installation_tokens) == minted + 1  # one token, reused
+    github.installation_token_lifetime = 120  # inside the refresh margin: never reused
+    host._installation_token = None
+    host.git_config()
+    host.git_config()
+    assert len(github.installation_tokens) == minted + 3
+
+
+def test_the_token_never_leaks(github, github_server, tmp_path, monkeypatch, appgen_home, caplog):
+    from prefect import get_client
+    from prefect.settings import PREFECT_HOME, PREFECT_SERVER_DATABASE_CONNECTION_URL
+
+    token = github.token
+    encoded = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    spy_log = tmp_path / "git-argv.log"
+    spy = tmp_path / "spy-bin"
+    spy.mkdir()
+    (spy / "git").write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{spy_log}"\nexec "{shutil.which("git")}" "$@"\n'
+    )
+    (spy / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{spy}:{os.environ['PATH']}")
+    caplog.set_level(logging.DEBUG)
+
+    published = generate_and_publish("a counter", request_id=11)
+    github.fail_next_push = True
+    with pytest.raises(PublishError) as failed_push:
+        generate_and_publish("a counter with undo", request_id=11)
+    monkeypatch.setenv("APPGEN_GITHUB_TOKEN", "ghp_wrongTokenValue9876543210")
+    with pytest.raises(PublishError) as wrong_token:
+        generate_and_publish("a counter", request_id=12)
+
+    def leaks(text: str) -> bool:
+        return token in text or encoded in text
+
+    assert not leaks(str(failed_push.value)) and not leaks(str(wrong_token.value))
+    assert "ghp_wrongTokenValue9876543210" not in str(wrong_token.value)
+    assert spy_log.exists() and not leaks(spy_log.read_text())  # no command line carries it
+    assert not leaks(caplog.text)  # no log line, at any level
+    runs = [record(rid).flow_run_id for rid in (11, 12)]
+    messages = flow_run_logs(runs, expect={"request 11 → failed", "request 12 → failed"})
+    assert {"request 11 → failed", "request 12 → failed"} <= set(messages)
+    assert not leaks("\n".join(messages))
+    with get_client(sync_client=True) as client:
+        states = [client.read_flow_run(uuid.UUID(run)).state for run in runs]
+    assert not leaks(" ".join(str(s.message) for s in states))
+    assert published.repo_url.startswith(github_server.git_url) and not leaks(published.repo_url)
+    # Nothing on disk: the database, the workspace, the Prefect DB and result storage.
+    prefect_db = Path(PREFECT_SERVER_DATABASE_CONNECTION_URL.value().split("///", 1)[1])
+    places = [appgen_home, tmp_path / "results", Path(PREFECT_HOME.value()), prefect_db.parent]
+    for place in places:
+        for path in place.rglob("*") if place.is_dir() else [place]:
+            if path.is_file():
+                data = path.read_bytes()
+                assert token.encode() not in data and encoded.encode() not in data, path
+
+
+def test_log_records_that_contain_a_secret_are_masked():
+    register_secret("s3cr3t-value-for-test")
+    record = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, "token is %s", ("s3cr3t-value-for-test",), None
+    )
+    RedactingFilter().filter(record)
+    assert record.getMessage() == f"token is {MASK}"
