@@ -2,6 +2,8 @@
 
     appgen publish --prompt TEXT [--request-id N] [--app-name NAME] [--regenerate] [--json]
     appgen status [N] [--json]
+    appgen setup [--no-deploy]          blocks, work pools, slots, deployments
+    appgen build-image | appgen reap    the Docker generator's image and leftovers
 
 Exit codes: 0 published (or found), 1 failed, 2 bad usage or bad input. Expected
 failures are printed as one clear message; the full detail stays in the Prefect run
@@ -69,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
     image.add_argument("--force", action="store_true", help="rebuild even if up to date")
 
     commands.add_parser("reap", help="remove generator containers a killed orchestrator left")
+
+    setup = commands.add_parser(
+        "setup", help="register blocks, create work pools and slots, apply deployments"
+    )
+    setup.add_argument(
+        "--no-deploy", action="store_true", help="skip applying prefect.yaml's deployments"
+    )
     return parser
 
 
@@ -211,7 +220,21 @@ def _record_json(record: RequestRecord) -> dict[str, Any]:
     return record.model_dump(mode="json")
 
 
-_COMMANDS = {"publish": _publish, "status": _status, "build-image": _build_image, "reap": _reap}
+def _setup(args: argparse.Namespace, settings: Settings) -> int:
+    from deployments.setup import setup
+
+    setup(settings, deploy=not args.no_deploy, log=lambda line: stderr.print(line))
+    stderr.print("[green]setup complete[/]")
+    return EXIT_OK
+
+
+_COMMANDS = {
+    "publish": _publish,
+    "status": _status,
+    "build-image": _build_image,
+    "reap": _reap,
+    "setup": _setup,
+}
 
 
 class _ProgressDisplay(logging.Handler):

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +51,11 @@ def main() -> None:
     to_first_line, to_done, docker_run = [], [], []
     for attempt in range(args.repeat + 1):  # the first round warms up and is not counted
         spec = GenerationSpec(
-            request_id=attempt + 1, prompt="a counter", agent="command", agent_command="true"
+            request_id=attempt + 1,
+            registered_at=datetime.now(UTC),
+            prompt="a counter",
+            agent="command",
+            agent_command="true",
         )
         logger = FirstLine()
         started = time.perf_counter()

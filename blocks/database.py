@@ -1,32 +1,42 @@
-"""The requests database: one row per request, SQLite by default, any SQLAlchemy URL."""
+"""The requests database: one row per request. SQLite by default, PostgreSQL in
+production, the same code; the schema is managed by alembic migrations
+(``blocks/migrations``), applied automatically and under a lock on first use."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 from prefect.blocks.core import Block
 from pydantic import Field, PrivateAttr, SecretStr
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from core.errors import DatabaseError
 from core.models import RequestRecord, RequestStatus
 
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_DIALECT_INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+_MIGRATION_LOCK_KEY = 0x6170_7067  # pg_advisory_xact_lock key: "appg"
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class _Base(DeclarativeBase):
+class Base(DeclarativeBase):
     pass
 
 
-class RequestRow(_Base):
+class RequestRow(Base):
     __tablename__ = "requests"
 
     request_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
@@ -38,10 +48,11 @@ class RequestRow(_Base):
     commit_sha: Mapped[str | None] = mapped_column(sa.String(64))
     flow_run_id: Mapped[str | None] = mapped_column(sa.String(64))
     error: Mapped[str | None] = mapped_column(sa.Text)
+    # The flow run that holds the right to run the generator for this request.
+    claimed_by: Mapped[str | None] = mapped_column(sa.String(64))
+    claimed_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=_now)
-    updated_at: Mapped[datetime] = mapped_column(
-        sa.DateTime(timezone=True), default=_now, onupdate=_now
-    )
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=_now)
 
 
 _RECORD_FIELDS = frozenset(RequestRecord.model_fields) - {"request_id", "created_at", "updated_at"}
@@ -64,7 +75,7 @@ class Database(Block):
     _description = "SQLAlchemy database recording each request's status and repository."
 
     url: SecretStr = Field(
-        description="SQLAlchemy URL of the database.",
+        description="SQLAlchemy URL of the database (SQLite or PostgreSQL).",
         examples=["sqlite:////home/me/.appgen/appgen.db", "postgresql+psycopg://u:p@db/appgen"],
     )
     _engine: sa.Engine | None = PrivateAttr(default=None)
@@ -85,20 +96,68 @@ class Database(Block):
             return _record(row)
 
     def upsert(self, request_id: int, **fields: Any) -> RequestRecord:
-        """Insert or update the request's row with the given fields."""
+        """Insert or update the request's row with the given fields, atomically
+        (``INSERT … ON CONFLICT DO UPDATE``): concurrent writers never lose a field."""
         unknown = set(fields) - _RECORD_FIELDS
         if unknown:
             raise ValueError(f"not columns of a request: {sorted(unknown)}")
+        now = _now()
+        values = {k: v.value if isinstance(v, RequestStatus) else v for k, v in fields.items()}
+        values["updated_at"] = now
         with self._session() as session:
-            row = session.get(RequestRow, request_id, with_for_update=True)
-            if row is None:
-                row = RequestRow(request_id=request_id, prompt=fields.get("prompt", ""))
-                session.add(row)
-            for name, value in fields.items():
-                setattr(row, name, value.value if isinstance(value, RequestStatus) else value)
-            row.updated_at = _now()
-            session.flush()
+            insert = _DIALECT_INSERT[session.bind.dialect.name](RequestRow).values(
+                {"prompt": "", "status": RequestStatus.PENDING.value, "created_at": now}
+                | values
+                | {"request_id": request_id}
+            )
+            session.execute(
+                insert.on_conflict_do_update(index_elements=[RequestRow.request_id], set_=values)
+            )
+            if session.bind.dialect.name == "postgresql":
+                # An explicit id must not be handed out again by the id sequence.
+                session.execute(
+                    sa.text(
+                        "SELECT setval(pg_get_serial_sequence('requests', 'request_id'), "
+                        "GREATEST(:id, (SELECT last_value FROM requests_request_id_seq)))"
+                    ),
+                    {"id": request_id},
+                )
+            row = session.get(RequestRow, request_id, populate_existing=True)
+            assert row is not None
             return _record(row)
+
+    def claim_generation(self, request_id: int, owner: str, stale_after: timedelta) -> str | None:
+        """Claim the right to generate for this request. Returns None when ``owner``
+        holds it now, else the flow run that does. A claim older than ``stale_after``
+        (its holder died) can be taken over."""
+        now = _now()
+        with self._session() as session:
+            claimed = session.execute(
+                sa.update(RequestRow)
+                .where(
+                    RequestRow.request_id == request_id,
+                    sa.or_(
+                        RequestRow.claimed_by.is_(None),
+                        RequestRow.claimed_by == owner,
+                        RequestRow.claimed_at < now - stale_after,
+                    ),
+                )
+                .values(claimed_by=owner, claimed_at=now)
+            )
+            if claimed.rowcount == 1:
+                return None
+            holder = session.scalar(
+                sa.select(RequestRow.claimed_by).where(RequestRow.request_id == request_id)
+            )
+            return holder or "an unknown flow run"
+
+    def release_generation(self, request_id: int, owner: str) -> None:
+        with self._session() as session:
+            session.execute(
+                sa.update(RequestRow)
+                .where(RequestRow.request_id == request_id, RequestRow.claimed_by == owner)
+                .values(claimed_by=None, claimed_at=None)
+            )
 
     def get(self, request_id: int) -> RequestRecord | None:
         with self._session() as session:
@@ -118,7 +177,16 @@ class Database(Block):
             rows = session.scalars(sa.select(RequestRow).order_by(RequestRow.request_id))
             return [_record(row) for row in rows]
 
-    @contextmanager
+    def migrate(self) -> None:
+        """Bring the schema up to date (alembic ``upgrade head``); safe to run
+        concurrently and repeatedly."""
+        self._get_engine()
+
+    def display_url(self) -> str:
+        """The URL with its password masked, for messages."""
+        return sa.make_url(self.url.get_secret_value()).render_as_string(hide_password=True)
+
+    @contextlib.contextmanager
     def _session(self) -> Iterator[Session]:
         try:
             with Session(self._get_engine(), expire_on_commit=False) as session, session.begin():
@@ -132,15 +200,13 @@ class Database(Block):
     def _get_engine(self) -> sa.Engine:
         if self._engine is None:
             url = sa.make_url(self.url.get_secret_value())
+            if url.get_backend_name() not in _DIALECT_INSERT:
+                raise DatabaseError(
+                    f"{self.display_url()}: appgen supports SQLite and PostgreSQL databases"
+                )
             try:
-                if url.get_backend_name() == "sqlite" and url.database not in (
-                    None,
-                    "",
-                    ":memory:",
-                ):
-                    Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-                engine = sa.create_engine(url)
-                _Base.metadata.create_all(engine)
+                engine = _create_engine(url)
+                _upgrade_schema(engine, url)
             except ModuleNotFoundError as exc:
                 raise DatabaseError(
                     f"the driver for {self.display_url()} is not installed ({exc.name}); "
@@ -153,9 +219,40 @@ class Database(Block):
             self._engine = engine
         return self._engine
 
-    def display_url(self) -> str:
-        """The URL with its password masked, for messages."""
-        return sa.make_url(self.url.get_secret_value()).render_as_string(hide_password=True)
+
+def _create_engine(url: sa.URL) -> sa.Engine:
+    if url.get_backend_name() != "sqlite":
+        return sa.create_engine(url, pool_pre_ping=True)
+    if url.database not in (None, "", ":memory:"):
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    # Concurrent flow runs share the file: wait for the write lock rather than fail.
+    return sa.create_engine(url, connect_args={"timeout": 60})
+
+
+def _upgrade_schema(engine: sa.Engine, url: sa.URL) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with _migration_lock(url), engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+            )
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+@contextlib.contextmanager
+def _migration_lock(url: sa.URL) -> Iterator[None]:
+    """SQLite files get a lock file beside them; PostgreSQL uses an advisory lock."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        yield
+        return
+    with open(f"{url.database}.migrate.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _record(row: RequestRow) -> RequestRecord:

@@ -86,6 +86,7 @@ class PublishRequest(Frozen):
     request_id: int = Field(gt=0)
     prompt: str
     app_name: str
+    registered_at: datetime = Field(description="When the request's row was created.")
     published_sha: str | None = Field(
         default=None, description="The commit appgen last pushed for this request, if any."
     )
@@ -105,6 +106,9 @@ class GenerationSpec(Frozen):
     """Everything that decides what the generator writes; the cache key of a generation."""
 
     request_id: int
+    # A request id can come round again (a new database); its row's creation time
+    # cannot, so a cached generation is never mistaken for a new request's.
+    registered_at: datetime
     prompt: str
     agent: Literal["template", "command", "claude"]
     agent_command: str | None = None
@@ -224,6 +228,7 @@ class RequestRecord(BaseModel):
     commit_sha: str | None = None
     flow_run_id: str | None = None
     error: str | None = None
+    claimed_by: str | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     generator_timeout: float = Field(
         default=1800.0, gt=0, description="Seconds before a generation is killed."
     )
+    generator_slots: int = Field(
+        default=4,
+        gt=0,
+        description="Generations that may run at once across all workers (a Prefect global "
+        "concurrency limit, set by `appgen setup`).",
+    )
     agent: AgentKind = Field(default="template", description="The coding agent to run.")
     agent_command: str | None = Field(
         default=None, description="Shell command run by the `command` agent in the app dir."

@@ -1,7 +1,7 @@
 """generate_and_publish: a prompt in, a published repository and a database row out.
 
-    register → run_generator → fetch_artifact → filtered_stage → create_repository
-             → render_deploy_files → git_push → update_db
+    register → claim → run_generator → fetch_artifact → filtered_stage
+             → create_repository → render_deploy_files → git_push → summary → update_db
 
 run_generator is cached on its inputs, so running the same request again after a
 failed publish redoes only the cheap steps.
@@ -26,13 +26,19 @@ from core.models import (
     RequestUpdate,
 )
 from core.settings import Settings
+from tasks.claim_request import claim_request, release_request
 from tasks.create_repository import create_repository
 from tasks.fetch_artifact import fetch_artifact
 from tasks.filtered_stage import filtered_stage
 from tasks.git_push import git_push
+from tasks.publish_summary import publish_summary
 from tasks.render_deploy_files import render_deploy_files
 from tasks.run_generator import run_generator
 from tasks.update_db import register_request, update_db
+
+# A claim outlives the generator's timeout by this much before another run may take
+# it over (its holder died): time enough to stage and push.
+CLAIM_MARGIN_SECONDS = 600
 
 
 @flow(name="generate-and-publish")
@@ -57,16 +63,20 @@ def generate_and_publish(
     database = defaults.database(settings)
     request = register_request(database, prompt, request_id, app_name, flow_run.id)
     rid = request.request_id
+    claim_request(database, rid, flow_run.id, settings.generator_timeout + CLAIM_MARGIN_SECONDS)
     try:
         update_db(database, RequestUpdate(request_id=rid, status=RequestStatus.GENERATING))
         spec = GenerationSpec(
             request_id=rid,
+            registered_at=request.registered_at,
             prompt=request.prompt,
             agent=settings.agent,
             agent_command=settings.agent_command,
         )
         generator = defaults.generator(settings, saved=generator_block)
-        generation = run_generator.with_options(refresh_cache=regenerate)(spec, generator)
+        generation = run_generator.with_options(refresh_cache=regenerate)(
+            spec, generator, settings.generator_slots
+        )
         with ExitStack() as temporary:
             source = fetch_artifact(generation, generator.artifact_store())
             if source.temporary:
@@ -84,9 +94,10 @@ def generate_and_publish(
                     repo_id=repository.id,
                 ),
             )
-            render_deploy_files(staged, repository.name, settings.fly_region)
+            deploy = render_deploy_files(staged, repository.name, settings.fly_region)
             author = CommitAuthor(name=settings.git_author_name, email=settings.git_author_email)
             published = git_push(staged, request, repository, host, author)
+            publish_summary(request, generation, staged, deploy, published)
         update_db(
             database,
             RequestUpdate(
@@ -100,6 +111,8 @@ def generate_and_publish(
         failed = RequestUpdate(request_id=rid, status=RequestStatus.FAILED, error=describe(exc))
         update_db(database, failed)
         raise
+    finally:
+        release_request(database, rid, flow_run.id)
     return PublishOutcome(
         request_id=rid,
         status=RequestStatus.PUBLISHED,

@@ -9,16 +9,31 @@ Python call with the same request reuses the generation.
 
 from __future__ import annotations
 
-from prefect import get_run_logger, task
+from prefect import get_client, get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectNotFound
 
 from blocks.generators import GeneratorBlock
 from core.models import GenerationSpec, GeneratorRun
 
+GENERATOR_SLOTS = "appgen-generator-slots"
 
-@task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
-def run_generator(spec: GenerationSpec, generator: GeneratorBlock) -> GeneratorRun:
-    """Run the agent for one request and return where its app was left."""
+
+def ensure_generator_slots(default_slots: int) -> None:
+    """Create the global concurrency limit on generators if nobody has (``appgen
+    setup`` sets it from APPGEN_GENERATOR_SLOTS; an existing limit is left alone)."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(GENERATOR_SLOTS)
+        except ObjectNotFound:
+            client.upsert_global_concurrency_limit_by_name(GENERATOR_SLOTS, default_slots)
+
+
+@task(cache_policy=(INPUTS - "slots") + TASK_SOURCE, persist_result=True)
+def run_generator(spec: GenerationSpec, generator: GeneratorBlock, slots: int = 4) -> GeneratorRun:
+    """Run the agent for one request, in one of ``slots`` generator slots, and return
+    where its app was left."""
     logger = get_run_logger()
     logger.info(
         "generating request %d with the %r agent (%s)",
@@ -26,6 +41,8 @@ def run_generator(spec: GenerationSpec, generator: GeneratorBlock) -> GeneratorR
         spec.agent,
         type(generator).__name__,
     )
-    run = generator.run(spec, logger)
+    ensure_generator_slots(slots)
+    with concurrency(GENERATOR_SLOTS, occupy=1, strict=True):
+        run = generator.run(spec, logger)
     logger.info("generation finished in %.1fs: %s", run.duration_seconds, run.artifact.location)
     return run

@@ -36,16 +36,17 @@ def register_request(
     check_prompt(prompt)
     check_app_name(name)
     if request_id is None:
-        request_id = database.create_request(prompt, name, flow_run_id).request_id
+        record = database.create_request(prompt, name, flow_run_id)
     else:
-        database.upsert(
+        record = database.upsert(
             request_id, prompt=prompt, app_name=name, flow_run_id=flow_run_id, error=None
         )
-    get_run_logger().info("request %d: %r → %s", request_id, prompt[:80], name)
+    get_run_logger().info("request %d: %r → %s", record.request_id, prompt[:80], name)
     return PublishRequest(
-        request_id=request_id,
+        request_id=record.request_id,
         prompt=prompt,
         app_name=name,
+        registered_at=record.created_at,
         published_sha=existing.commit_sha if existing else None,
     )
 

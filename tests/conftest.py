@@ -34,7 +34,7 @@ def prefect_api() -> Iterator[str]:
 def appgen_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own APPGEN_HOME and no APPGEN_* settings from outside."""
     for name in list(os.environ):
-        if name.startswith("APPGEN_"):
+        if name.startswith("APPGEN_") and not name.startswith("APPGEN_TEST_"):
             monkeypatch.delenv(name)
     home = tmp_path / "home"
     monkeypatch.setenv("APPGEN_HOME", str(home))
@@ -185,3 +185,102 @@ def flow_run_logs(
             if done or time.monotonic() > deadline:
                 return messages
             time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A PostgreSQL database for tests (APPGEN_TEST_POSTGRES_URL; .ci/run starts one).
+    Without one the PostgreSQL tests skip, except under CI, where they fail."""
+    url = os.environ.get("APPGEN_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs APPGEN_TEST_POSTGRES_URL (a PostgreSQL server)")
+        pytest.skip("no PostgreSQL server: set APPGEN_TEST_POSTGRES_URL")
+    return url
+
+
+def reset_postgres(url: str) -> None:
+    """Drop what an earlier test left, so each test starts from an empty database."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("DROP TABLE IF EXISTS requests, alembic_version"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same tests on SQLite and on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/appgen.db"
+    url = request.getfixturevalue("postgres_url")
+    reset_postgres(url)
+    return url
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_healthy(api_url: str, timeout: float = 60.0) -> None:
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"the Prefect server at {api_url} did not become healthy")
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `prefect server start` on 127.0.0.1: the one .ci/run started
+    (APPGEN_TEST_PREFECT_API_URL), or one of this session's own."""
+    import subprocess
+
+    if url := os.environ.get("APPGEN_TEST_PREFECT_API_URL"):
+        _wait_healthy(url)
+        yield url
+        return
+    port = _free_port()
+    home = tmp_path_factory.mktemp("prefect-server")
+    env = os.environ | {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "w")  # noqa: SIM115 - open for the server's lifetime
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--analytics-off",
+            "--no-ui",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        _wait_healthy(url)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()

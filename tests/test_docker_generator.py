@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,11 @@ def block(image: str, workspace: Path, **fields) -> DockerGenerator:
 
 def command_spec(request_id: int, command: str) -> GenerationSpec:
     return GenerationSpec(
-        request_id=request_id, prompt="an app", agent="command", agent_command=command
+        request_id=request_id,
+        registered_at=datetime.now(UTC),
+        prompt="an app",
+        agent="command",
+        agent_command=command,
     )
 
 

@@ -198,3 +198,11 @@ def test_a_saved_generator_block_overrides_the_settings(tmp_path, appgen_home):
 def test_an_unknown_saved_block_is_a_clear_error():
     with pytest.raises(InvalidRequest, match="no saved block 'appgen-process-generator/nope'"):
         generate_and_publish("a counter", generator_block="appgen-process-generator/nope")
+
+
+def test_a_request_id_reused_by_a_new_database_is_generated_afresh(counting_agent, appgen_home):
+    generate_and_publish("a counter", request_id=1, app_name="first")
+    (appgen_home / "appgen.db").unlink()  # a fresh database hands out id 1 again
+    outcome = generate_and_publish("a counter", request_id=1, app_name="second")
+    assert outcome.status is RequestStatus.PUBLISHED
+    assert agent_runs(counting_agent) == ["1", "1"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,11 @@ from core.models import GenerationSpec
 
 def spec(command: str, request_id: int = 5) -> GenerationSpec:
     return GenerationSpec(
-        request_id=request_id, prompt="an app", agent="command", agent_command=command
+        request_id=request_id,
+        registered_at=datetime.now(UTC),
+        prompt="an app",
+        agent="command",
+        agent_command=command,
     )
 
 

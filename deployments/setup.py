@@ -1,0 +1,111 @@
+"""``appgen setup``: everything a Prefect server needs to run appgen, in order, each
+step safe to repeat:
+
+1. register the project's block types;
+2. save default blocks from the settings (``appgen-*/default``);
+3. create the work pools (``appgen-local`` process, ``appgen-ecs`` ECS);
+4. set the global concurrency limit on generators (APPGEN_GENERATOR_SLOTS);
+5. apply the deployments in ``prefect.yaml`` (``prefect deploy``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from prefect import get_client
+from prefect.blocks.core import Block
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.exceptions import ObjectNotFound
+from prefect.utilities.asyncutils import run_coro_as_sync
+from prefect.workers.utilities import get_default_base_job_template_for_infrastructure_type
+
+from blocks import defaults
+from blocks.artifact_stores import VolumeArtifactStore
+from blocks.database import Database
+from blocks.docker_generator import DockerGenerator
+from blocks.generators import ProcessGenerator
+from blocks.git_hosts import LocalGitHost
+from blocks.github_host import GitHubHost
+from core.errors import SetupError
+from core.settings import Settings
+from tasks.run_generator import GENERATOR_SLOTS
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BLOCK_TYPES: tuple[type[Block], ...] = (
+    ProcessGenerator,
+    DockerGenerator,
+    VolumeArtifactStore,
+    LocalGitHost,
+    GitHubHost,
+    Database,
+)
+WORK_POOLS = {"appgen-local": "process", "appgen-ecs": "ecs"}
+DEFAULT_BLOCK_NAME = "default"
+
+
+def setup(settings: Settings, *, deploy: bool = True, log: Callable[[str], None] = print) -> None:
+    for block_type in BLOCK_TYPES:
+        block_type.register_type_and_schema()
+    log(f"registered {len(BLOCK_TYPES)} block types")
+
+    database = defaults.database(settings)
+    database.migrate()
+    for block in (defaults.generator(settings), defaults.git_host(settings), database):
+        block.save(DEFAULT_BLOCK_NAME, overwrite=True)
+        log(f"saved {block.get_block_type_slug()}/{DEFAULT_BLOCK_NAME}")
+
+    with get_client(sync_client=True) as client:
+        for name, pool_type in WORK_POOLS.items():
+            try:
+                client.read_work_pool(name)
+                log(f"work pool {name} ({pool_type}) exists")
+            except ObjectNotFound:
+                template = run_coro_as_sync(
+                    get_default_base_job_template_for_infrastructure_type(pool_type)
+                )
+                client.create_work_pool(
+                    WorkPoolCreate(name=name, type=pool_type, base_job_template=template or {})
+                )
+                log(f"created work pool {name} ({pool_type})")
+        client.upsert_global_concurrency_limit_by_name(GENERATOR_SLOTS, settings.generator_slots)
+        log(f"generator slots ({GENERATOR_SLOTS}): {settings.generator_slots}")
+
+    if deploy:
+        apply_deployments(log)
+
+
+def apply_deployments(log: Callable[[str], None] = print) -> None:
+    """``prefect deploy`` from the project root, where prefect.yaml lives: ``local``
+    always, ``ecs`` once there is an orchestrator image to run."""
+    names = ["local"]
+    if os.environ.get("APPGEN_ORCHESTRATOR_IMAGE"):
+        names.append("ecs")
+    else:
+        log(
+            "skipped the ecs deployment: build the orchestrator image (Dockerfile) and set "
+            "APPGEN_ORCHESTRATOR_IMAGE and APPGEN_ECS_CLUSTER"
+        )
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "--no-prompt",
+            "deploy",
+            *(arg for name in names for arg in ("--name", name)),
+        ],
+        cwd=PROJECT_ROOT,
+        env=os.environ | {"APPGEN_PROJECT_DIR": str(PROJECT_ROOT)},
+        capture_output=True,
+        text=True,
+    )
+    if completed.returncode != 0:
+        tail = "\n".join((completed.stdout + completed.stderr).strip().splitlines()[-15:])
+        raise SetupError(f"prefect deploy failed (exit {completed.returncode}):\n{tail}")
+    for line in completed.stdout.splitlines():
+        if "Deployment '" in line:
+            log(line.strip())

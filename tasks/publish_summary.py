@@ -1,0 +1,132 @@
+"""publish_summary: what a person sees in the Prefect UI for a run — a markdown
+artifact (files kept and left out, the largest exclusions, what was skipped for
+safety, deploy files, per-task timings, the commit) and a link to the repository."""
+
+from __future__ import annotations
+
+import time
+
+from prefect import get_client, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import TaskRun
+from prefect.runtime import flow_run
+
+from core.models import DeployFiles, GeneratorRun, PublishedRepo, PublishRequest, StagedTree
+
+_LARGEST = 10
+# The steps before this one whose timings the summary shows.
+STEPS = (
+    "register_request",
+    "claim_request",
+    "update_db",
+    "run_generator",
+    "fetch_artifact",
+    "filtered_stage",
+    "create_repository",
+    "render_deploy_files",
+    "git_push",
+)
+_SETTLE_SECONDS = 10.0
+
+
+def _step(run: TaskRun) -> str:
+    """The task a run is of: its key is the task's name plus a hash of its source."""
+    return run.task_key.rsplit("-", 1)[0]
+
+
+def _finished_task_runs(flow_run_id: str, expected: int) -> list[TaskRun]:
+    """This flow run's finished task runs. The API records them from events, a moment
+    after they finish: wait (briefly) until every step has arrived."""
+    deadline = time.monotonic() + _SETTLE_SECONDS
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            finished = [r for r in runs if r.state is not None and r.state.is_final()]
+            steps = {_step(r) for r in finished}
+            if len(steps & set(STEPS)) >= expected or time.monotonic() > deadline:
+                return finished
+            time.sleep(0.1)
+
+
+def summary_markdown(
+    request: PublishRequest,
+    generation: GeneratorRun,
+    staged: StagedTree,
+    deploy: DeployFiles,
+    published: PublishedRepo,
+    task_runs: list[TaskRun],
+) -> str:
+    commit = "a new commit" if published.new_commit else "no new commit (unchanged tree)"
+    lines = [
+        f"## Request {request.request_id}: {published.name}",
+        "",
+        f"Published [{published.url}]({published.url}) at `{published.commit_sha[:12]}`: {commit}.",
+        "",
+        "| | paths | bytes |",
+        "|---|---:|---:|",
+        f"| kept | {staged.kept_files} files, {staged.kept_links} links | {staged.kept_bytes:,} |",
+        f"| left out | {len(staged.excluded)} | {staged.excluded_bytes:,} in files "
+        "(directories are skipped unread) |",
+        "",
+        "### Largest exclusions",
+        "",
+    ]
+    if staged.excluded:
+        lines += ["| path | why | size |", "|---|---|---:|"]
+        lines += [
+            f"| `{item.path}` | {item.detail} | "
+            f"{'directory' if item.size is None else f'{item.size:,}'} |"
+            for item in staged.largest_excluded(_LARGEST)
+        ]
+    else:
+        lines.append("Nothing was left out.")
+    if skipped := staged.skipped():
+        lines += ["", "### Left out for safety or size", ""]
+        lines += [f"- `{item.path}`: {item.detail}" for item in skipped]
+    lines += [
+        "",
+        "### Deploy files",
+        "",
+        f"{deploy.framework} app listening on port {deploy.internal_port}. Wrote "
+        f"{', '.join(deploy.written) or 'nothing'}; kept the generator's "
+        f"{', '.join(deploy.kept_from_generator) or 'nothing'}.",
+        "",
+        "### Timings",
+        "",
+        "| task | state | seconds |",
+        "|---|---|---:|",
+    ]
+    for run in sorted(task_runs, key=lambda r: r.expected_start_time or r.created):
+        state = run.state.name if run.state else "?"
+        seconds = run.total_run_time.total_seconds()
+        if _step(run) == "run_generator":
+            state += f" (generation took {generation.duration_seconds:.1f}s)"
+        lines.append(f"| {run.name} | {state} | {seconds:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+@task(cache_policy=NO_CACHE)
+def publish_summary(
+    request: PublishRequest,
+    generation: GeneratorRun,
+    staged: StagedTree,
+    deploy: DeployFiles,
+    published: PublishedRepo,
+) -> None:
+    task_runs = _finished_task_runs(flow_run.id, expected=len(STEPS))
+    key = f"appgen-request-{request.request_id}"
+    create_markdown_artifact(
+        summary_markdown(request, generation, staged, deploy, published, task_runs),
+        key=key,
+        description=f"What request {request.request_id} published",
+    )
+    create_link_artifact(
+        published.url,
+        link_text=f"{published.name} @ {published.commit_sha[:12]}",
+        key=f"{key}-repository",
+        description="The published repository",
+    )

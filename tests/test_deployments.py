@@ -1,0 +1,183 @@
+"""The Prefect server path: `appgen setup`, `prefect deployment run` picked up by a
+process worker, artifacts in the UI, and `prefect flow-run retry` resuming a failed
+run without generating again."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+from tests.conftest import REPO_ROOT, agent_runs
+
+DEPLOYMENT = "generate-and-publish/local"
+
+
+@pytest.fixture(scope="module")
+def worker_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("worker-home")
+
+
+@pytest.fixture(scope="module")
+def server_env(prefect_server: str, worker_home: Path) -> dict[str, str]:
+    """What the worker and the CLI calls see: the real server, the worker's home, and an
+    agent that counts its runs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPGEN_")}
+    return env | {
+        "PREFECT_API_URL": prefect_server,
+        "APPGEN_HOME": str(worker_home),
+        "APPGEN_AGENT": "command",
+        "APPGEN_AGENT_COMMAND": f'echo "$APPGEN_REQUEST_ID" >> "{worker_home}/agent-runs" && '
+        f'"{sys.executable}" -m generator --agent template',
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+    }
+
+
+def run(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        args, env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def setup_done(server_env: dict[str, str]) -> subprocess.CompletedProcess:
+    run(server_env, sys.executable, "-m", "appgen", "setup")
+    return run(server_env, sys.executable, "-m", "appgen", "setup")  # idempotent
+
+
+@pytest.fixture(scope="module")
+def worker(setup_done, server_env: dict[str, str], worker_home: Path) -> Iterator[None]:
+    log = open(worker_home / "worker.log", "w")  # noqa: SIM115 - open for the worker's lifetime
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "worker",
+            "start",
+            "--pool",
+            "appgen-local",
+            "--type",
+            "process",
+            "--name",
+            f"test-{uuid.uuid4().hex[:6]}",
+        ],
+        env=server_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT,
+    )
+    yield
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture
+def client(server_env) -> Iterator[SyncPrefectClient]:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with (
+        temporary_settings({PREFECT_API_URL: server_env["PREFECT_API_URL"]}),
+        get_client(sync_client=True) as api,
+    ):
+        yield api
+
+
+def deployment_run(env: dict[str, str], *args: str) -> uuid.UUID:
+    output = run(env, "prefect", "deployment", "run", DEPLOYMENT, *args).stdout
+    return uuid.UUID(re.search(r"UUID: ([0-9a-f-]{36})", output).group(1))
+
+
+def wait_final(client: SyncPrefectClient, flow_run_id: uuid.UUID, timeout: float = 180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = client.read_flow_run(flow_run_id).state
+        if state is not None and state.is_final():
+            return state
+        time.sleep(0.5)
+    raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout}s")
+
+
+def status(env: dict[str, str], request_id: int) -> dict:
+    return json.loads(
+        run(env, sys.executable, "-m", "appgen", "status", str(request_id), "--json").stdout
+    )
+
+
+def test_setup_registers_blocks_pools_slots_and_the_deployment(setup_done, client):
+    assert "saved appgen-process-generator/default" in setup_done.stdout + setup_done.stderr
+    assert {pool.name for pool in client.read_work_pools()} >= {"appgen-local", "appgen-ecs"}
+    deployment = client.read_deployment_by_name(DEPLOYMENT)
+    assert deployment.work_pool_name == "appgen-local"
+    assert [s.active for s in deployment.schedules] == [False]  # shipped inactive
+    assert client.read_global_concurrency_limit_by_name("appgen-generator-slots").limit == 4
+
+
+def test_a_deployment_run_publishes_records_and_summarises(worker, server_env, client, worker_home):
+    flow_run_id = deployment_run(
+        server_env, "-p", "prompt=Build me a counter app", "-p", "request_id=1"
+    )
+    assert wait_final(client, flow_run_id).is_completed()
+    row = status(server_env, 1)
+    assert row["status"] == "published" and row["flow_run_id"] == str(flow_run_id)
+    assert row["repo_url"] == (worker_home / "repos/counter-app.git").as_uri()
+    shown = run(
+        server_env,
+        "git",
+        f"--git-dir={worker_home}/repos/counter-app.git",
+        "show",
+        "--stat",
+        "main",
+    ).stdout
+    assert "fly.toml" in shown and row["commit_sha"] in shown
+    artifacts = client.read_artifacts(
+        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+    )
+    by_key = {a.key: a for a in artifacts}
+    summary = by_key["appgen-request-1"].data
+    assert "kept | 9 files" in summary and row["commit_sha"][:12] in summary
+    assert "| git_push-" in summary  # per-task timings
+    assert row["repo_url"] in by_key["appgen-request-1-repository"].data
+
+
+def test_a_failed_run_retried_with_flow_run_retry_does_not_generate_again(
+    worker, server_env, client, worker_home, tmp_path
+):
+    blocker = tmp_path / "not-yet-a-directory"
+    blocker.write_text("")
+    env_override = json.dumps({"APPGEN_GIT_ROOT": str(blocker / "repos")})
+    flow_run_id = deployment_run(
+        server_env,
+        "-p",
+        "prompt=a recipe book",
+        "-p",
+        "request_id=2",
+        "--job-variable",
+        f"env={env_override}",
+    )
+    assert wait_final(client, flow_run_id).is_failed()
+    assert status(server_env, 2)["status"] == "failed"
+
+    blocker.unlink()
+    blocker.mkdir()
+    run(server_env, "prefect", "flow-run", "retry", str(flow_run_id))
+    time.sleep(1)  # the retry reschedules the same flow run
+    assert wait_final(client, flow_run_id).is_completed()
+    assert status(server_env, 2)["status"] == "published"
+    assert (blocker / "repos/recipe-book.git").is_dir()
+    assert agent_runs(worker_home / "agent-runs").count("2") == 1
