@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import TypeVar
 
 from prefect.blocks.core import Block
+from prefect_aws import AwsClientParameters, AwsCredentials
 from pydantic import ValidationError
 
 from blocks.database import Database
 from blocks.docker_generator import DockerGenerator
+from blocks.ecs_generator import EcsGenerator
 from blocks.generators import GeneratorBlock, ProcessGenerator
 from blocks.git_hosts import GitHost, LocalGitHost
 from blocks.github_host import GitHubHost
+from blocks.s3_artifact_store import S3ArtifactStore
 from core.errors import InvalidRequest
 from core.settings import Settings
 
@@ -33,7 +36,7 @@ def generator(settings: Settings, saved: str | None = None) -> GeneratorBlock:
         )
     if settings.generator == "docker":
         return docker_generator(settings)
-    raise _not_available("APPGEN_GENERATOR", settings.generator)
+    return ecs_generator(settings)
 
 
 def docker_generator(settings: Settings) -> DockerGenerator:
@@ -48,6 +51,49 @@ def docker_generator(settings: Settings) -> DockerGenerator:
         network_mode=settings.docker_network,
         timeout_seconds=settings.generator_timeout,
     )
+
+
+def ecs_generator(settings: Settings) -> EcsGenerator:
+    missing = [
+        name
+        for name, value in (
+            ("APPGEN_ECS_CLUSTER", settings.ecs_cluster),
+            ("APPGEN_ECS_TASK_DEFINITION", settings.ecs_task_definition),
+            ("APPGEN_ECS_SUBNETS", settings.ecs_subnets),
+        )
+        if not value
+    ]
+    if missing:
+        raise InvalidRequest(f"APPGEN_GENERATOR=ecs needs {', '.join(missing)}")
+    return EcsGenerator(
+        credentials=_aws_credentials(settings.aws_endpoint_url),
+        artifacts=s3_artifact_store(settings),
+        cluster=settings.ecs_cluster,
+        task_definition=settings.ecs_task_definition,
+        container_name=settings.ecs_container,
+        subnets=settings.ecs_subnets,
+        security_groups=settings.ecs_security_groups,
+        assign_public_ip=settings.ecs_assign_public_ip,
+        env_allowlist=_agent_allowlist(settings),
+        timeout_seconds=settings.generator_timeout,
+        poll_seconds=settings.ecs_poll_seconds,
+    )
+
+
+def s3_artifact_store(settings: Settings) -> S3ArtifactStore:
+    if not settings.s3_bucket:
+        raise InvalidRequest("AWS mode needs APPGEN_S3_BUCKET: the bucket for generator tarballs")
+    return S3ArtifactStore(
+        credentials=_aws_credentials(settings.s3_endpoint_url),
+        bucket=settings.s3_bucket,
+        prefix=settings.s3_prefix,
+        max_file_bytes=settings.max_file_bytes,
+    )
+
+
+def _aws_credentials(endpoint_url: str | None) -> AwsCredentials:
+    """Credentials from the standard AWS chain (environment, profile, task role)."""
+    return AwsCredentials(aws_client_parameters=AwsClientParameters(endpoint_url=endpoint_url))
 
 
 def _agent_allowlist(settings: Settings) -> list[str]:
@@ -96,10 +142,3 @@ def _load(slug: str, kind: type[B]) -> B:
             f"the saved block {slug!r} is a {type(block).__name__}, not a {kind.__name__}"
         )
     return block
-
-
-def _not_available(variable: str, value: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"{variable}={value} is not available in this version of appgen; "
-        "use the embedded default or save a block for it"
-    )

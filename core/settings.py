@@ -77,6 +77,27 @@ class Settings(BaseSettings):
     git_root: Path | None = Field(
         default=None, description="Directory of bare repositories for the local Git host."
     )
+    ecs_cluster: str | None = Field(default=None, description="ECS cluster of generator tasks.")
+    ecs_task_definition: str | None = Field(
+        default=None, description="Task definition of the generator (family[:revision] or ARN)."
+    )
+    ecs_container: str = Field(default="generator", description="The generator container name.")
+    ecs_subnets: list[str] = Field(default_factory=list, description="Subnets of generator tasks.")
+    ecs_security_groups: list[str] = Field(
+        default_factory=list, description="Security groups of generator tasks."
+    )
+    ecs_assign_public_ip: bool = Field(default=True, description="Public IP for generator tasks.")
+    ecs_poll_seconds: float = Field(
+        default=5.0, gt=0, description="First interval between ECS task status checks."
+    )
+    aws_endpoint_url: str | None = Field(
+        default=None, description="ECS and CloudWatch Logs endpoint (a local stand-in)."
+    )
+    s3_bucket: str | None = Field(default=None, description="Bucket of generator tarballs.")
+    s3_prefix: str = Field(default="generations", description="Key prefix of the tarballs.")
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint (an S3-compatible server)."
+    )
     github_owner: str | None = Field(
         default=None, description="User or organisation that owns published repositories."
     )

@@ -2,7 +2,8 @@
 step safe to repeat:
 
 1. register the project's block types;
-2. save default blocks from the settings (``appgen-*/default``);
+2. save default blocks from the settings (``appgen-*/default``); in AWS mode, create
+   the artifact bucket and its expiry rule;
 3. create the work pools (``appgen-local`` process, ``appgen-ecs`` ECS);
 4. set the global concurrency limit on generators (APPGEN_GENERATOR_SLOTS);
 5. apply the deployments in ``prefect.yaml`` (``prefect deploy``).
@@ -27,9 +28,11 @@ from blocks import defaults
 from blocks.artifact_stores import VolumeArtifactStore
 from blocks.database import Database
 from blocks.docker_generator import DockerGenerator
+from blocks.ecs_generator import EcsGenerator
 from blocks.generators import ProcessGenerator
 from blocks.git_hosts import LocalGitHost
 from blocks.github_host import GitHubHost
+from blocks.s3_artifact_store import S3ArtifactStore
 from core.errors import SetupError
 from core.settings import Settings
 from tasks.run_generator import GENERATOR_SLOTS
@@ -38,7 +41,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BLOCK_TYPES: tuple[type[Block], ...] = (
     ProcessGenerator,
     DockerGenerator,
+    EcsGenerator,
     VolumeArtifactStore,
+    S3ArtifactStore,
     LocalGitHost,
     GitHubHost,
     Database,
@@ -54,6 +59,10 @@ def setup(settings: Settings, *, deploy: bool = True, log: Callable[[str], None]
 
     database = defaults.database(settings)
     database.migrate()
+    if settings.generator == "ecs":
+        store = defaults.s3_artifact_store(settings)
+        store.ensure_bucket()
+        log(f"bucket {store.bucket}: tarballs expire after {store.retention_days} days")
     for block in (defaults.generator(settings), defaults.git_host(settings), database):
         block.save(DEFAULT_BLOCK_NAME, overwrite=True)
         log(f"saved {block.get_block_type_slug()}/{DEFAULT_BLOCK_NAME}")

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from generator.agents import AGENTS, AgentError
+from generator.package import PackageError, package_and_upload
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,6 +26,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--app-dir", type=Path, default=env("APPGEN_APP_DIR"))
     parser.add_argument("--agent", choices=sorted(AGENTS), default=env("APPGEN_AGENT", "template"))
     parser.add_argument("--agent-command", default=env("APPGEN_AGENT_COMMAND"))
+    parser.add_argument(
+        "--upload-url",
+        default=env("APPGEN_UPLOAD_URL"),
+        help="presigned PUT URL: package the app as a tarball and upload it there",
+    )
     parser.add_argument(
         "--fresh",
         action="store_true",
@@ -62,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             app_dir=app_dir,
             command=args.agent_command,
         )
-    except AgentError as exc:
+        if args.upload_url:
+            print(f"generator: {package_and_upload(app_dir, args.upload_url)}", flush=True)
+    except (AgentError, PackageError) as exc:
         print(f"generator: error: {exc}", file=sys.stderr, flush=True)
         return 1
     print(f"generator: done in {time.monotonic() - started:.1f}s", flush=True)

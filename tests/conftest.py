@@ -284,3 +284,88 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    from tests.aws_standins import SeaweedS3
+
+    with SeaweedS3(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    from tests.aws_standins import MotoAWS
+
+    with MotoAWS() as server:
+        yield server
+
+
+@pytest.fixture
+def aws(s3_server, moto_server, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest):
+    """AWS mode against the stand-ins: a bucket, a cluster, a Fargate task definition
+    that logs to CloudWatch, a default-VPC subnet, and a fake ECS agent."""
+    import uuid
+
+    from tests.aws_standins import ACCESS_KEY, REGION, SECRET_KEY, FakeEcsAgent
+
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ("AWS_DEFAULT_REGION", REGION),
+    ):
+        monkeypatch.setenv(name, value)
+    suffix = uuid.uuid4().hex[:8]
+    bucket, cluster, group = f"appgen-{suffix}", f"appgen-{suffix}", f"/appgen/{suffix}"
+    ec2, ecs, logs = (moto_server.client(s) for s in ("ec2", "ecs", "logs"))
+    subnet = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])[
+        "Subnets"
+    ][0]["SubnetId"]
+    group_id = ec2.create_security_group(
+        GroupName=f"appgen-{suffix}", Description="generator tasks"
+    )["GroupId"]
+    ecs.create_cluster(clusterName=cluster)
+    logs.create_log_group(logGroupName=group)
+    ecs.register_task_definition(
+        family=f"generator-{suffix}",
+        requiresCompatibilities=["FARGATE"],
+        networkMode="awsvpc",
+        cpu="1024",
+        memory="2048",
+        containerDefinitions=[
+            {
+                "name": "generator",
+                "image": "appgen-generator:latest",
+                "memory": 2048,
+                "essential": True,
+                "logConfiguration": {
+                    "logDriver": "awslogs",
+                    "options": {
+                        "awslogs-group": group,
+                        "awslogs-region": REGION,
+                        "awslogs-stream-prefix": "appgen",
+                    },
+                },
+            }
+        ],
+    )
+    settings = {
+        "APPGEN_GENERATOR": "ecs",
+        "APPGEN_ECS_CLUSTER": cluster,
+        "APPGEN_ECS_TASK_DEFINITION": f"generator-{suffix}",
+        "APPGEN_ECS_SUBNETS": f'["{subnet}"]',
+        "APPGEN_ECS_SECURITY_GROUPS": f'["{group_id}"]',
+        "APPGEN_AWS_ENDPOINT_URL": moto_server.endpoint,
+        "APPGEN_S3_BUCKET": bucket,
+        "APPGEN_S3_ENDPOINT_URL": s3_server.endpoint,
+        "APPGEN_ECS_POLL_SECONDS": "0.3",
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    from blocks import defaults
+    from core.settings import Settings
+
+    defaults.s3_artifact_store(Settings()).ensure_bucket()
+    with FakeEcsAgent(moto_server, cluster, group, "appgen", "generator", REPO_ROOT) as agent:
+        yield agent

@@ -1,0 +1,226 @@
+"""The ECS generator: one Fargate task per request (AWS mode).
+
+prefect-aws 0.7 has no ECS infrastructure block, so this block owns the task's
+lifecycle on ``AwsCredentials.get_client("ecs")``: ``run_task`` with the request in
+container overrides (and a presigned upload URL — the task holds no AWS
+credentials), polling until STOPPED with backoff while the task's CloudWatch log
+stream is tailed into the run log, ``stop_task`` at the deadline, and a clear error
+for every way a task can fail to produce an app.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from prefect_aws import AwsCredentials
+from pydantic import Field
+
+from blocks.artifact_stores import ArtifactStore
+from blocks.generators import (
+    GeneratorBlock,
+    OutputFollower,
+    allowed_environment,
+    generator_environment,
+)
+from blocks.s3_artifact_store import S3ArtifactStore
+from core.errors import GeneratorFailed
+from core.models import ArtifactRef, GenerationSpec, GeneratorRun
+
+# The presigned URL must outlive the generation: upload happens at its very end.
+_UPLOAD_URL_MARGIN_SECONDS = 900
+_MAX_POLL_SECONDS = 30.0
+# ECS limits container overrides to 8 KiB in all.
+_MAX_OVERRIDES_BYTES = 8192
+
+
+class EcsGenerator(GeneratorBlock):
+    """Runs the generator as an ECS Fargate task per request; the app comes back as a
+    tarball through the S3 artifact store.
+
+    Example:
+        ```python
+        from blocks.ecs_generator import EcsGenerator
+
+        generator = EcsGenerator.load("BLOCK_NAME")
+        ```
+    """
+
+    _block_type_name = "Appgen ECS Generator"
+    _block_type_slug = "appgen-ecs-generator"
+    _description = "Runs the app generator as an ECS Fargate task per request."
+
+    credentials: AwsCredentials = Field(
+        default_factory=AwsCredentials, description="Credentials for ECS and CloudWatch Logs."
+    )
+    artifacts: S3ArtifactStore = Field(description="Where the task uploads the app.")
+    cluster: str = Field(description="ECS cluster name or ARN.", examples=["appgen"])
+    task_definition: str = Field(
+        description="Task definition family[:revision] or ARN; its container runs "
+        "`python3 -m generator` and logs with the awslogs driver.",
+        examples=["appgen-generator:3"],
+    )
+    container_name: str = Field(default="generator", description="The generator container.")
+    subnets: list[str] = Field(description="Subnets for the task's network interface.")
+    security_groups: list[str] = Field(default_factory=list, description="Security groups.")
+    assign_public_ip: bool = Field(
+        default=True, description="Give the task a public IP (needed without a NAT gateway)."
+    )
+    container_app_dir: str = Field(
+        default="/home/generator/app", description="Where the app is written in the task."
+    )
+    env_allowlist: list[str] = Field(
+        default_factory=list,
+        description="Orchestrator environment variables passed as overrides (prefer ECS "
+        "secrets in the task definition for an agent's key).",
+    )
+    timeout_seconds: float = Field(default=1800.0, gt=0, description="Stop the task after this.")
+    poll_seconds: float = Field(default=5.0, gt=0, description="First polling interval.")
+
+    def artifact_store(self) -> ArtifactStore:
+        return self.artifacts
+
+    def run(self, spec: GenerationSpec, logger: logging.LoggerAdapter) -> GeneratorRun:
+        ecs = self.credentials.get_client("ecs")
+        key = self.artifacts.new_key(spec.request_id)
+        environment = allowed_environment(self.env_allowlist)
+        environment |= generator_environment(spec, self.container_app_dir)
+        environment["APPGEN_UPLOAD_URL"] = self.artifacts.upload_url(
+            key, int(self.timeout_seconds) + _UPLOAD_URL_MARGIN_SECONDS
+        )
+        task_arn = self._start(ecs, spec, environment)
+        logger.info("started ECS task %s", task_arn)
+        log_stream = self._log_stream(ecs, task_arn)
+
+        def stop() -> None:
+            ecs.stop_task(
+                cluster=self.cluster,
+                task=task_arn,
+                reason=f"appgen: timed out after {self.timeout_seconds:g}s",
+            )
+
+        with OutputFollower(logger, self.timeout_seconds, stop) as output:
+            try:
+                task = self._wait_stopped(ecs, task_arn, output, log_stream)
+            except BaseException:
+                stop()  # cancelled or crashed: the task must not run on unwatched
+                raise
+        container = next(
+            (c for c in task.get("containers", []) if c.get("name") == self.container_name), {}
+        )
+        exit_code = container.get("exitCode")
+        if exit_code is None and not output.timed_out:
+            raise GeneratorFailed(
+                f"generator task {task_arn} stopped without an exit code "
+                f"({task.get('stopCode', 'no stop code')}: "
+                f"{task.get('stoppedReason') or container.get('reason') or 'no reason given'})"
+            )
+        artifact = ArtifactRef(kind="s3", location=self.artifacts.location(key))
+        return output.result(spec, exit_code if exit_code is not None else -1, artifact)
+
+    def _start(self, ecs, spec: GenerationSpec, environment: dict[str, str]) -> str:
+        overrides = {
+            "containerOverrides": [
+                {
+                    "name": self.container_name,
+                    "environment": [
+                        {"name": k, "value": v} for k, v in sorted(environment.items())
+                    ],
+                }
+            ]
+        }
+        if len(str(overrides).encode()) > _MAX_OVERRIDES_BYTES:
+            raise GeneratorFailed(
+                f"request {spec.request_id}: the prompt and settings exceed ECS's 8 KiB limit "
+                "on container overrides; shorten the prompt"
+            )
+        try:
+            response = ecs.run_task(
+                cluster=self.cluster,
+                taskDefinition=self.task_definition,
+                launchType="FARGATE",
+                count=1,
+                startedBy=f"appgen-{spec.request_id}"[:36],
+                networkConfiguration={
+                    "awsvpcConfiguration": {
+                        "subnets": self.subnets,
+                        "securityGroups": self.security_groups,
+                        "assignPublicIp": "ENABLED" if self.assign_public_ip else "DISABLED",
+                    }
+                },
+                overrides=overrides,
+                tags=[{"key": "appgen-request-id", "value": str(spec.request_id)}],
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise GeneratorFailed(f"ECS refused to run the generator task: {exc}") from exc
+        if response.get("failures") or not response.get("tasks"):
+            reasons = "; ".join(
+                " ".join(str(f.get(k, "")) for k in ("reason", "arn", "detail")).strip()
+                for f in response.get("failures", [])
+            )
+            raise GeneratorFailed(
+                f"ECS could not start the generator task: {reasons or 'no task was started'}"
+            )
+        return response["tasks"][0]["taskArn"]
+
+    def _wait_stopped(
+        self, ecs, task_arn: str, output: OutputFollower, log_stream: tuple[str, str] | None
+    ) -> dict[str, Any]:
+        delay = self.poll_seconds
+        tail = _LogTail(self.credentials, log_stream)
+        while True:
+            described = ecs.describe_tasks(cluster=self.cluster, tasks=[task_arn])
+            if not described.get("tasks"):
+                raise GeneratorFailed(
+                    f"ECS lost track of the generator task {task_arn} ({described.get('failures')})"
+                )
+            task = described["tasks"][0]
+            output.follow(tail.new_lines())
+            if task.get("lastStatus") == "STOPPED":
+                output.follow(tail.new_lines())
+                return task
+            time.sleep(delay)
+            delay = min(delay * 1.5, _MAX_POLL_SECONDS)
+
+    def _log_stream(self, ecs, task_arn: str) -> tuple[str, str] | None:
+        """The awslogs group and stream of the generator container, if it logs there."""
+        definition = ecs.describe_task_definition(taskDefinition=self.task_definition)
+        for container in definition["taskDefinition"]["containerDefinitions"]:
+            if container.get("name") != self.container_name:
+                continue
+            config = container.get("logConfiguration") or {}
+            options = config.get("options", {})
+            if config.get("logDriver") == "awslogs" and "awslogs-stream-prefix" in options:
+                task_id = task_arn.rsplit("/", 1)[-1]
+                stream = f"{options['awslogs-stream-prefix']}/{self.container_name}/{task_id}"
+                return options["awslogs-group"], stream
+        return None
+
+
+class _LogTail:
+    """Reads a CloudWatch log stream forward from where it last stopped."""
+
+    def __init__(self, credentials: AwsCredentials, stream: tuple[str, str] | None) -> None:
+        self._logs = credentials.get_client("logs") if stream else None
+        self._stream = stream
+        self._token: str | None = None
+
+    def new_lines(self) -> Iterator[str]:
+        if self._logs is None or self._stream is None:
+            return
+        group, stream = self._stream
+        while True:
+            request = {"logGroupName": group, "logStreamName": stream, "startFromHead": True}
+            if self._token:
+                request["nextToken"] = self._token
+            try:
+                page = self._logs.get_log_events(**request)
+            except ClientError:
+                return  # the stream appears once the container has started
+            yield from (event["message"] for event in page.get("events", []))
+            if page.get("nextForwardToken") in (None, self._token):
+                return
+            self._token = page["nextForwardToken"]
