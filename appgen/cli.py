@@ -107,15 +107,19 @@ def _load_settings() -> Settings:
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    from blocks import defaults  # Prefect is imported only when it is needed
+    from flows.publish import generate_and_publish
+
     try:
         check_prompt(args.prompt)
         if args.app_name is not None:
             check_app_name(args.app_name)
+        # An incomplete configuration (say APPGEN_GENERATOR=ecs without a cluster)
+        # is bad input too: refuse it before anything is created.
+        defaults.generator(settings)
+        defaults.git_host(settings)
     except InvalidRequest as exc:
         raise _UsageError(str(exc)) from None
-
-    from blocks import defaults  # Prefect is imported only when a flow runs
-    from flows.publish import generate_and_publish
 
     with _ProgressDisplay() as progress:
         state = generate_and_publish(

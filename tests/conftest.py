@@ -16,6 +16,8 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 
 import pytest
 
+from core.models import GenerationSpec
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MAKE_WORKSPACE = REPO_ROOT.parent / "shared" / "bench" / "make_workspace.py"
 
@@ -369,3 +371,25 @@ def aws(s3_server, moto_server, monkeypatch: pytest.MonkeyPatch, request: pytest
     defaults.s3_artifact_store(Settings()).ensure_bucket()
     with FakeEcsAgent(moto_server, cluster, group, "appgen", "generator", REPO_ROOT) as agent:
         yield agent
+
+
+def command_spec(request_id: int, command: str) -> GenerationSpec:
+    """A generation by the `command` agent, as the flow would ask for it."""
+    from datetime import UTC, datetime
+
+    return GenerationSpec(
+        request_id=request_id,
+        registered_at=datetime.now(UTC),
+        prompt="an app",
+        agent="command",
+        agent_command=command,
+    )
+
+
+@pytest.fixture
+def run_logger(caplog: pytest.LogCaptureFixture):
+    """The logger a generator block is given, captured by caplog."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="test.generator")
+    return logging.LoggerAdapter(logging.getLogger("test.generator"), {})

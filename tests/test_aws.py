@@ -8,36 +8,18 @@ import subprocess
 import tarfile
 import time
 import urllib.request
-from datetime import UTC, datetime
 
 import pytest
 
 from blocks import defaults
 from core.errors import GeneratorFailed, PublishError
-from core.models import GenerationSpec, RequestStatus
+from core.models import RequestStatus
 from core.settings import Settings
 from flows.publish import generate_and_publish
 from generator.package import PackageError, upload
+from tests.conftest import command_spec
 
 pytestmark = pytest.mark.usefixtures("flow_env")
-
-
-def spec(request_id: int, command: str) -> GenerationSpec:
-    return GenerationSpec(
-        request_id=request_id,
-        registered_at=datetime.now(UTC),
-        prompt="x",
-        agent="command",
-        agent_command=command,
-    )
-
-
-@pytest.fixture
-def logger(caplog):
-    import logging
-
-    caplog.set_level(logging.INFO, logger="test.ecs")
-    return logging.LoggerAdapter(logging.getLogger("test.ecs"), {})
 
 
 def test_a_fargate_generation_is_published_through_s3(aws, s3_server, tmp_path, caplog):
@@ -65,36 +47,36 @@ def test_a_failed_push_then_a_rerun_starts_no_second_task(aws, monkeypatch, tmp_
     assert len(aws.started) == 1
 
 
-def test_a_failing_agent_reports_the_exit_code_and_the_log_tail(aws, logger):
+def test_a_failing_agent_reports_the_exit_code_and_the_log_tail(aws, run_logger):
     generator = defaults.generator(Settings())
     with pytest.raises(GeneratorFailed) as failure:
-        generator.run(spec(3, "echo 'build broke'; exit 4"), logger)
+        generator.run(command_spec(3, "echo 'build broke'; exit 4"), run_logger)
     assert "generator for request 3 exited with code 1" in str(failure.value)
     assert "build broke" in str(failure.value)
 
 
-def test_a_task_without_an_exit_code_is_a_clear_error(aws, logger):
+def test_a_task_without_an_exit_code_is_a_clear_error(aws, run_logger):
     aws.exit_code = None
     with pytest.raises(GeneratorFailed, match="stopped without an exit code"):
-        defaults.generator(Settings()).run(spec(4, "true"), logger)
+        defaults.generator(Settings()).run(command_spec(4, "true"), run_logger)
 
 
-def test_a_timeout_stops_the_task(aws, logger, moto_server, monkeypatch):
+def test_a_timeout_stops_the_task(aws, run_logger, moto_server, monkeypatch):
     aws.hold = True
     monkeypatch.setenv("APPGEN_GENERATOR_TIMEOUT", "2")
     generator = defaults.generator(Settings())
     with pytest.raises(GeneratorFailed, match="timed out after 2s"):
-        generator.run(spec(5, "echo started"), logger)
+        generator.run(command_spec(5, "echo started"), run_logger)
     task = moto_server.client("ecs").describe_tasks(
         cluster=generator.cluster, tasks=aws.started[-1:]
     )["tasks"][0]
     assert task["lastStatus"] == "STOPPED" and "timed out" in task["stoppedReason"]
 
 
-def test_a_subnet_that_does_not_exist_is_a_clear_error(aws, logger, monkeypatch):
+def test_a_subnet_that_does_not_exist_is_a_clear_error(aws, run_logger, monkeypatch):
     monkeypatch.setenv("APPGEN_ECS_SUBNETS", '["subnet-00000000"]')
     with pytest.raises(GeneratorFailed, match="ECS"):
-        defaults.generator(Settings()).run(spec(6, "true"), logger)
+        defaults.generator(Settings()).run(command_spec(6, "true"), run_logger)
 
 
 def test_presigned_urls_are_enforced_by_the_s3_server(aws, tmp_path):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,9 +14,9 @@ import pytest
 from blocks.docker_generator import LABEL_DEADLINE, LABEL_MANAGED, LABEL_OWNER, DockerGenerator
 from blocks.docker_generator import LABEL_REQUEST as REQUEST
 from core.errors import GeneratorFailed
-from core.models import GenerationSpec, RequestStatus
+from core.models import RequestStatus
 from flows.publish import generate_and_publish
-from tests.conftest import flow_run_logs, tree_digest
+from tests.conftest import command_spec, flow_run_logs, tree_digest
 
 pytestmark = pytest.mark.usefixtures("docker_settings")
 
@@ -29,22 +27,6 @@ def containers_of(client, request_id: int) -> list:
 
 def block(image: str, workspace: Path, **fields) -> DockerGenerator:
     return DockerGenerator(image=image, workspace=workspace, network_mode="none", **fields)
-
-
-def command_spec(request_id: int, command: str) -> GenerationSpec:
-    return GenerationSpec(
-        request_id=request_id,
-        registered_at=datetime.now(UTC),
-        prompt="an app",
-        agent="command",
-        agent_command=command,
-    )
-
-
-@pytest.fixture
-def logger(caplog) -> logging.LoggerAdapter:
-    caplog.set_level(logging.INFO, logger="test.docker")
-    return logging.LoggerAdapter(logging.getLogger("test.docker"), {})
 
 
 def test_a_container_generates_the_app_and_the_flow_publishes_it(
@@ -82,11 +64,11 @@ def test_generator_lines_reach_the_flow_run_log(flow_env):
 
 
 def test_a_failing_agent_reports_the_exit_code_and_last_lines(
-    docker_engine, generator_image, tmp_path, logger
+    docker_engine, generator_image, tmp_path, run_logger
 ):
     generator = block(generator_image, tmp_path)
     with pytest.raises(GeneratorFailed) as failure:
-        generator.run(command_spec(104, "echo 'npm ERR! code E404'; exit 5"), logger)
+        generator.run(command_spec(104, "echo 'npm ERR! code E404'; exit 5"), run_logger)
     message = str(failure.value)
     assert "generator for request 104 exited with code 1" in message
     assert "npm ERR! code E404" in message
@@ -95,18 +77,18 @@ def test_a_failing_agent_reports_the_exit_code_and_last_lines(
 
 
 def test_a_timeout_kills_and_removes_the_container(
-    docker_engine, generator_image, tmp_path, logger
+    docker_engine, generator_image, tmp_path, run_logger
 ):
     generator = block(generator_image, tmp_path, timeout_seconds=2)
     started = time.monotonic()
     with pytest.raises(GeneratorFailed, match=r"timed out after 2s and was killed"):
-        generator.run(command_spec(105, "echo waiting; sleep 120"), logger)
+        generator.run(command_spec(105, "echo waiting; sleep 120"), run_logger)
     assert time.monotonic() - started < 30
     assert containers_of(docker_engine, 105) == []
 
 
 def test_the_container_holds_no_credentials(
-    docker_engine, generator_image, tmp_path, logger, monkeypatch
+    docker_engine, generator_image, tmp_path, run_logger, monkeypatch
 ):
     monkeypatch.setenv("GITHUB_TOKEN", "ghp_orchestrator_token")
     monkeypatch.setenv("APPGEN_DATABASE_URL", "postgresql://u:db_password@db/appgen")
@@ -127,7 +109,7 @@ def test_the_container_holds_no_credentials(
 
     inspector = threading.Thread(target=inspect_while_running)
     inspector.start()
-    generator.run(command_spec(106, "env > ../environment.txt; sleep 2"), logger)
+    generator.run(command_spec(106, "env > ../environment.txt; sleep 2"), run_logger)
     inspector.join()
     inside = (tmp_path / "106/environment.txt").read_text()
     for evidence in ("\n".join(seen["env"]), inside):
@@ -154,12 +136,14 @@ def test_three_requests_at_once(flow_env, docker_engine):
     assert all(containers_of(docker_engine, rid) == [] for rid in prompts)
 
 
-def test_three_containers_run_side_by_side(docker_engine, generator_image, tmp_path, logger):
+def test_three_containers_run_side_by_side(docker_engine, generator_image, tmp_path, run_logger):
     generator = block(generator_image, tmp_path)
     command = "date +%s.%N > ../started; sleep 2; date +%s.%N > ../finished"
     with ThreadPoolExecutor(3) as pool:
         runs = list(
-            pool.map(lambda rid: generator.run(command_spec(rid, command), logger), (211, 212, 213))
+            pool.map(
+                lambda rid: generator.run(command_spec(rid, command), run_logger), (211, 212, 213)
+            )
         )
     assert [run.request_id for run in runs] == [211, 212, 213]
     spans = [
@@ -234,7 +218,7 @@ def test_reap_removes_only_containers_nobody_will_remove(docker_engine, generato
                 container.remove(force=True)
 
 
-def test_a_missing_image_says_how_to_build_it(tmp_path, logger, docker_engine):
+def test_a_missing_image_says_how_to_build_it(tmp_path, run_logger, docker_engine):
     generator = block("appgen-generator:does-not-exist", tmp_path)
     with pytest.raises(GeneratorFailed, match="appgen build-image"):
-        generator.run(command_spec(108, "true"), logger)
+        generator.run(command_spec(108, "true"), run_logger)
