@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
-import docker.errors
+import docker
 from prefect_docker import DockerHost
 from pydantic import BaseModel, Field
 
@@ -33,6 +33,9 @@ from blocks.generators import (
 from core.errors import GeneratorFailed
 from core.models import ArtifactRef, GenerationSpec, GeneratorRun
 
+# Note `import docker`, never `import docker.errors`: Prefect registers docker as a lazy
+# module, and a submodule import beside it executes docker/errors.py a second time, so
+# `except docker.errors.ImageNotFound` would miss what the client raises.
 LABEL_MANAGED = "org.appgen.managed"
 LABEL_REQUEST = "org.appgen.request-id"
 LABEL_OWNER = "org.appgen.orchestrator"

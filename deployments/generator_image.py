@@ -21,7 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import docker
-import docker.errors
 from pydantic import BaseModel
 
 from core.errors import SetupError
