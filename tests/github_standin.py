@@ -42,6 +42,8 @@ class GitHubState:
     # (method, "reset" | "retry-after"): the next such request is rate limited
     rate_limit_next: list[tuple[str, str]] = field(default_factory=list)
     fail_next_push: bool = False
+    # names whose next GET answers 404 although they exist (a replica lagging behind)
+    stale_reads: set[str] = field(default_factory=set)
     installation_tokens: list[str] = field(default_factory=list)
     requests: list[tuple[str, str, str]] = field(default_factory=list)  # method, path, auth
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1000))
@@ -140,6 +142,9 @@ def build_app(state: GitHubState) -> Starlette:
         return JSONResponse({"login": account.login, "type": account.kind})
 
     async def get_repo(request: Request) -> Response:
+        if request.path_params["name"] in state.stale_reads:
+            state.stale_reads.discard(request.path_params["name"])
+            return error(404, "Not Found")
         repo = state.repos.get((request.path_params["owner"], request.path_params["name"]))
         return JSONResponse(repo) if repo else error(404, "Not Found")
 

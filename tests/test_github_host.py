@@ -123,6 +123,15 @@ def test_a_name_taken_by_someone_else_moves_to_the_next_name(github, counting_ag
     )  # theirs: untouched
 
 
+def test_a_422_for_our_own_repository_is_recognised_and_reused(github):
+    first = generate_and_publish("a counter", request_id=13)
+    github.stale_reads.add("counter")  # GET says 404, so appgen tries to create: 422
+    again = generate_and_publish("a counter", request_id=13)
+    assert (again.repo_url, again.commit_sha) == (first.repo_url, first.commit_sha)
+    creates = [r for r in github.requests if r[0] == "POST" and r[1].endswith("/repos")]
+    assert len(creates) == 2 and list(github.repos) == [("acme", "counter")]
+
+
 @pytest.mark.parametrize("limit", ["reset", "retry-after"])
 def test_a_rate_limited_create_succeeds_after_the_wait(github, limit):
     github.rate_limit_next.append(("POST", limit))
