@@ -16,9 +16,9 @@ Without --api-url a `prefect server start` is run on a free loopback port.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,42 +27,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.prefect_server import PrefectServer  # noqa: E402
+
 MAKE_WORKSPACE = ROOT.parent / "shared" / "bench" / "make_workspace.py"
-
-
-def start_server(home: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = os.environ | {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "prefect",
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--analytics-off",
-            "--no-ui",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    import httpx
-
-    for _ in range(120):
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return server, url
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    raise SystemExit("the Prefect server did not start")
 
 
 def main() -> None:
@@ -79,27 +48,11 @@ def main() -> None:
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    server = None
-    if args.api_url is None:
-        server, args.api_url = start_server(work / "prefect")
-    os.environ.update(
-        {
-            "PREFECT_API_URL": args.api_url,
-            "PREFECT_HOME": str(work / "prefect-client"),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_LOGGING_LEVEL": "WARNING",
-            "APPGEN_HOME": str(work / "home"),
-            "APPGEN_AGENT": "command",
-            "APPGEN_AGENT_COMMAND": f"cp -a '{seed}/.' .",
-        }
-    )
-    sys.path.insert(0, str(ROOT))
-    try:
-        flow_times, plain_times = measure(args.repeat, work)
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
+    with contextlib.ExitStack() as stack:
+        if args.api_url is None:
+            (work / "prefect").mkdir()
+            args.api_url = stack.enter_context(PrefectServer(work / "prefect")).api_url
+        flow_times, plain_times = measure_against(args.api_url, args.repeat, work, seed)
     flow, plain = statistics.median(flow_times), statistics.median(plain_times)
     print(f"seed-size app, cached generation, unchanged tree; median of {args.repeat}:")
     print(f"  flow run through Prefect       {flow * 1000:8.0f} ms")
@@ -111,7 +64,20 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
-def measure(repeat: int, work: Path) -> tuple[list[float], list[float]]:
+def measure_against(
+    api_url: str, repeat: int, work: Path, seed: Path
+) -> tuple[list[float], list[float]]:
+    os.environ.update(
+        {
+            "PREFECT_API_URL": api_url,
+            "PREFECT_HOME": str(work / "prefect-client"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+            "APPGEN_HOME": str(work / "home"),
+            "APPGEN_AGENT": "command",
+            "APPGEN_AGENT_COMMAND": f"cp -a '{seed}/.' .",
+        }
+    )
     from blocks import defaults
     from core.models import CommitAuthor, GeneratorRun, RequestStatus
     from core.settings import Settings
