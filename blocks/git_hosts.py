@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import abc
+import errno
+import os
+import secrets
+import shutil
+import subprocess
 from pathlib import Path
 
 import git
@@ -14,6 +19,11 @@ from core.models import RemoteRepository
 
 MAX_NAME_ATTEMPTS = 50
 _MARKER_SECTION, _MARKER_OPTION = "appgen", "requestid"
+# Repositories are built under this prefix, then renamed into place. Host-safe names
+# never start with '.', so a temp dir can never be taken for a candidate.
+_TEMP_PREFIX = ".tmp-"
+# The renamed target exists: another request (or this one, concurrently) got there first.
+_TARGET_EXISTS = (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR)
 
 
 def candidate_names(name: str):
@@ -70,9 +80,9 @@ class LocalGitHost(GitHost):
             ) from exc
         for candidate in candidate_names(name):
             path = self.root / f"{candidate}.git"
-            if not path.exists():
-                self._create(path, request_id)
-            elif self._owner(path) != str(request_id):
+            # Whatever is at the name already, or got there first, keeps it unless ours.
+            there_first = os.path.lexists(path) or not self._create(path, request_id)
+            if there_first and self._owner(path) != str(request_id):
                 continue
             url = path.absolute().as_uri()
             return RemoteRepository(name=candidate, url=url, push_url=url)
@@ -81,15 +91,26 @@ class LocalGitHost(GitHost):
             "choose another --app-name"
         )
 
-    @staticmethod
-    def _create(path: Path, request_id: int) -> None:
+    def _create(self, path: Path, request_id: int) -> bool:
+        """Create the bare repository ``path`` owned by ``request_id``, atomically:
+        it is built complete (marker included) in a temp dir, then renamed into place,
+        so no one ever sees it half made and of two racing requests exactly one wins.
+        False when something was at ``path`` first."""
+        temp = self.root / f"{_TEMP_PREFIX}{secrets.token_hex(8)}"
         try:
-            repo = git.Repo.init(path, mkdir=True, bare=True, initial_branch="main")
-            with repo.config_writer() as config:
-                config.set_value(_MARKER_SECTION, _MARKER_OPTION, str(request_id))
-            (path / "description").write_text(f"appgen request {request_id}\n")
-        except (OSError, git.GitCommandError) as exc:
-            raise PublishError(f"cannot create the repository {path}: {exc}") from exc
+            _init_bare(temp, request_id)
+            try:
+                os.rename(temp, path)
+            except OSError as exc:
+                if exc.errno in _TARGET_EXISTS:
+                    return False
+                raise
+            return True
+        except (OSError, subprocess.CalledProcessError) as exc:
+            detail = getattr(exc, "stderr", None) or exc
+            raise PublishError(f"cannot create the repository {path}: {detail}") from exc
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)  # gone already after a rename
 
     @staticmethod
     def _owner(path: Path) -> str | None:
@@ -98,3 +119,29 @@ class LocalGitHost(GitHost):
             return str(reader.get_value(_MARKER_SECTION, _MARKER_OPTION, default="")) or None
         except (git.InvalidGitRepositoryError, git.NoSuchPathError, OSError):
             return None
+
+
+def _init_bare(path: Path, request_id: int) -> None:
+    """A bare repository with ``main`` as its branch, the owner's marker and no hooks:
+    neither the user's nor the system's git configuration (``init.templateDir``
+    included) is read, and no template is copied."""
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "LC_ALL": "C",
+    }
+
+    def run(*args: str) -> None:
+        subprocess.run(["git", *args], env=env, check=True, capture_output=True, text=True)
+
+    run("init", "--quiet", "--bare", "--template=", "--initial-branch=main", str(path))
+    run(
+        "config",
+        "--file",
+        str(path / "config"),
+        f"{_MARKER_SECTION}.{_MARKER_OPTION}",
+        str(request_id),
+    )
+    (path / "hooks").mkdir(exist_ok=True)  # empty: where an operator may add their own
+    (path / "description").write_text(f"appgen request {request_id}\n")
