@@ -1,7 +1,11 @@
 """A strict extractor for generator tarballs, which are hostile until proven otherwise.
 
-Only regular files and directories are accepted, by name checks of our own (no
-absolute paths, no ``..``, no setuid/setgid/sticky bits) on top of tarfile's
+Member names are relative to the app directory and may start with ``./`` (as
+``tar -C app -czf - .`` and ``tarfile.add(app, arcname=".")`` write them): a ``.``
+directory member is the app directory itself, and ``./x`` is ``x``. Only regular
+files and directories are accepted, by name checks of our own (no absolute paths,
+no ``..`` anywhere, not even after a ``./``, no setuid/setgid/sticky bits, no file
+twice once normalised) on top of tarfile's
 ``data`` filter semantics — Python 3.11.7 has known bypasses of that filter
 (CVE-2025-4517 family), so nothing here relies on it. Member count, per-file size
 and total size are capped, and the bytes actually written are counted (a header
@@ -64,6 +68,10 @@ def _extract_into(stream: BinaryIO, root: Path, limits: Limits) -> Extracted:
                 if members > limits.max_members:
                     raise _rejected(member, f"more than {limits.max_members:,} members")
                 relative = _safe_relative(member)
+                if not relative.parts:  # "." or "./": the app directory itself
+                    if not member.isdir():
+                        raise _rejected(member, f"{_kind(member)} in place of the app directory")
+                    continue
                 target = root.joinpath(*relative.parts)
                 if member.isdir():
                     _make_directories(root, relative.parts, member)
@@ -91,13 +99,16 @@ def _extract_into(stream: BinaryIO, root: Path, limits: Limits) -> Extracted:
 
 
 def _safe_relative(member: tarfile.TarInfo) -> PurePosixPath:
+    """The member's path relative to the app, normalised: PurePosixPath drops "."
+    segments and repeated slashes, so "./x" and ".//x" are "x" and "." or "./" has no
+    parts (the app directory). ".." is never collapsed, so "./../x" still leaves."""
     path = PurePosixPath(member.name)
-    parts = [part for part in path.parts if part != "."]
-    if not parts or path.is_absolute() or ".." in parts or "\x00" in member.name:
+    # tarfile strips a directory's trailing "/", so an absolute "/" arrives as "".
+    if not member.name or path.is_absolute() or ".." in path.parts or "\x00" in member.name:
         raise _rejected(member, "its path leaves the app (absolute, empty or with '..')")
     if member.mode & _FORBIDDEN_BITS:
         raise _rejected(member, "it has setuid, setgid or sticky bits")
-    return PurePosixPath(*parts)
+    return path
 
 
 def _make_directories(root: Path, parts: tuple[str, ...], member: tarfile.TarInfo) -> None:
@@ -139,6 +150,8 @@ def _kind(member: tarfile.TarInfo) -> str:
         return "a device file"
     if member.isfifo():
         return "a FIFO"
+    if member.isfile():
+        return "a regular file"
     return f"an entry of type {member.type!r}"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -68,6 +69,22 @@ HOSTILE = {
     "setuid": ([file("run.sh", b"#!/bin/sh", 0o4755)], "'run.sh'", "setuid"),
     "file where a directory must go": ([file("a"), file("a/b")], "'a/b'", "already a file"),
     "duplicate": ([file("a"), file("a")], "'a'", "appears twice"),
+    "parent behind a dot": ([file("./../escaped.txt")], "'./../escaped.txt'", "leaves the app"),
+    "parent behind a double slash": (
+        [file(".//../escaped.txt")],
+        "'.//../escaped.txt'",
+        "leaves the app",
+    ),
+    "parent of the root": ([entry("./..", tarfile.DIRTYPE)], "'./..'", "leaves the app"),
+    "duplicate once normalised": ([file("a"), file("./a")], "'./a'", "appears twice"),
+    "duplicate once normalised, dotted first": (
+        [file(".//a"), file("a")],
+        "member 'a'",
+        "appears twice",
+    ),
+    "root as an absolute directory": ([entry("/", tarfile.DIRTYPE)], "''", "leaves the app"),
+    "root as a link": ([entry(".", tarfile.SYMTYPE, "/etc")], "'.'", "symbolic link"),
+    "root as a file": ([file(".")], "'.'", "a regular file in place of the app directory"),
 }
 
 
@@ -124,6 +141,56 @@ def test_a_good_archive_extracts_with_modes(destination):
     assert (destination / "src/index.js").read_bytes() == b"hello"
     assert os.access(destination / "bin/start.sh", os.X_OK)
     assert not stat.S_IMODE((destination / "src/index.js").stat().st_mode) & 0o111
+
+
+def make_app(root: Path) -> dict[str, bytes]:
+    """A small app with nested and empty directories, a dotfile and an executable."""
+    files = {
+        "package.json": b"{}",
+        ".env.example": b"PORT=3000\n",
+        "src/index.js": b"console.log(1)\n",
+        "src/lib/util.js": b"export {}\n",
+        "bin/start.sh": b"#!/bin/sh\nexec node src/index.js\n",
+    }
+    for relative, data in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(data)
+    (root / "bin/start.sh").chmod(0o755)
+    (root / "public").mkdir()
+    return files
+
+
+def assert_extracted(destination: Path, files: dict[str, bytes]) -> None:
+    found = {p.relative_to(destination).as_posix() for p in destination.rglob("*")}
+    assert found == set(files) | {"src", "src/lib", "bin", "public"}
+    for relative, data in files.items():
+        assert (destination / relative).read_bytes() == data
+    assert os.access(destination / "bin/start.sh", os.X_OK)
+    assert not os.access(destination / "src/index.js", os.X_OK)
+
+
+def test_an_archive_made_by_the_tar_command_rooted_at_dot_extracts(destination, tmp_path):
+    files = make_app(tmp_path / "app")
+    made = subprocess.run(
+        ["tar", "-C", str(tmp_path / "app"), "-czf", "-", "."], check=True, capture_output=True
+    )
+    with tarfile.open(fileobj=io.BytesIO(made.stdout), mode="r|gz") as listing:
+        names = [member.name for member in listing]
+    assert names[0] == "." and "./src/index.js" in names  # `./`, then `./`-prefixed names
+    counts = extract_tarball(io.BytesIO(made.stdout), destination)
+    assert (counts.files, counts.directories) == (len(files), 4)  # the root is not counted
+    assert_extracted(destination, files)
+
+
+def test_an_archive_made_by_tarfile_with_arcname_dot_extracts(destination, tmp_path):
+    files = make_app(tmp_path / "app")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(tmp_path / "app", arcname=".")
+    buffer.seek(0)
+    counts = extract_tarball(buffer, destination)
+    assert counts.files == len(files)
+    assert_extracted(destination, files)
 
 
 def test_the_generator_packages_what_staging_would_keep(seed_workspace, tmp_path):
