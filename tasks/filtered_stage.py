@@ -6,6 +6,9 @@ so the cost follows the size of what is kept, not of ``node_modules``. Ignore ru
 have git's semantics (pathspec's ``GitIgnoreSpec``), including nested ``.gitignore``
 files and directory-only patterns. The default rules always apply; the app's own
 ``.gitignore`` files can leave out more but cannot re-include a default.
+
+File names are untrusted bytes: they are copied as they are (``str`` paths decoded
+with ``surrogateescape``) and recorded or reported only through ``display_path``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from prefect.cache_policies import NO_CACHE
 from core.errors import ArtifactError
 from core.excludes import DEFAULT_EXCLUDES, MAX_FILE_BYTES
 from core.models import ExcludedPath, StagedTree
+from core.paths import display_path
 
 _DEFAULT_RULES = GitIgnoreSpec.from_lines(DEFAULT_EXCLUDES)
 
@@ -68,7 +72,10 @@ class _Tally:
     excluded: list[ExcludedPath] = field(default_factory=list)
 
     def exclude(self, path: str, kind: str, detail: str, size: int | None = None) -> None:
-        self.excluded.append(ExcludedPath(path=path, kind=kind, detail=detail, size=size))
+        """Record ``path`` (a raw name) as left out; ``detail`` is display text already."""
+        self.excluded.append(
+            ExcludedPath(path=display_path(path), kind=kind, detail=detail, size=size)
+        )
 
 
 def stage_tree(
@@ -87,13 +94,17 @@ def stage_tree(
             with os.scandir(source_dir) as scan:
                 entries = sorted(scan, key=lambda entry: entry.name)
         except OSError as exc:
-            raise ArtifactError(f"cannot read {relative_dir or '.'} in {root}: {exc}") from exc
+            raise ArtifactError(
+                f"cannot read {display_path(relative_dir or '.')} in {display_path(root)}: "
+                f"{exc.strerror or exc}"
+            ) from exc
         gitignore = next(
             (e for e in entries if e.name == ".gitignore" and e.is_file(follow_symlinks=False)),
             None,
         )
         if gitignore is not None:
-            rules = rules.with_gitignore(relative_dir, gitignore.path, relative_dir + ".gitignore")
+            label = display_path(relative_dir + ".gitignore")
+            rules = rules.with_gitignore(relative_dir, gitignore.path, label)
         for entry in entries:
             relative = relative_dir + entry.name
             info = entry.stat(follow_symlinks=False)
@@ -116,7 +127,9 @@ def stage_tree(
                 try:
                     _copy_file(entry.path, os.path.join(target_dir, entry.name), info)
                 except OSError as exc:
-                    raise ArtifactError(f"cannot copy {relative}: {exc.strerror}") from exc
+                    raise ArtifactError(
+                        f"cannot copy {display_path(relative)}: {exc.strerror}"
+                    ) from exc
                 tally.kept_files += 1
                 tally.kept_bytes += info.st_size
     return StagedTree(
@@ -141,7 +154,9 @@ def _stage_link(
         or lexical.startswith("../")
         or os.path.commonpath([real_root, resolved]) != real_root
     ):
-        tally.exclude(relative, "outside-link", f"symlink to {target!r} leaves the app")
+        tally.exclude(
+            relative, "outside-link", f"symlink to '{display_path(target)}' leaves the app"
+        )
         return
     os.symlink(target, os.path.join(target_dir, entry.name))
     tally.kept_links += 1
@@ -153,7 +168,7 @@ def _copy_file(source: str, target: str, info: os.stat_result) -> None:
     source_fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
         if not stat.S_ISREG(os.fstat(source_fd).st_mode):
-            raise ArtifactError(f"{source} changed while it was being staged")
+            raise ArtifactError(f"{display_path(source)} changed while it was being staged")
         target_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
             _copy_contents(source_fd, target_fd, info.st_size)

@@ -1,9 +1,13 @@
 """publish_summary: what a person sees in the Prefect UI for a run — a markdown
 artifact (files kept and left out, the largest exclusions, what was skipped for
-safety, deploy files, per-task timings, the commit) and a link to the repository."""
+safety, deploy files, per-task timings, the commit) and a link to the repository.
+
+Paths come from the generated app: they arrive as display text (``display_path``)
+and go into the markdown as code spans that cannot break out of a table cell."""
 
 from __future__ import annotations
 
+import re
 import time
 
 from prefect import get_client, task
@@ -14,6 +18,7 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.runtime import flow_run
 
 from core.models import DeployFiles, GeneratorRun, PublishedRepo, PublishRequest, StagedTree
+from core.paths import display_path
 
 _LARGEST = 10
 # The steps before this one whose timings the summary shows.
@@ -29,6 +34,20 @@ STEPS = (
     "git_push",
 )
 _SETTLE_SECONDS = 10.0
+
+
+def _code(text: str, *, in_table: bool = True) -> str:
+    """``text`` as an inline code span: valid UTF-8, fenced by more backticks than it
+    contains, pipes escaped in a table cell."""
+    text = _cell(text) if in_table else display_path(text)
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _cell(text: str) -> str:
+    """``text`` as valid UTF-8 that stays inside one markdown table cell."""
+    return display_path(text).replace("|", "\\|")
 
 
 def _step(run: TaskRun) -> str:
@@ -78,7 +97,7 @@ def summary_markdown(
     if staged.excluded:
         lines += ["| path | why | size |", "|---|---|---:|"]
         lines += [
-            f"| `{item.path}` | {item.detail} | "
+            f"| {_code(item.path)} | {_cell(item.detail)} | "
             f"{'directory' if item.size is None else f'{item.size:,}'} |"
             for item in staged.largest_excluded(_LARGEST)
         ]
@@ -86,7 +105,9 @@ def summary_markdown(
         lines.append("Nothing was left out.")
     if skipped := staged.skipped():
         lines += ["", "### Left out for safety or size", ""]
-        lines += [f"- `{item.path}`: {item.detail}" for item in skipped]
+        lines += [
+            f"- {_code(item.path, in_table=False)}: {display_path(item.detail)}" for item in skipped
+        ]
     lines += [
         "",
         "### Deploy files",

@@ -11,8 +11,18 @@ import pytest
 
 from core.errors import ArtifactError
 from core.excludes import DEFAULT_EXCLUDES
+from core.models import (
+    ArtifactRef,
+    DeployFiles,
+    ExcludedPath,
+    GeneratorRun,
+    PublishedRepo,
+    PublishRequest,
+)
+from core.paths import display_path
 from tasks import filtered_stage as staging
 from tasks.filtered_stage import stage_tree
+from tasks.publish_summary import summary_markdown
 from tests.conftest import tree_digest
 
 
@@ -222,3 +232,79 @@ def test_modes_and_contents_are_kept_and_the_source_is_untouched(app, tmp_path):
 def test_unreadable_source_is_a_clear_error(tmp_path):
     with pytest.raises(ArtifactError, match="cannot read"):
         stage(tmp_path / "missing", tmp_path)
+
+
+def summary_of(staged) -> str:
+    """The run summary of a publish that staged ``staged``."""
+    return summary_markdown(
+        PublishRequest(
+            request_id=1, prompt="an app", app_name="an-app", registered_at="2026-01-01T00:00:00Z"
+        ),
+        GeneratorRun(
+            request_id=1, artifact=ArtifactRef(kind="volume", location="/w"), duration_seconds=1
+        ),
+        staged,
+        DeployFiles(framework="node", internal_port=3000, written=[], kept_from_generator=[]),
+        PublishedRepo(
+            name="an-app", url="file:///repos/an-app.git", commit_sha="0" * 40, new_commit=True
+        ),
+        [],
+    )
+
+
+def test_display_path_escapes_what_is_not_utf8_text():
+    import doctest
+
+    import core.paths
+
+    assert doctest.testmod(core.paths).failed == 0
+    assert display_path(os.fsdecode(b"err-\xff.log")) == "err-\\xff.log"
+    assert display_path("caf\u00e9/ok.txt") == "caf\u00e9/ok.txt"  # UTF-8 names stay as they are
+    assert display_path("a\nb\x1b[31m") == "a\\x0ab\\x1b[31m"  # no forged log lines
+    assert display_path(display_path(os.fsdecode(b"\xff\n"))) == "\\xff\\x0a"  # idempotent
+
+
+def test_names_that_are_not_utf8_are_copied_as_bytes_and_reported_escaped(app, tmp_path):
+    app_bytes = os.fsencode(app)
+    write(app, "index.js")
+    os.makedirs(app_bytes + b"/dir-\xfe")
+    for name, content in (
+        (b"err-\xff.log", b"log"),
+        (b"data-\xff.txt", b"\x00\xffkept"),
+        (b"dir-\xfe/huge-\xfd.bin", b"x" * 100),
+    ):
+        with open(app_bytes + b"/" + name, "wb") as handle:
+            handle.write(content)
+    os.symlink(b"/etc/\xfc", app_bytes + b"/link-\xfb")
+    staged, destination = stage(app, tmp_path, max_file_bytes=50)
+
+    kept = os.fsencode(destination) + b"/data-\xff.txt"
+    with open(kept, "rb") as handle:
+        assert handle.read() == b"\x00\xffkept"
+    assert sorted(os.listdir(os.fsencode(destination))) == [
+        b"data-\xff.txt",
+        b"dir-\xfe",
+        b"index.js",
+    ]
+    excluded = {item.path: item for item in staged.excluded}
+    assert set(excluded) == {"err-\\xff.log", "dir-\\xfe/huge-\\xfd.bin", "link-\\xfb"}
+    assert excluded["err-\\xff.log"].detail == "default rule '*.log'"
+    assert excluded["link-\\xfb"].detail == "symlink to '/etc/\\xfc' leaves the app"
+    for item in staged.excluded:
+        assert ExcludedPath.model_validate_json(item.model_dump_json()) == item
+    assert staged.model_validate_json(staged.model_dump_json()) == staged
+
+    markdown = summary_of(staged)
+    markdown.encode("utf-8")  # no surrogates left: the artifact can be sent as JSON
+    assert "| `err-\\xff.log` | default rule '*.log' | 3 |" in markdown
+    assert "- `dir-\\xfe/huge-\\xfd.bin`: larger than 50 bytes" in markdown
+
+
+def test_the_summary_keeps_each_path_in_its_table_cell(app, tmp_path):
+    for name in ("a|b.log", "tick`s.log", "`edge.log"):
+        write(app, name)
+    staged, _ = stage(app, tmp_path)
+    markdown = summary_of(staged)
+    assert "| `a\\|b.log` | default rule '*.log' | 1 |" in markdown
+    assert "| ``tick`s.log`` |" in markdown
+    assert "| `` `edge.log `` |" in markdown
