@@ -42,6 +42,13 @@ class GitHubState:
     # (method, "reset" | "retry-after"): the next such request is rate limited
     rate_limit_next: list[tuple[str, str]] = field(default_factory=list)
     fail_next_push: bool = False
+    # (method, endpoint) -> statuses the next such requests answer, one each, before
+    # doing anything (an outage); endpoints: "user", "repo", "create", "access_token"
+    server_errors: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    # statuses the next creates answer *after* creating the repository (the response
+    # is lost on the way back), and whether the new repository then reads as 404 once
+    lost_creates: list[int] = field(default_factory=list)
+    lost_create_reads_stale: bool = False
     # names whose next GET answers 404 although they exist (a replica lagging behind)
     stale_reads: set[str] = field(default_factory=set)
     installation_tokens: list[str] = field(default_factory=list)
@@ -54,6 +61,24 @@ class GitHubState:
     def add_foreign_repository(self, owner: str, name: str) -> None:
         """A repository someone else created: same name, no appgen marker."""
         self._store(owner, name, "someone else's project", private=False)
+
+    def answer_5xx(self, method: str, endpoint: str, times: int = 1, status: int = 503) -> None:
+        """The next ``times`` requests to ``endpoint`` answer ``status`` (GitHub down)."""
+        self.server_errors.setdefault((method, endpoint), []).extend([status] * times)
+
+    def lose_next_create(self, status: int = 502, *, stale_read: bool = False) -> None:
+        """The next create succeeds server-side but answers ``status``; with
+        ``stale_read`` the new repository then reads as 404 once (a lagging replica)."""
+        self.lost_creates.append(status)
+        self.lost_create_reads_stale = stale_read
+
+    def api_calls(self, method: str, path_suffix: str) -> int:
+        """How many REST requests (any answer) went to a path ending with this."""
+        return sum(
+            1
+            for m, path, _ in self.requests
+            if m == method and path.startswith("/api/v3/") and path.endswith(path_suffix)
+        )
 
     def bare_path(self, owner: str, name: str) -> Path:
         return self.root / owner / f"{name}.git"
@@ -104,11 +129,20 @@ def build_app(state: GitHubState) -> Starlette:
             headers=headers,
         )
 
-    def api(handler, scope_needed: str | None = None):
+    def outage(request: Request, endpoint: str) -> Response | None:
+        statuses = state.server_errors.get((request.method, endpoint))
+        if not statuses:
+            return None
+        status = statuses.pop(0)
+        return Response(f"<html>{status} GitHub is unavailable</html>", status_code=status)
+
+    def api(handler, endpoint_name: str, scope_needed: str | None = None):
         async def endpoint(request: Request) -> Response:
             state.requests.append(
                 (request.method, request.url.path, request.headers.get("authorization", ""))
             )
+            if (down := outage(request, endpoint_name)) is not None:
+                return down
             if not authenticated(request):
                 return error(401, "Bad credentials")
             if state.rate_limit_next and state.rate_limit_next[0][0] == request.method:
@@ -169,6 +203,10 @@ def build_app(state: GitHubState) -> Starlette:
         repo = state._store(
             owner, body["name"], body.get("description") or "", body.get("private", False)
         )
+        if state.lost_creates:
+            if state.lost_create_reads_stale:
+                state.stale_reads.add(body["name"])
+            return error(state.lost_creates.pop(0), "Server Error")
         return JSONResponse(repo, status_code=201)
 
     async def create_for_user(request: Request) -> Response:
@@ -186,6 +224,8 @@ def build_app(state: GitHubState) -> Starlette:
         state.requests.append(
             (request.method, request.url.path, request.headers.get("authorization", ""))
         )
+        if (down := outage(request, "access_token")) is not None:
+            return down
         token = request.headers.get("authorization", "").partition(" ")[2]
         try:
             claims = jwt.decode(token, state.app_public_key, algorithms=["RS256"])
@@ -245,10 +285,12 @@ def build_app(state: GitHubState) -> Starlette:
 
     return Starlette(
         routes=[
-            Route("/api/v3/users/{owner}", api(get_user)),
-            Route("/api/v3/repos/{owner}/{name}", api(get_repo)),
-            Route("/api/v3/user/repos", api(create_for_user, "repo"), methods=["POST"]),
-            Route("/api/v3/orgs/{org}/repos", api(create_for_org, "repo"), methods=["POST"]),
+            Route("/api/v3/users/{owner}", api(get_user, "user")),
+            Route("/api/v3/repos/{owner}/{name}", api(get_repo, "repo")),
+            Route("/api/v3/user/repos", api(create_for_user, "create", "repo"), methods=["POST"]),
+            Route(
+                "/api/v3/orgs/{org}/repos", api(create_for_org, "create", "repo"), methods=["POST"]
+            ),
             Route(
                 "/api/v3/app/installations/{id}/access_tokens", installation_token, methods=["POST"]
             ),

@@ -8,7 +8,9 @@ import base64
 import logging
 import os
 import shutil
+import socket
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -17,8 +19,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
-from blocks import defaults
-from blocks.github_host import GitHubHost, request_marker
+from blocks import defaults, github_host
+from blocks.github_host import GitHubHost, RetryPolicy, request_marker
 from core.errors import PublishError
 from core.models import RequestStatus
 from core.redaction import MASK, RedactingFilter, register_secret
@@ -207,6 +209,114 @@ def test_a_republish_lands_on_top_and_others_commits_are_never_overwritten(githu
     assert bare_git(github, "tally", "rev-parse", "main") == human_head
 
 
+# -- GitHub's own failures: 5xx answers, lost responses, no answer at all -------------
+
+QUICK = RetryPolicy(first_delay=0.05, max_delay=0.8, budget=6.0)  # the default, ten times faster
+QUICK_WORST_CASE = sum(QUICK.delay(n) for n in range(1, QUICK.attempts))
+
+
+@pytest.fixture
+def quick_retries(monkeypatch):
+    monkeypatch.setattr(github_host, "RETRY_POLICY", QUICK)
+    return QUICK
+
+
+def direct_host(github, api_url: str) -> GitHubHost:
+    return GitHubHost(owner="acme", token=SecretStr(github.token), api_url=api_url)
+
+
+def test_the_default_retry_policy_is_bounded():
+    default = RetryPolicy()
+    waits = [default.delay(n) for n in range(1, default.attempts)]
+    assert waits == [0.5, 1.0, 2.0, 4.0] and sum(waits) <= default.budget
+
+
+def test_server_errors_then_success_publish_one_repository(github, quick_retries):
+    github.answer_5xx("GET", "user", status=500)
+    github.answer_5xx("GET", "repo", status=504)
+    github.answer_5xx("POST", "create", status=502)
+    github.answer_5xx("POST", "create", status=503)
+    outcome = generate_and_publish("a counter", request_id=20)
+    assert outcome.status is RequestStatus.PUBLISHED
+    assert outcome.repo_url.endswith("/acme/counter")
+    assert list(github.repos) == [("acme", "counter")]
+    assert github.api_calls("POST", "/orgs/acme/repos") == 3  # two 5xx, then created
+    assert bare_git(github, "counter", "rev-list", "--count", "main") == "1"
+
+
+@pytest.mark.parametrize("stale_read", [False, True], ids=["fresh-read", "lagging-read"])
+def test_a_create_whose_answer_was_lost_reuses_its_repository(github, quick_retries, stale_read):
+    """GitHub creates the repository but the answer is a 502: the retried create gets
+    422 "name already exists", finds its own marker and reuses it — also when the first
+    read of the new repository still says 404."""
+    github.lose_next_create(502, stale_read=stale_read)
+    outcome = generate_and_publish("a counter", request_id=21)
+    assert outcome.status is RequestStatus.PUBLISHED
+    assert outcome.repo_url.endswith("/acme/counter")  # not counter-2
+    assert list(github.repos) == [("acme", "counter")]
+    assert github.api_calls("POST", "/orgs/acme/repos") == 2
+    assert record(21).repo_id == str(github.repos[("acme", "counter")]["id"])
+    assert bare_git(github, "counter", "rev-list", "--count", "main") == "1"
+
+
+def test_a_persistent_503_is_a_clear_error_after_bounded_retries(
+    github, github_server, quick_retries, caplog
+):
+    github.answer_5xx("POST", "create", times=100)
+    caplog.set_level(logging.WARNING)
+    started = time.monotonic()
+    with pytest.raises(PublishError) as failure:
+        direct_host(github, github_server.api_url).ensure_repository("counter", 22)
+    elapsed = time.monotonic() - started
+    message = str(failure.value)
+    assert "could not create the repository acme/counter" in message
+    assert "answered 503 Service Unavailable; tried 5 times (retried 4 times over" in message
+    assert "status page" in message and github.token not in message
+    assert github.api_calls("POST", "/orgs/acme/repos") == 5 and not github.repos
+    assert QUICK_WORST_CASE <= elapsed < QUICK_WORST_CASE + 5
+    retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert len(retries) == 4 and not [r for r in retries if github.token in r]
+
+
+def test_the_retry_budget_cuts_the_attempts_short(github, github_server, monkeypatch):
+    monkeypatch.setattr(github_host, "RETRY_POLICY", RetryPolicy(first_delay=0.2, budget=0.5))
+    github.answer_5xx("GET", "user", times=100, status=500)
+    with pytest.raises(PublishError, match=r"answered 500 .*; tried 2 times \(retried 1 times"):
+        direct_host(github, github_server.api_url).ensure_repository("counter", 23)
+    assert github.api_calls("GET", "/users/acme") == 2  # 0.2 s, then 0.4 s more: over 0.5 s
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # nothing listens once the socket is closed
+
+
+def test_an_unreachable_api_is_a_clear_error_in_bounded_time(github, quick_retries):
+    api_url = f"http://127.0.0.1:{closed_port()}/api/v3"
+    started = time.monotonic()
+    with pytest.raises(PublishError) as failure:
+        direct_host(github, api_url).ensure_repository("counter", 24)
+    elapsed = time.monotonic() - started
+    message = str(failure.value)
+    assert f"cannot reach the GitHub API at {api_url}: GET /users/acme failed" in message
+    assert "ConnectError" in message and "tried 5 times (retried 4 times" in message
+    assert "APPGEN_GITHUB_API_URL" in message and github.token not in message
+    assert elapsed < QUICK_WORST_CASE + 5
+
+
+def test_an_api_that_never_answers_times_out_and_is_retried(github, quick_retries, monkeypatch):
+    monkeypatch.setattr(github_host, "_TIMEOUT", 0.3)
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        api_url = f"http://127.0.0.1:{silent.getsockname()[1]}/api/v3"
+        started = time.monotonic()
+        with pytest.raises(PublishError, match=r"ReadTimeout: .*; tried 5 times"):
+            direct_host(github, api_url).ensure_repository("counter", 25)
+    assert time.monotonic() - started < 5 * 0.3 + QUICK_WORST_CASE + 5
+
+
 @pytest.fixture
 def app_key() -> tuple[str, str]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -308,3 +418,22 @@ def test_log_records_that_contain_a_secret_are_masked():
     )
     RedactingFilter().filter(record)
     assert record.getMessage() == f"token is {MASK}"
+
+
+def test_an_installation_token_is_minted_through_a_502(
+    github, github_server, app_key, quick_retries
+):
+    private, public = app_key
+    github.app_public_key = public
+    github.answer_5xx("POST", "access_token", status=502)
+    host = GitHubHost(
+        owner="acme",
+        app_id=github.app_id,
+        app_private_key=SecretStr(private),
+        installation_id=github.installation_id,
+        api_url=github_server.api_url,
+        git_url=github_server.git_url,
+    )
+    host.git_config()
+    assert len(github.installation_tokens) == 1
+    assert github.api_calls("POST", f"/installations/{github.installation_id}/access_tokens") == 2
