@@ -4,13 +4,20 @@ The same request always maps to the same repository (the host decides the name);
 an unchanged tree makes no new commit; a remote that moved on is never force-pushed.
 git runs with the user's global and system configuration switched off, and the
 host's credentials arrive through ``GIT_CONFIG_*`` variables, never a URL or a file.
+
+git runs with an environment built from scratch (``git_environment``), not on top of
+the orchestrator's: GitPython's ``Git.execute`` always starts from ``os.environ``
+(its ``env=`` only adds), which would hand git — and whatever git starts — the
+database URL, the Git host token, AWS keys, the agent's API key, and a stray
+``GIT_DIR`` too. So git is started directly with ``subprocess``.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+from pathlib import Path
 
-import git
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -26,10 +33,35 @@ _BASE_CONFIG = {
     "core.hooksPath": os.devnull,
 }
 _MAX_MESSAGE_PROMPT = 2000
+# What git may take from the orchestrator's environment: where programs are, the
+# locale, the temp dir, and how to reach the host through a proxy or an intercepting
+# TLS proxy's CA bundle (a push over HTTPS fails without them where they are needed).
+_INHERITED = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "http_proxy",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+    "GIT_SSL_CAINFO",
+    "GIT_SSL_CAPATH",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+)
 
 
 def git_environment(config: dict[str, str], author: CommitAuthor) -> dict[str, str]:
-    env = {
+    """The whole environment git runs with. HOME is /dev/null: nothing of the user's
+    is read (no ~/.gitconfig, ~/.config/git/ignore or attributes, no ~/.netrc)."""
+    env = {name: os.environ[name] for name in _INHERITED if name in os.environ}
+    env.setdefault("PATH", os.defpath)
+    env |= {
+        "HOME": os.devnull,
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": os.devnull,
         "GIT_TERMINAL_PROMPT": "0",
@@ -59,55 +91,74 @@ def commit_and_push(
     ``expected_head`` is the commit appgen last pushed there: if main has moved on
     since, someone else committed, and appgen stops rather than bury their work.
     """
-    repo = git.Repo.init(staged.path, initial_branch="main")
-    with repo.git.custom_environment(**git_environment(_BASE_CONFIG | host_config, author)):
-        run = _Git(repo, remote)
-        run("remote", "add", "origin", remote.push_url)
-        parent = run("ls-remote", "--heads", "origin", "refs/heads/main").split("\t")[0] or None
-        if parent and expected_head and parent != expected_head:
-            raise PublishError(
-                f"main of {remote.url} moved on: it is at {parent[:12]}, but appgen last "
-                f"pushed {expected_head[:12]}. appgen never overwrites commits it did not "
-                "make: merge or revert them on main, then publish again."
-            )
-        if parent:
-            run("fetch", "--quiet", "--depth=1", "origin", "refs/heads/main")
-            run("update-ref", "refs/heads/main", "FETCH_HEAD")
-        run("add", "--all", "--force", ".")  # the staged tree is exactly what we publish
-        if parent and not repo.is_dirty(index=True, working_tree=False):
-            return PublishedRepo(
-                name=remote.name, url=remote.url, commit_sha=parent, new_commit=False
-            )
-        run("commit", "--quiet", "--no-verify", "-m", message)
-        run("push", "--quiet", "origin", "refs/heads/main:refs/heads/main")
-        return PublishedRepo(
-            name=remote.name, url=remote.url, commit_sha=repo.head.commit.hexsha, new_commit=True
+    run = _Git(staged.path, remote, git_environment(_BASE_CONFIG | host_config, author))
+    run("init", "--quiet", "--initial-branch=main", "--template=")
+    run("remote", "add", "origin", remote.push_url)
+    parent = run("ls-remote", "--heads", "origin", "refs/heads/main").split("\t")[0] or None
+    if parent and expected_head and parent != expected_head:
+        raise PublishError(
+            f"main of {remote.url} moved on: it is at {parent[:12]}, but appgen last "
+            f"pushed {expected_head[:12]}. appgen never overwrites commits it did not "
+            "make: merge or revert them on main, then publish again."
         )
+    if parent:
+        run("fetch", "--quiet", "--depth=1", "origin", "refs/heads/main")
+        run("update-ref", "refs/heads/main", "FETCH_HEAD")
+    run("add", "--all", "--force", ".")  # the staged tree is exactly what we publish
+    if parent and not run.differs("diff", "--cached", "--quiet"):
+        return PublishedRepo(name=remote.name, url=remote.url, commit_sha=parent, new_commit=False)
+    run("commit", "--quiet", "--no-verify", "-m", message)
+    run("push", "--quiet", "origin", "refs/heads/main:refs/heads/main")
+    return PublishedRepo(
+        name=remote.name, url=remote.url, commit_sha=run("rev-parse", "HEAD"), new_commit=True
+    )
 
 
 class _Git:
-    """Runs one git command, turning a failure into a PublishError without echoing
-    the environment (where credentials are)."""
+    """Runs git in one directory with exactly the given environment, turning a
+    failure into a PublishError without echoing the environment (where credentials
+    are)."""
 
-    def __init__(self, repo: git.Repo, remote: RemoteRepository) -> None:
-        self._repo = repo
+    def __init__(self, cwd: Path, remote: RemoteRepository, env: dict[str, str]) -> None:
+        self._cwd = cwd
         self._remote = remote
+        self._env = env
 
     def __call__(self, *args: str) -> str:
+        """git's output, stripped; a PublishError if git fails."""
+        return self._run(args, succeeded=(0,)).stdout.strip()
+
+    def differs(self, *args: str) -> bool:
+        """For a ``--quiet`` diff: True if it exits 1 (differences), False on 0."""
+        return self._run(args, succeeded=(0, 1)).returncode == 1
+
+    def _run(
+        self, args: tuple[str, ...], succeeded: tuple[int, ...]
+    ) -> subprocess.CompletedProcess:
         try:
-            return self._repo.git.execute(["git", *args])
-        except git.GitCommandError as exc:
-            detail = (exc.stderr or "").strip().removeprefix("stderr: ").strip("'\n ")
-            hint = (
-                " appgen never force-pushes: if main moved on since it was fetched, run the "
-                "publish again to land on top of it."
-                if args[0] == "push"
-                else ""
+            completed = subprocess.run(
+                ["git", *args],
+                cwd=self._cwd,
+                env=self._env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                encoding="utf-8",
+                errors="replace",
             )
-            raise PublishError(
-                redact(f"git {args[0]} for {self._remote.url} failed: {detail or 'no output'}.")
-                + hint
-            ) from exc
+        except OSError as exc:  # no git on PATH, or the directory is gone
+            raise PublishError(redact(f"cannot run git {args[0]}: {exc}")) from exc
+        if completed.returncode in succeeded:
+            return completed
+        detail = completed.stderr.strip()
+        hint = (
+            " appgen never force-pushes: if main moved on since it was fetched, run the "
+            "publish again to land on top of it."
+            if args[0] == "push"
+            else ""
+        )
+        raise PublishError(
+            redact(f"git {args[0]} for {self._remote.url} failed: {detail or 'no output'}.") + hint
+        )
 
 
 @task(cache_policy=NO_CACHE)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 from blocks.git_hosts import LocalGitHost
 from core.errors import PublishError
 from core.models import CommitAuthor, StagedTree
-from tasks.git_push import commit_and_push
+from tasks.git_push import _INHERITED, commit_and_push
 
 AUTHOR = CommitAuthor(name="appgen", email="appgen@example.test")
 
@@ -104,3 +106,66 @@ def test_a_refused_push_says_what_happened_and_never_forces(tmp_path):
     assert "git push for" in str(refused.value)
     assert "protected branch" in str(refused.value)
     assert "never force-pushes" in str(refused.value)
+
+
+FAKE_SECRETS = {
+    "APPGEN_GITHUB_TOKEN": "ghp_fakeSecretToken1234567890",
+    "AWS_SECRET_ACCESS_KEY": "fakeAwsSecretKey/abcdefghijklmnop",
+    "APPGEN_DATABASE_URL": "postgresql://appgen:fakeDbPassword99@db.internal/appgen",
+    "OPENAI_API_KEY": "sk-fakeOpenAIKey0123456789",
+}
+
+
+def test_git_runs_with_an_environment_built_from_scratch(tmp_path, monkeypatch):
+    """A `git` first on PATH records the environment of every git command appgen runs
+    (then runs the real git): none of the orchestrator's variables reach it, a stray
+    GIT_DIR does not redirect it, and the push still works."""
+    host = LocalGitHost(root=tmp_path / "repos")
+    remote = host.ensure_repository("counter", 1)
+    dumps = tmp_path / "git-environments"
+    spy = tmp_path / "spy-bin"
+    spy.mkdir()
+    (spy / "git").write_text(
+        f'#!/bin/sh\nenv >> "{dumps}"\necho "--- git $1" >> "{dumps}"\n'
+        f'exec "{shutil.which("git")}" "$@"\n'
+    )
+    (spy / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{spy}{os.pathsep}{os.environ['PATH']}")
+    for name, value in FAKE_SECRETS.items():
+        monkeypatch.setenv(name, value)
+    elsewhere = tmp_path / "elsewhere.git"
+    monkeypatch.setenv("GIT_DIR", str(elsewhere))
+
+    result = commit_and_push(
+        staged(tmp_path / "stage", {"index.js": "1"}),
+        remote,
+        message="publish",
+        author=AUTHOR,
+        host_config={"http.extraheader": "AUTHORIZATION: basic aG9zdC1jcmVkZW50aWFs"},
+    )
+
+    recorded = dumps.read_text()  # before this test's own git calls add to it
+    bare = tmp_path / "repos/counter.git"
+    assert git(bare, "rev-parse", "refs/heads/main") == result.commit_sha
+    assert not elsewhere.exists()
+    commands = [line.split()[-1] for line in recorded.splitlines() if line.startswith("--- git")]
+    assert commands[0] == "init" and commands[-1] == "rev-parse" and "push" in commands
+    for value in FAKE_SECRETS.values():
+        assert value not in recorded
+    names = {line.split("=", 1)[0] for line in recorded.splitlines() if "=" in line}
+    shell_own = {"PWD", "OLDPWD", "SHLVL", "_"}  # set by the /bin/sh of the spy itself
+    allowed = set(_INHERITED) | {
+        "HOME",
+        "GIT_CONFIG_NOSYSTEM",
+        "GIT_CONFIG_GLOBAL",
+        "GIT_TERMINAL_PROMPT",
+        "GIT_AUTHOR_NAME",
+        "GIT_AUTHOR_EMAIL",
+        "GIT_COMMITTER_NAME",
+        "GIT_COMMITTER_EMAIL",
+        "GIT_CONFIG_COUNT",
+        *(f"GIT_CONFIG_{kind}_{i}" for kind in ("KEY", "VALUE") for i in range(10)),
+    }
+    assert names - shell_own <= allowed, names - shell_own - allowed
+    assert f"PATH={spy}{os.pathsep}" in recorded  # PATH is the orchestrator's, read per run
+    assert "HOME=/dev/null" in recorded and "GIT_CONFIG_GLOBAL=/dev/null" in recorded
