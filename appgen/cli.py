@@ -19,18 +19,26 @@ import sys
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from core.errors import AppgenError, InvalidRequest, describe
+from core.errors import AppgenError, DatabaseError, InvalidRequest, describe
 from core.models import RequestRecord, RequestStatus, check_app_name, check_prompt
 from core.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+MAX_REQUEST_ID = 2**63 - 1  # request ids are 64-bit database keys
 _RESULT_FIELDS = ("request_id", "status", "app_name", "repo_url", "commit_sha", "error")
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _say(text: object, label: str = "", style: str = "") -> None:
+    """One line on stderr: an optional styled label, then ``text`` as plain text
+    (never parsed as markup: errors, names and prompts may contain ``[...]``)."""
+    stderr.print(Text.assemble((label, style), str(text)) if label else Text(str(text), style))
 
 
 class _UsageError(Exception):
@@ -38,9 +46,16 @@ class _UsageError(Exception):
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
+    if value > MAX_REQUEST_ID:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_REQUEST_ID} (request ids are 64-bit), not {value}"
+        )
     return value
 
 
@@ -87,10 +102,10 @@ def main(argv: list[str] | None = None) -> None:
         settings = _load_settings()
         code = _COMMANDS[args.command](args, settings)
     except _UsageError as exc:
-        stderr.print(f"[red]error:[/] {exc}")
+        _say(exc, "error: ", "red")
         code = EXIT_USAGE
     except AppgenError as exc:
-        stderr.print(f"[red]error:[/] {exc}")
+        _say(exc, "error: ", "red")
         code = EXIT_FAILED
     sys.exit(code)
 
@@ -100,26 +115,39 @@ def _load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         problems = "; ".join(
-            f"APPGEN_{'_'.join(map(str, e['loc'])).upper() or 'SETTINGS'}: {e['msg']}"
+            f"APPGEN_{'_'.join(map(str, e['loc'])).upper() or 'SETTINGS'}: "
+            f"{e['msg'].removeprefix('Value error, ')}"
             for e in exc.errors()
         )
         raise _UsageError(f"invalid settings: {problems}") from None
+    except SettingsError as exc:  # a value pydantic-settings itself could not decode
+        raise _UsageError(f"invalid settings: {exc}; check the APPGEN_* variables") from None
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
     from blocks import defaults  # Prefect is imported only when it is needed
-    from flows.publish import generate_and_publish
 
     try:
         check_prompt(args.prompt)
         if args.app_name is not None:
             check_app_name(args.app_name)
         # An incomplete configuration (say APPGEN_GENERATOR=ecs without a cluster)
-        # is bad input too: refuse it before anything is created.
+        # or a place appgen cannot use is bad input too: refuse it before anything
+        # is created.
+        settings.check_usable()
         defaults.generator(settings)
         defaults.git_host(settings)
     except InvalidRequest as exc:
         raise _UsageError(str(exc)) from None
+    try:
+        defaults.database(settings).migrate()  # the URL is good: creating the file is fine
+    except DatabaseError as exc:  # unreachable, say: the request did not start
+        _say(exc, "error: ", "red")
+        if args.json:
+            print(json.dumps(_not_started(args, str(exc))))
+        return EXIT_FAILED
+
+    from flows.publish import generate_and_publish
 
     with _ProgressDisplay() as progress:
         state = generate_and_publish(
@@ -135,9 +163,11 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
     if state.is_completed():
         outcome = state.result()
         result = outcome.model_dump(mode="json")
-        stderr.print(
-            f"[green]published[/] request {outcome.request_id} ({outcome.app_name}): "
-            f"{outcome.repo_url} @ {outcome.commit_sha[:12]}"
+        _say(
+            f"request {outcome.request_id} ({outcome.app_name}): "
+            f"{outcome.repo_url} @ {outcome.commit_sha[:12]}",
+            "published ",
+            "green",
         )
         code = EXIT_OK
     else:
@@ -146,8 +176,8 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
         result = _record_json(record) if record else {"status": RequestStatus.FAILED.value}
         result["error"] = message
         where = f"request {record.request_id}" if record else "the request"
-        stderr.print(f"[red]{where} failed:[/] {message}")
-        stderr.print(f"[dim]full log: prefect flow-run logs {flow_run_id}[/]")
+        _say(message, f"{where} failed: ", "red")
+        _say(f"full log: prefect flow-run logs {flow_run_id}", style="dim")
         code = EXIT_USAGE if isinstance(error, InvalidRequest) else EXIT_FAILED
     if args.json:
         result = {field: result.get(field) for field in _RESULT_FIELDS} | {
@@ -160,6 +190,10 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     from blocks import defaults
 
+    try:
+        settings.check_database_url()
+    except InvalidRequest as exc:
+        raise _UsageError(str(exc)) from None
     database = defaults.database(settings)
     if args.request_id is not None:
         record = database.get(args.request_id)
@@ -177,12 +211,12 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         colour = {"published": "green", "failed": "red"}.get(r.status.value, "yellow")
         table.add_row(
             str(r.request_id),
-            f"[{colour}]{r.status.value}[/]",
-            r.app_name or "",
-            r.repo_url or "",
+            Text(r.status.value, colour),
+            Text(r.app_name or ""),
+            Text(r.repo_url or ""),
             (r.commit_sha or "")[:12],
             f"{r.updated_at:%Y-%m-%d %H:%M:%S}",
-            (r.error or "").splitlines()[0][:60] if r.error else "",
+            Text((r.error or "").splitlines()[0][:60] if r.error else ""),
         )
     # Piped output keeps full URLs and hashes rather than truncating to 80 columns.
     Console(width=None if sys.stdout.isatty() else 240).print(
@@ -201,10 +235,10 @@ def _build_image(args: argparse.Namespace, settings: Settings) -> int:
             tag=args.tag or settings.docker_image,
             mirror=args.mirror or DEFAULT_MIRROR,
             force=args.force,
-            log=lambda line: stderr.print(f"[dim]{line}[/]"),
+            log=lambda line: _say(line, style="dim"),
         )
     what = "built" if build.built else "up to date:"
-    stderr.print(f"{what} {build.tag} ({build.content[:12]}) in {build.seconds:.1f}s")
+    _say(f"{what} {build.tag} ({build.content[:12]}) in {build.seconds:.1f}s")
     return EXIT_OK
 
 
@@ -213,10 +247,10 @@ def _reap(args: argparse.Namespace, settings: Settings) -> int:
 
     reaped = defaults.docker_generator(settings).reap()
     for container in reaped:
-        stderr.print(
+        _say(
             f"removed {container.container_id} (request {container.request_id}): {container.reason}"
         )
-    stderr.print(f"{len(reaped)} orphaned generator container(s) removed")
+    _say(f"{len(reaped)} orphaned generator container(s) removed")
     return EXIT_OK
 
 
@@ -224,11 +258,22 @@ def _record_json(record: RequestRecord) -> dict[str, Any]:
     return record.model_dump(mode="json")
 
 
+def _not_started(args: argparse.Namespace, error: str) -> dict[str, Any]:
+    """The --json result of a publish that failed before its flow run started."""
+    return dict.fromkeys(_RESULT_FIELDS) | {
+        "request_id": args.request_id,
+        "status": RequestStatus.FAILED.value,
+        "app_name": args.app_name,
+        "error": error,
+        "flow_run_id": None,
+    }
+
+
 def _setup(args: argparse.Namespace, settings: Settings) -> int:
     from deployments.setup import setup
 
-    setup(settings, deploy=not args.no_deploy, log=lambda line: stderr.print(line))
-    stderr.print("[green]setup complete[/]")
+    setup(settings, deploy=not args.no_deploy, log=_say)
+    _say("setup complete", style="green")
     return EXIT_OK
 
 
@@ -276,4 +321,4 @@ class _ProgressDisplay(logging.Handler):
             stderr.print(Text.assemble((f"{step:<20} ", "dim"), record.getMessage()))
             self._status.update(f"{step}")
         elif record.levelno >= logging.WARNING:
-            stderr.print(f"[yellow]warning:[/] {record.getMessage()}")
+            _say(record.getMessage(), "warning: ", "yellow")

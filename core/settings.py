@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.errors import InvalidRequest
 from core.excludes import MAX_FILE_BYTES
+from core.paths import display_path
 
 GeneratorKind = Literal["process", "docker", "ecs"]
 AgentKind = Literal["template", "command", "claude"]
 GitHostKind = Literal["local", "github"]
+# The database backends blocks/database.py implements.
+DATABASE_BACKENDS = ("sqlite", "postgresql")
+# A list setting is JSON; this field decodes it itself, so that bad JSON is a
+# validation error naming the variable rather than pydantic-settings' SettingsError.
+JsonList = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -51,7 +60,7 @@ class Settings(BaseSettings):
     agent_command: str | None = Field(
         default=None, description="Shell command run by the `command` agent in the app dir."
     )
-    agent_env: list[str] = Field(
+    agent_env: JsonList = Field(
         default_factory=list,
         description="Extra environment variable names passed through to the generator "
         "(for example an agent's API key). Nothing else of the orchestrator's "
@@ -82,8 +91,8 @@ class Settings(BaseSettings):
         default=None, description="Task definition of the generator (family[:revision] or ARN)."
     )
     ecs_container: str = Field(default="generator", description="The generator container name.")
-    ecs_subnets: list[str] = Field(default_factory=list, description="Subnets of generator tasks.")
-    ecs_security_groups: list[str] = Field(
+    ecs_subnets: JsonList = Field(default_factory=list, description="Subnets of generator tasks.")
+    ecs_security_groups: JsonList = Field(
         default_factory=list, description="Security groups of generator tasks."
     )
     ecs_assign_public_ip: bool = Field(default=True, description="Public IP for generator tasks.")
@@ -129,6 +138,20 @@ class Settings(BaseSettings):
         "(GitHub refuses files over 100 MB).",
     )
 
+    @field_validator("agent_env", "ecs_subnets", "ecs_security_groups", mode="before")
+    @classmethod
+    def _json_list(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return []
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError(
+                'not valid JSON: give a JSON list of strings, such as ["A", "B"]'
+            ) from None
+
     @field_validator("home", "git_root", "staging_dir")
     @classmethod
     def _expand_user(cls, value: Path | None) -> Path | None:
@@ -151,3 +174,89 @@ class Settings(BaseSettings):
     def workspace(self) -> Path:
         """Shared workspace: the generator writes ``workspace/{id}/app``."""
         return self.home / "workspace"
+
+    def check_usable(self) -> None:
+        """Refuse settings that name a place appgen cannot use, before anything is
+        created: raises ``InvalidRequest`` naming the setting and what to do. Checks
+        without side effects; opening the database is the caller's next step."""
+        _check_directory("APPGEN_HOME", self.home)
+        if self.git_host == "local":
+            assert self.git_root is not None  # derived from home
+            _check_directory("APPGEN_GIT_ROOT", self.git_root)
+        if self.staging_dir is not None:
+            _check_directory("APPGEN_STAGING_DIR", self.staging_dir, must_exist=True)
+        self.check_database_url()
+
+    def check_database_url(self) -> None:
+        """Refuse a database URL that cannot work whatever the server says: not a URL,
+        a backend appgen does not support, a driver that is not installed, or a SQLite
+        file that cannot be created. Raises ``InvalidRequest``."""
+        import sqlalchemy as sa
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+        setting = "APPGEN_DATABASE_URL"
+        assert self.database_url is not None  # derived from home
+        try:
+            url = sa.make_url(self.database_url.get_secret_value())
+        except ArgumentError:
+            raise InvalidRequest(
+                f"{setting} is not a database URL: give an SQLAlchemy URL such as "
+                "sqlite:////path/to/appgen.db or postgresql+psycopg://user@host/appgen"
+            ) from None
+        shown = url.render_as_string(hide_password=True)
+        if url.get_backend_name() not in DATABASE_BACKENDS:
+            raise InvalidRequest(
+                f"{setting}={shown}: appgen supports SQLite and PostgreSQL databases; "
+                "give a sqlite:/// or postgresql+psycopg:// URL"
+            )
+        try:
+            url.get_dialect().import_dbapi()
+        except NoSuchModuleError:
+            raise InvalidRequest(
+                f"{setting}={shown}: SQLAlchemy has no driver {url.get_driver_name()!r} "
+                f"for {url.get_backend_name()}; use postgresql+psycopg://"
+            ) from None
+        except ImportError as exc:
+            raise InvalidRequest(
+                f"{setting}={shown}: its driver is not installed ({exc.name}); for "
+                "PostgreSQL: pip install 'appgen-orchestrator[postgres]'"
+            ) from None
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            database = Path(url.database).absolute()
+            if os.path.lexists(database):
+                if not database.is_file() or not os.access(database, os.R_OK | os.W_OK):
+                    raise InvalidRequest(
+                        f"{setting}: {display_path(str(database))} is not a writable file; "
+                        f"point {setting} at a SQLite file appgen may write"
+                    )
+            else:
+                _check_directory(setting, database.parent, what="the SQLite file's directory")
+
+
+def _check_directory(
+    setting: str, path: Path, *, must_exist: bool = False, what: str | None = None
+) -> None:
+    """``path`` is a writable directory or, unless ``must_exist``, can be made one."""
+    shown = display_path(str(path))
+    what = f"{what} {shown}" if what else f"{setting}={shown}"
+    fix = f"point {setting} at a writable directory"
+    try:
+        if os.path.lexists(path):
+            if not path.is_dir():
+                raise InvalidRequest(f"{what} is not a directory; {fix}")
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise InvalidRequest(f"{what} is not writable; {fix}")
+            return
+        if must_exist:
+            raise InvalidRequest(f"{what} does not exist; create it or {fix}")
+        ancestor = next(p for p in path.parents if os.path.lexists(p))
+        if not ancestor.is_dir():
+            raise InvalidRequest(
+                f"{what} cannot be created: {display_path(str(ancestor))} is not a directory; {fix}"
+            )
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise InvalidRequest(
+                f"{what} cannot be created: {display_path(str(ancestor))} is not writable; {fix}"
+            )
+    except OSError as exc:
+        raise InvalidRequest(f"{what} cannot be checked ({exc.strerror}); {fix}") from None

@@ -49,27 +49,37 @@ def test_publish_json_reports_the_repository_and_status_agrees(appgen, appgen_ho
     assert "counter-app" in table.stdout and "published" in table.stdout
 
 
-def test_a_failed_publish_is_a_clear_message_and_exit_1_then_a_rerun_finishes_it(
-    appgen, tmp_path, counting_agent
-):
-    (tmp_path / "file").write_text("")
-    failed = appgen(
-        "publish",
-        "--prompt",
-        "a blog",
-        "--request-id",
-        "21",
-        "--json",
-        APPGEN_GIT_ROOT=str(tmp_path / "file/repos"),
+def refusing_repository(root: Path, name: str, request_id: int) -> Path:
+    """A bare repository the request already owns, whose pre-receive hook refuses
+    every push (as a protected branch would)."""
+    bare = root / f"{name}.git"
+    subprocess.run(["git", "init", "-q", "--bare", "--template=", str(bare)], check=True)
+    subprocess.run(
+        ["git", "config", "--file", str(bare / "config"), "appgen.requestid", str(request_id)],
+        check=True,
     )
+    hook = bare / "hooks/pre-receive"
+    hook.parent.mkdir()
+    hook.write_text("#!/bin/sh\necho 'protected branch' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    return hook
+
+
+def test_a_failed_publish_is_a_clear_message_and_exit_1_then_a_rerun_finishes_it(
+    appgen, appgen_home, counting_agent
+):
+    hook = refusing_repository(appgen_home / "repos", "blog", 21)
+    args = ("publish", "--prompt", "a blog", "--app-name", "blog", "--request-id", "21", "--json")
+    failed = appgen(*args)
     assert failed.returncode == 1
     outcome = last_json(failed)
     assert (outcome["request_id"], outcome["status"]) == (21, "failed")
-    assert "point APPGEN_GIT_ROOT at a writable directory" in outcome["error"]
+    assert "protected branch" in outcome["error"]
     assert "request 21 failed:" in failed.stderr
     assert "Traceback" not in failed.stderr + failed.stdout
 
-    done = appgen("publish", "--prompt", "a blog", "--request-id", "21", "--json")
+    hook.unlink()
+    done = appgen(*args)
     assert done.returncode == 0, done.stderr
     assert last_json(done)["status"] == "published"
     assert agent_runs(counting_agent) == ["21"]
@@ -116,6 +126,160 @@ def test_bad_input_exits_2_with_a_message_and_creates_nothing(
     assert set(created) <= (
         {"appgen.db", "appgen.db.migrate.lock"} if args[0] == "status" else set()
     )
+
+
+@pytest.fixture
+def blocker(tmp_path: Path) -> Path:
+    """A regular file where a directory would have to be."""
+    path = tmp_path / "blocker"
+    path.write_text("not a directory")
+    return path
+
+
+TOO_BIG = str(2**63)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["publish", "--prompt", "x", "--request-id", TOO_BIG], {}, "must be at most"),
+        (["status", TOO_BIG], {}, "must be at most"),
+        (["publish", "--prompt", "x", "--request-id", "abc"], {}, "must be a positive integer"),
+        (
+            ["publish", "--prompt", "x"],
+            {"APPGEN_AGENT_ENV": "[oops"},
+            "APPGEN_AGENT_ENV: not valid JSON",
+        ),
+        (
+            ["publish", "--prompt", "x"],
+            {"APPGEN_ECS_SUBNETS": "subnet-1,subnet-2"},
+            "APPGEN_ECS_SUBNETS: not valid JSON",
+        ),
+        (
+            ["publish", "--prompt", "x"],
+            {"APPGEN_DATABASE_URL": "not a url"},
+            "APPGEN_DATABASE_URL is not a database URL",
+        ),
+        (
+            ["publish", "--prompt", "x"],
+            {"APPGEN_DATABASE_URL": "mysql://x/y"},
+            "appgen supports SQLite and PostgreSQL",
+        ),
+        (
+            ["publish", "--prompt", "x"],
+            {"APPGEN_DATABASE_URL": "postgresql+nosuchdriver://u:hunter22@127.0.0.1:1/db"},
+            "SQLAlchemy has no driver 'nosuchdriver'",
+        ),
+        (
+            ["publish", "--prompt", "x"],
+            {"APPGEN_DATABASE_URL": "postgresql+pg8000://u:hunter22@127.0.0.1:1/db"},
+            "its driver is not installed (pg8000)",
+        ),
+        (
+            ["publish", "--prompt", "x"],
+            {"APPGEN_DATABASE_URL": "sqlite:///{blocker}/appgen.db"},
+            "the SQLite file's directory {blocker} is not a directory",
+        ),
+        (
+            ["status"],
+            {"APPGEN_DATABASE_URL": "sqlite:///{blocker}/appgen.db"},
+            "point APPGEN_DATABASE_URL at a writable directory",
+        ),
+        (["status"], {"APPGEN_DATABASE_URL": "not a url"}, "APPGEN_DATABASE_URL"),
+        (
+            ["publish", "--prompt", "x"],
+            {"APPGEN_STAGING_DIR": "{blocker}"},
+            "APPGEN_STAGING_DIR={blocker} is not a directory",
+        ),
+        (
+            ["publish", "--prompt", "x"],
+            {"APPGEN_STAGING_DIR": "{blocker}.missing"},
+            "APPGEN_STAGING_DIR={blocker}.missing does not exist",
+        ),
+        (
+            ["publish", "--prompt", "x"],
+            {"APPGEN_GIT_ROOT": "{blocker}/repos"},
+            "APPGEN_GIT_ROOT={blocker}/repos cannot be created: {blocker} is not a directory",
+        ),
+        (
+            ["publish", "--prompt", "x"],
+            {"APPGEN_HOME": "{blocker}"},
+            "APPGEN_HOME={blocker} is not a directory",
+        ),
+        (
+            ["publish", "--prompt", "x"],
+            {"APPGEN_HOME": "{blocker}/home"},
+            "APPGEN_HOME={blocker}/home cannot be created",
+        ),
+    ],
+)
+def test_unusable_settings_exit_2_naming_the_setting_before_anything_exists(
+    appgen, appgen_home, blocker, args, env, message
+):
+    env = {name: value.format(blocker=blocker) for name, value in env.items()}
+    result = appgen(*args, **env)
+    assert result.returncode == 2, result.stderr
+    assert message.format(blocker=blocker) in result.stderr
+    assert "Traceback" not in result.stderr and "hunter22" not in result.stderr
+    if TOO_BIG not in args and "abc" not in args:  # argparse adds its usage line
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not appgen_home.exists()  # no database, workspace or repository
+    assert blocker.read_text() == "not a directory"
+    assert [p.name for p in blocker.parent.iterdir()] == ["blocker"]
+
+
+def test_an_unreachable_database_fails_before_the_request_starts(appgen, appgen_home):
+    result = appgen(
+        "publish",
+        "--prompt",
+        "x",
+        "--json",
+        APPGEN_DATABASE_URL="postgresql+psycopg://u:hunter22@127.0.0.1:1/appgen",
+    )
+    assert result.returncode == 1
+    outcome = last_json(result)
+    assert (outcome["request_id"], outcome["status"]) == (None, "failed")
+    assert "127.0.0.1:1" in outcome["error"] and "hunter22" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert not appgen_home.exists()
+
+
+MARKUP = "[/x] [red]"
+
+
+def test_messages_with_square_brackets_are_printed_as_they_are(appgen, tmp_path):
+    name = appgen("publish", "--prompt", "x", "--app-name", MARKUP)
+    assert name.returncode == 2 and f"app name '{MARKUP}'" in name.stderr
+    staging = appgen(
+        "publish", "--prompt", "x", APPGEN_STAGING_DIR=str(tmp_path / MARKUP / "stage")
+    )
+    assert staging.returncode == 2 and f"{MARKUP}/stage does not exist" in staging.stderr
+    for result in (name, staging):
+        assert "MarkupError" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_failure_and_the_status_table_show_square_brackets_as_they_are(appgen):
+    from blocks import defaults
+    from core.models import RequestStatus
+    from core.settings import Settings
+
+    failed = appgen(
+        "publish",
+        "--prompt",
+        "a shop",
+        APPGEN_AGENT="command",
+        APPGEN_AGENT_COMMAND=f"echo '{MARKUP} out of tokens'; exit 7",
+    )
+    assert failed.returncode == 1, failed.stderr
+    assert f"{MARKUP} out of tokens" in failed.stderr
+    defaults.database(Settings()).upsert(
+        99, prompt="x", app_name="x", status=RequestStatus.FAILED, error=f"{MARKUP} no"
+    )
+    table = appgen("status")
+    assert table.returncode == 0, table.stderr
+    assert f"{MARKUP} no" in table.stdout
+    for result in (failed, table):
+        assert "MarkupError" not in result.stderr and "Traceback" not in result.stderr
 
 
 def test_status_with_no_requests(appgen):
