@@ -159,7 +159,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
         )
         progress.stop()
     flow_run_id = str(state.state_details.flow_run_id)
-    record = defaults.database(settings).find_by_flow_run(flow_run_id)
+    record = defaults.database(settings).request_of_flow_run(flow_run_id)
     if state.is_completed():
         outcome = state.result()
         result = outcome.model_dump(mode="json")

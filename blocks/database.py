@@ -21,7 +21,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from core.errors import DatabaseError
-from core.models import RequestRecord, RequestStatus
+from core.models import LeaseHolder, RequestRecord, RequestStatus
+from core.processes import process_is_gone
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _DIALECT_INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
@@ -48,11 +49,34 @@ class RequestRow(Base):
     commit_sha: Mapped[str | None] = mapped_column(sa.String(64))
     flow_run_id: Mapped[str | None] = mapped_column(sa.String(64))
     error: Mapped[str | None] = mapped_column(sa.Text)
-    # The flow run that holds the right to run the generator for this request.
+    # The flow run that holds the right to work on this request, its process
+    # (host:pid:start) and its last heartbeat.
     claimed_by: Mapped[str | None] = mapped_column(sa.String(64))
+    claim_process: Mapped[str | None] = mapped_column(sa.String(300))
     claimed_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=_now)
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=_now)
+
+
+class RequestRunRow(Base):
+    """Which request a flow run registered: a retried or rescheduled run finds it again."""
+
+    __tablename__ = "request_runs"
+
+    flow_run_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    request_id: Mapped[int] = mapped_column(sa.Integer, index=True)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=_now)
+
+
+class GeneratorSlotRow(Base):
+    """One of the generator slots shared by every worker; held like a claim."""
+
+    __tablename__ = "generator_slots"
+
+    slot: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    holder: Mapped[str | None] = mapped_column(sa.String(64))
+    holder_process: Mapped[str | None] = mapped_column(sa.String(300))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
 
 
 _RECORD_FIELDS = frozenset(RequestRecord.model_fields) - {"request_id", "created_at", "updated_at"}
@@ -79,21 +103,6 @@ class Database(Block):
         examples=["sqlite:////home/me/.appgen/appgen.db", "postgresql+psycopg://u:p@db/appgen"],
     )
     _engine: sa.Engine | None = PrivateAttr(default=None)
-
-    def create_request(
-        self, prompt: str, app_name: str | None = None, flow_run_id: str | None = None
-    ) -> RequestRecord:
-        """Insert a new pending request and return it with its assigned id."""
-        with self._session() as session:
-            row = RequestRow(
-                prompt=prompt,
-                app_name=app_name,
-                flow_run_id=flow_run_id,
-                status=RequestStatus.PENDING.value,
-            )
-            session.add(row)
-            session.flush()
-            return _record(row)
 
     def upsert(self, request_id: int, **fields: Any) -> RequestRecord:
         """Insert or update the request's row with the given fields, atomically
@@ -126,50 +135,140 @@ class Database(Block):
             assert row is not None
             return _record(row)
 
-    def claim_generation(self, request_id: int, owner: str, stale_after: timedelta) -> str | None:
-        """Claim the right to generate for this request. Returns None when ``owner``
-        holds it now, else the flow run that does. A claim older than ``stale_after``
-        (its holder died) can be taken over."""
-        now = _now()
+    def create_request(self, prompt: str, app_name: str | None, flow_run_id: str) -> RequestRecord:
+        """Insert a new pending request, registered by ``flow_run_id``; return it with
+        its assigned id."""
         with self._session() as session:
-            claimed = session.execute(
-                sa.update(RequestRow)
-                .where(
-                    RequestRow.request_id == request_id,
-                    sa.or_(
-                        RequestRow.claimed_by.is_(None),
-                        RequestRow.claimed_by == owner,
-                        RequestRow.claimed_at < now - stale_after,
-                    ),
-                )
-                .values(claimed_by=owner, claimed_at=now)
+            row = RequestRow(prompt=prompt, app_name=app_name, status=RequestStatus.PENDING.value)
+            session.add(row)
+            session.flush()
+            session.add(RequestRunRow(flow_run_id=flow_run_id, request_id=row.request_id))
+            return _record(row)
+
+    def link_flow_run(self, flow_run_id: str, request_id: int) -> None:
+        """Remember that ``flow_run_id`` works on ``request_id`` (first link wins)."""
+        with self._session() as session:
+            insert = _DIALECT_INSERT[session.bind.dialect.name](RequestRunRow).values(
+                flow_run_id=flow_run_id, request_id=request_id, created_at=_now()
             )
-            if claimed.rowcount == 1:
+            session.execute(insert.on_conflict_do_nothing(index_elements=["flow_run_id"]))
+
+    def request_of_flow_run(self, flow_run_id: str) -> RequestRecord | None:
+        """The request this flow run registered, whichever attempt of it asks."""
+        with self._session() as session:
+            row = session.scalars(
+                sa.select(RequestRow)
+                .join(RequestRunRow, RequestRunRow.request_id == RequestRow.request_id)
+                .where(RequestRunRow.flow_run_id == flow_run_id)
+            ).first()
+            return _record(row) if row else None
+
+    def claim_request(
+        self, request_id: int, holder: LeaseHolder, stale_after: timedelta
+    ) -> str | None:
+        """Claim the right to work on this request. Returns None when ``holder`` holds
+        it now (and is recorded as the request's flow run), else the flow run that
+        does. A claim whose process is gone or whose heartbeat is older than
+        ``stale_after`` is taken over."""
+        with self._session() as session:
+            taken = _take_lease(
+                session,
+                RequestRow,
+                RequestRow.request_id == request_id,
+                holder,
+                stale_after,
+                holder_column=RequestRow.claimed_by,
+                process_column=RequestRow.claim_process,
+                heartbeat_column=RequestRow.claimed_at,
+                extra={"flow_run_id": holder.flow_run_id},
+            )
+            if taken:
                 return None
-            holder = session.scalar(
+            held_by = session.scalar(
                 sa.select(RequestRow.claimed_by).where(RequestRow.request_id == request_id)
             )
-            return holder or "an unknown flow run"
+            return held_by or "an unknown flow run"
 
-    def release_generation(self, request_id: int, owner: str) -> None:
+    def acquire_slot(self, holder: LeaseHolder, slots: int, stale_after: timedelta) -> int | None:
+        """Take one of ``slots`` generator slots for ``holder``; None while all are held
+        by live holders. Slots held by dead processes or stale heartbeats are taken over."""
+        with self._session() as session:
+            insert = _DIALECT_INSERT[session.bind.dialect.name](GeneratorSlotRow)
+            session.execute(
+                insert.values([{"slot": n} for n in range(1, slots + 1)]).on_conflict_do_nothing(
+                    index_elements=["slot"]
+                )
+            )
+        for slot in range(1, slots + 1):
+            with self._session() as session:
+                if _take_lease(
+                    session,
+                    GeneratorSlotRow,
+                    GeneratorSlotRow.slot == slot,
+                    holder,
+                    stale_after,
+                    holder_column=GeneratorSlotRow.holder,
+                    process_column=GeneratorSlotRow.holder_process,
+                    heartbeat_column=GeneratorSlotRow.heartbeat_at,
+                ):
+                    return slot
+        return None
+
+    def release_slot(self, holder: LeaseHolder) -> None:
+        with self._session() as session:
+            session.execute(
+                sa.update(GeneratorSlotRow)
+                .where(GeneratorSlotRow.holder == holder.flow_run_id)
+                .values(holder=None, holder_process=None, heartbeat_at=None)
+            )
+
+    def held_slots(self) -> list[str]:
+        """The flow runs holding a generator slot now (for status and tests)."""
+        with self._session() as session:
+            return list(
+                session.scalars(
+                    sa.select(GeneratorSlotRow.holder).where(GeneratorSlotRow.holder.is_not(None))
+                )
+            )
+
+    def heartbeat(self, holder: LeaseHolder) -> None:
+        """Renew every lease ``holder`` has: its request claim and its generator slot."""
+        now = _now()
         with self._session() as session:
             session.execute(
                 sa.update(RequestRow)
-                .where(RequestRow.request_id == request_id, RequestRow.claimed_by == owner)
-                .values(claimed_by=None, claimed_at=None)
+                .where(RequestRow.claimed_by == holder.flow_run_id)
+                .values(claimed_at=now)
             )
+            session.execute(
+                sa.update(GeneratorSlotRow)
+                .where(GeneratorSlotRow.holder == holder.flow_run_id)
+                .values(heartbeat_at=now)
+            )
+
+    def finish(self, request_id: int, flow_run_id: str, **fields: Any) -> RequestRecord | None:
+        """Write the request's final fields and release its claim, in one statement,
+        if ``flow_run_id`` is still the request's flow run; None if another run has
+        taken the request over since (its outcome is that run's to record)."""
+        unknown = set(fields) - _RECORD_FIELDS
+        if unknown:
+            raise ValueError(f"not columns of a request: {sorted(unknown)}")
+        values = {k: v.value if isinstance(v, RequestStatus) else v for k, v in fields.items()}
+        release = {"claimed_by": None, "claim_process": None, "claimed_at": None}
+        with self._session() as session:
+            updated = session.execute(
+                sa.update(RequestRow)
+                .where(RequestRow.request_id == request_id, RequestRow.flow_run_id == flow_run_id)
+                .values(values | release | {"updated_at": _now()})
+            )
+            if updated.rowcount != 1:
+                return None
+            row = session.get(RequestRow, request_id, populate_existing=True)
+            return _record(row) if row else None
 
     def get(self, request_id: int) -> RequestRecord | None:
         with self._session() as session:
             row = session.get(RequestRow, request_id)
-            return _record(row) if row else None
-
-    def find_by_flow_run(self, flow_run_id: str) -> RequestRecord | None:
-        """The request a flow run is (or was last) working on."""
-        with self._session() as session:
-            row = session.scalars(
-                sa.select(RequestRow).where(RequestRow.flow_run_id == flow_run_id)
-            ).first()
             return _record(row) if row else None
 
     def all(self) -> list[RequestRecord]:
@@ -253,6 +352,52 @@ def _migration_lock(url: sa.URL) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _take_lease(
+    session: Session,
+    table: type[Base],
+    which: sa.ColumnElement[bool],
+    holder: LeaseHolder,
+    stale_after: timedelta,
+    *,
+    holder_column: sa.orm.InstrumentedAttribute,
+    process_column: sa.orm.InstrumentedAttribute,
+    heartbeat_column: sa.orm.InstrumentedAttribute,
+    extra: dict[str, Any] | None = None,
+) -> bool:
+    """Take the lease on the row ``which`` selects if it is free, ours, stale, or
+    held by a process that is gone from this host. Each take is a conditional UPDATE
+    on the row's current holder, so two takers never both win."""
+    now = _now()
+    values = {
+        holder_column.key: holder.flow_run_id,
+        process_column.key: holder.process,
+        heartbeat_column.key: now,
+    } | (extra or {})
+    taken = session.execute(
+        sa.update(table)
+        .where(
+            which,
+            sa.or_(
+                holder_column.is_(None),
+                holder_column == holder.flow_run_id,
+                heartbeat_column < now - stale_after,
+            ),
+        )
+        .values(values)
+    )
+    if taken.rowcount == 1:
+        return True
+    current = session.execute(sa.select(holder_column, process_column).where(which)).first()
+    if current is None or not process_is_gone(current[1]):
+        return False
+    taken = session.execute(
+        sa.update(table)
+        .where(which, holder_column == current[0], process_column == current[1])
+        .values(values)
+    )
+    return taken.rowcount == 1
 
 
 def _record(row: RequestRow) -> RequestRecord:

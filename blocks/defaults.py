@@ -33,6 +33,8 @@ def generator(settings: Settings, saved: str | None = None) -> GeneratorBlock:
             workspace=settings.workspace,
             timeout_seconds=settings.generator_timeout,
             env_allowlist=_agent_allowlist(settings),
+            trust_agent=settings.trust_agent,
+            network=settings.agent_network == "on",
         )
     if settings.generator == "docker":
         return docker_generator(settings)

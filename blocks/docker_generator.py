@@ -27,8 +27,8 @@ from blocks.generators import (
     GeneratorBlock,
     OutputFollower,
     allowed_environment,
+    generation_directory,
     generator_environment,
-    make_directory,
 )
 from core.errors import GeneratorFailed
 from core.models import ArtifactRef, GenerationSpec, GeneratorRun
@@ -117,29 +117,36 @@ class DockerGenerator(GeneratorBlock):
     def artifact_store(self) -> ArtifactStore:
         return VolumeArtifactStore(workspace=self.workspace)
 
+    def output_location(self) -> str:
+        return str(self.workspace)
+
     def run(self, spec: GenerationSpec, logger: logging.LoggerAdapter) -> GeneratorRun:
-        request_dir = self.workspace / str(spec.request_id)
-        make_directory(request_dir / "app")
-        mount_source = (self.host_workspace or self.workspace) / str(spec.request_id)
-        mount_target = PurePosixPath(self.container_workspace) / str(spec.request_id)
-        environment = allowed_environment(self.env_allowlist)
-        environment |= generator_environment(spec, str(mount_target / "app"))
-        environment.setdefault("HOME", "/tmp")  # any uid can write there
-        with self.docker_client() as client:
-            container = self._create(client, spec, environment, mount_source, mount_target)
-            logger.info("created container %s from %s", container.short_id, self.image)
-            try:
-                with OutputFollower(
-                    logger, self.timeout_seconds, lambda: _kill(container)
-                ) as output:
-                    container.start()
-                    output.follow(_lines(container.logs(stream=True, follow=True)))
-                    exit_code = int(container.wait()["StatusCode"])
-            finally:
-                with contextlib.suppress(docker.errors.NotFound):
-                    container.remove(force=True)
-        artifact = ArtifactRef(kind="volume", location=str(request_dir / "app"))
-        return output.result(spec, exit_code, artifact)
+        for reaped in self.reap():  # what killed orchestrators left, before adding more
+            logger.info("removed container %s: %s", reaped.container_id, reaped.reason)
+        with generation_directory(self.workspace, spec.request_id) as generation:
+            relative = generation.relative_to(self.workspace)
+            mount_source = (self.host_workspace or self.workspace) / relative
+            mount_target = PurePosixPath(self.container_workspace) / str(spec.request_id)
+            environment = allowed_environment(self.env_allowlist)
+            environment |= generator_environment(
+                spec, str(mount_target / "app"), self.timeout_seconds
+            )
+            environment.setdefault("HOME", "/tmp")  # any uid can write there
+            with self.docker_client() as client:
+                container = self._create(client, spec, environment, mount_source, mount_target)
+                logger.info("created container %s from %s", container.short_id, self.image)
+                try:
+                    with OutputFollower(
+                        logger, self.timeout_seconds, lambda: _kill(container)
+                    ) as output:
+                        container.start()
+                        output.follow(_lines(container.logs(stream=True, follow=True)))
+                        exit_code = int(container.wait()["StatusCode"])
+                finally:
+                    with contextlib.suppress(docker.errors.NotFound):
+                        container.remove(force=True)
+            artifact = ArtifactRef(kind="volume", location=str(generation / "app"))
+            return output.result(spec, exit_code, artifact)
 
     def reap(self) -> list[ReapedContainer]:
         """Remove generator containers whose orchestrator process is gone (on this

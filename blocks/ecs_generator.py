@@ -83,11 +83,14 @@ class EcsGenerator(GeneratorBlock):
     def artifact_store(self) -> ArtifactStore:
         return self.artifacts
 
+    def output_location(self) -> str:
+        return self.artifacts.location(self.artifacts.prefix)
+
     def run(self, spec: GenerationSpec, logger: logging.LoggerAdapter) -> GeneratorRun:
         ecs = self.credentials.get_client("ecs")
         key = self.artifacts.new_key(spec.request_id)
         environment = allowed_environment(self.env_allowlist)
-        environment |= generator_environment(spec, self.container_app_dir)
+        environment |= generator_environment(spec, self.container_app_dir, self.timeout_seconds)
         environment["APPGEN_UPLOAD_URL"] = self.artifacts.upload_url(
             key, int(self.timeout_seconds) + _UPLOAD_URL_MARGIN_SECONDS
         )

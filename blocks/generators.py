@@ -9,38 +9,53 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import ctypes
+import functools
 import importlib.util
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from prefect.blocks.core import Block
 from pydantic import Field
 
+from blocks import sandbox
 from blocks.artifact_stores import ArtifactStore, VolumeArtifactStore
 from core.errors import GeneratorFailed
 from core.models import ArtifactRef, GenerationSpec, GeneratorRun
 
 LOG_TAIL_LINES = 20
-# What a local generator process may see of the orchestrator's environment besides
-# its own variables: never a Git token, a database URL or cloud keys.
+# What an unconfined generator process may see of the orchestrator's environment
+# besides its own variables: never a Git token, a database URL or cloud keys.
 PROCESS_ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+# The environment a sandboxed generator starts from (its HOME is the sandbox's /tmp).
+SANDBOX_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
+GENERATION_PREFIX = "g-"
+# How long a stopped generator has to stop what its agent started before SIGKILL.
+STOP_GRACE_SECONDS = 5.0
+_PR_SET_PDEATHSIG = 1
+# After the generator exits, how long its last output lines may take to arrive.
+OUTPUT_DRAIN_SECONDS = 5.0
 
 
-def generator_environment(spec: GenerationSpec, app_dir: str) -> dict[str, str]:
-    """The variables ``python -m generator`` reads, wherever it runs."""
+def generator_environment(spec: GenerationSpec, app_dir: str, timeout: float) -> dict[str, str]:
+    """The variables ``python -m generator`` reads, wherever it runs. The timeout
+    gives the generator a deadline of its own, kept even if no one is watching."""
     env = {
         "APPGEN_REQUEST_ID": str(spec.request_id),
         "APPGEN_PROMPT": spec.prompt,
         "APPGEN_APP_DIR": app_dir,
         "APPGEN_AGENT": spec.agent,
+        "APPGEN_TIMEOUT_SECONDS": f"{timeout:g}",
         "PYTHONUNBUFFERED": "1",
     }
     if spec.agent_command:
@@ -83,6 +98,16 @@ class OutputFollower:
             self._tail.append(line)
             self._logger.info(line)
 
+    def follow_until_exit(self, process: subprocess.Popen[str]) -> None:
+        """Log ``process``'s output until it exits. Its exit ends the wait, not the
+        end of its output: a leftover process may hold the pipe open for ever."""
+        reader = threading.Thread(
+            target=self.follow, args=(process.stdout,), name="generator-output", daemon=True
+        )
+        reader.start()
+        process.wait()
+        reader.join(timeout=OUTPUT_DRAIN_SECONDS)
+
     @property
     def tail(self) -> list[str]:
         return list(self._tail)
@@ -118,11 +143,39 @@ class GeneratorBlock(Block, abc.ABC):
     def artifact_store(self) -> ArtifactStore:
         """The store that reads what this generator leaves behind."""
 
+    @abc.abstractmethod
+    def output_location(self) -> str:
+        """Where this generator leaves its output: part of a generation's cache key,
+        so a cached generation is never looked for where it was not written."""
+
+
+@contextlib.contextmanager
+def generation_directory(workspace: Path, request_id: int) -> Iterator[Path]:
+    """A new directory for one generation, ``{workspace}/{request_id}/{generation}``:
+    a generator orphaned by an earlier, killed run can never write into what this
+    one publishes. On failure it is removed (nothing will publish it, and a full disk
+    gets its space back); on success the request's earlier generations are."""
+    request_dir = workspace / str(request_id)
+    generation = request_dir / f"{GENERATION_PREFIX}{uuid.uuid4().hex[:12]}"
+    make_directory(generation / "app")
+    try:
+        yield generation
+    except BaseException:
+        shutil.rmtree(generation, ignore_errors=True)
+        raise
+    for earlier in request_dir.iterdir():
+        if earlier != generation and earlier.name.startswith(GENERATION_PREFIX):
+            shutil.rmtree(earlier, ignore_errors=True)
+
 
 class ProcessGenerator(GeneratorBlock):
     """Runs the generator as a child process of the orchestrator, writing into the
-    shared workspace (``{workspace}/{request_id}/app``). The embedded default: no
-    container engine or cloud account needed.
+    shared workspace (``{workspace}/{request_id}/{generation}/app``). The embedded
+    default: no container engine or cloud account needed.
+
+    The agent runs in a bubblewrap sandbox (``blocks/sandbox.py``) that shows it only
+    its app directory. Where the sandbox cannot start, only the built-in ``template``
+    agent runs; ``trust_agent`` runs any agent unconfined, and is the only way to.
 
     Example:
         ```python
@@ -137,7 +190,7 @@ class ProcessGenerator(GeneratorBlock):
     _description = "Runs the app generator as a local child process on a shared workspace."
 
     workspace: Path = Field(
-        description="Directory the generator writes into, as {workspace}/{request_id}/app.",
+        description="Directory the generator writes into, as {workspace}/{request_id}/...",
         examples=["/home/me/.appgen/workspace"],
     )
     timeout_seconds: float = Field(
@@ -146,51 +199,108 @@ class ProcessGenerator(GeneratorBlock):
     env_allowlist: list[str] = Field(
         default_factory=list,
         description="Names of orchestrator environment variables passed to the generator "
-        "in addition to PATH, HOME and the locale (for example an agent's API key).",
+        "in addition to PATH and the locale (for example an agent's API key).",
     )
     python_executable: str = Field(
         default_factory=lambda: sys.executable,
-        description="Python interpreter that runs `python -m generator`.",
+        description="Python interpreter that runs `python -m generator` (unconfined runs).",
+    )
+    trust_agent: bool = Field(
+        default=False,
+        description="Run the agent unconfined, without the sandbox: it then sees everything "
+        "this user can. Only for agents you trust.",
+    )
+    network: bool = Field(
+        default=True, description="Let the agent reach the network (its model API)."
     )
 
     def artifact_store(self) -> ArtifactStore:
         return VolumeArtifactStore(workspace=self.workspace)
 
+    def output_location(self) -> str:
+        return str(self.workspace)
+
     def run(self, spec: GenerationSpec, logger: logging.LoggerAdapter) -> GeneratorRun:
-        app_dir = self.workspace / str(spec.request_id) / "app"
-        make_directory(app_dir)
-        env = allowed_environment((*PROCESS_ENV_ALLOWLIST, *self.env_allowlist))
-        env |= generator_environment(spec, str(app_dir))
-        env["PYTHONPATH"] = _generator_import_root()
-        try:
-            process = subprocess.Popen(
-                [self.python_executable, "-m", "generator", "--fresh"],
-                cwd=app_dir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                errors="replace",
-                start_new_session=True,  # its own process group, killed as a whole
-            )
-        except OSError as exc:
-            raise GeneratorFailed(
-                f"could not start the generator with {self.python_executable!r}: {exc}"
-            ) from exc
-        with process, OutputFollower(logger, self.timeout_seconds, lambda: _kill(process)) as out:
+        with generation_directory(self.workspace, spec.request_id) as generation:
+            app_dir = generation / "app"
+            argv = self._command(spec, app_dir, logger)
             try:
-                out.follow(process.stdout)
-                process.wait()
-            finally:
-                if process.poll() is None:  # cancelled or crashed while streaming
-                    _kill(process)
-                    process.wait()
-        artifact = ArtifactRef(kind="volume", location=str(app_dir))
-        return out.result(spec, process.returncode, artifact)
+                process = subprocess.Popen(
+                    argv,
+                    cwd=app_dir,
+                    env=self._unconfined_env(spec, app_dir),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    errors="replace",
+                    start_new_session=True,  # its own process group, stopped as a whole
+                    preexec_fn=_die_with_parent,
+                )
+            except OSError as exc:
+                raise GeneratorFailed(f"could not start the generator ({argv[0]}): {exc}") from exc
+            stop = functools.partial(_stop, process)
+            with process, OutputFollower(logger, self.timeout_seconds, stop) as output:
+                try:
+                    output.follow_until_exit(process)
+                finally:
+                    if process.poll() is None:  # cancelled or crashed while streaming
+                        stop()
+            artifact = ArtifactRef(kind="volume", location=str(app_dir))
+            return output.result(spec, process.returncode, artifact)
+
+    def _command(self, spec: GenerationSpec, app_dir: Path, logger) -> list[str]:
+        """``python -m generator``: in the sandbox, unless the agent is trusted (or is
+        the built-in template agent and the sandbox cannot start)."""
+        unconfined = [self.python_executable, "-m", "generator", "--fresh"]
+        if self.trust_agent:
+            logger.warning(
+                "running the %r agent UNCONFINED (APPGEN_TRUST_AGENT=true): it can read and "
+                "write whatever this user can",
+                spec.agent,
+            )
+            return unconfined
+        unavailable = sandbox.unavailable_reason()
+        if unavailable is None:
+            env = dict(SANDBOX_ENV)
+            env |= allowed_environment(self.env_allowlist)
+            env |= generator_environment(spec, sandbox.APP_DIR, self.timeout_seconds)
+            env["PYTHONPATH"] = sandbox.GENERATOR_ROOT
+            return sandbox.sandboxed_command(
+                [sandbox.sandbox_python(), "-m", "generator", "--fresh"],
+                app_dir=app_dir,
+                generator_package=_generator_package(),
+                env=env,
+                network=self.network,
+            )
+        if spec.agent == "template":  # appgen's own offline scaffold, not model-written
+            return unconfined
+        raise GeneratorFailed(
+            f"the {spec.agent!r} agent runs model-written commands and the sandbox cannot "
+            f"start: {unavailable}. Install bubblewrap (Debian: apt-get install bubblewrap), "
+            "use APPGEN_GENERATOR=docker, or set APPGEN_TRUST_AGENT=true to run it unconfined"
+        )
+
+    def _unconfined_env(self, spec: GenerationSpec, app_dir: Path) -> dict[str, str]:
+        """The environment of an unconfined generator (the sandbox sets its own)."""
+        env = allowed_environment((*PROCESS_ENV_ALLOWLIST, *self.env_allowlist))
+        env |= generator_environment(spec, str(app_dir), self.timeout_seconds)
+        env["PYTHONPATH"] = str(_generator_package().parent)
+        return env
 
 
-def _kill(process: subprocess.Popen[str]) -> None:
+def _die_with_parent() -> None:
+    """In the child, before exec: be told (SIGTERM) when the orchestrator dies."""
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    """SIGTERM (the generator kills what the agent started; a sandbox dies whole),
+    then SIGKILL for the whole group if it has not gone after a grace period."""
+    with contextlib.suppress(ProcessLookupError):
+        process.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=STOP_GRACE_SECONDS)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
 
@@ -202,8 +312,8 @@ def make_directory(path: Path) -> None:
         raise GeneratorFailed(f"cannot create the workspace directory {path}: {exc}") from exc
 
 
-def _generator_import_root() -> str:
+def _generator_package() -> Path:
     spec = importlib.util.find_spec("generator")
     if spec is None or spec.origin is None:
         raise GeneratorFailed("the 'generator' package is not importable; reinstall appgen")
-    return str(Path(spec.origin).parent.parent)
+    return Path(spec.origin).parent

@@ -103,7 +103,9 @@ class PublishRequest(Frozen):
 
 
 class GenerationSpec(Frozen):
-    """Everything that decides what the generator writes; the cache key of a generation."""
+    """Everything that decides what the generator writes, and nothing else: the cache
+    key of a generation. Limits, poll intervals and timeouts are not part of it, so
+    changing them between a failure and its re-run never generates again."""
 
     request_id: int
     # A request id can come round again (a new database); its row's creation time
@@ -112,6 +114,12 @@ class GenerationSpec(Frozen):
     prompt: str
     agent: Literal["template", "command", "claude"]
     agent_command: str | None = None
+    agent_env: tuple[str, ...] = Field(
+        default=(), description="Names of the variables the agent is given (not their values)."
+    )
+    output: str = Field(
+        default="", description="Where the generator leaves its output (a workspace, a bucket)."
+    )
 
 
 class ArtifactRef(Frozen):
@@ -214,6 +222,19 @@ class RequestStatus(StrEnum):
     PUBLISHING = "publishing"
     PUBLISHED = "published"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (RequestStatus.PUBLISHED, RequestStatus.FAILED, RequestStatus.CANCELLED)
+
+
+class LeaseHolder(Frozen):
+    """Who holds a request's claim or a generator slot: a flow run, in a process
+    (``host:pid:start``, see ``core.processes``)."""
+
+    flow_run_id: str
+    process: str
 
 
 class RequestRecord(BaseModel):

@@ -56,7 +56,21 @@ class Settings(BaseSettings):
         description="Generations that may run at once across all workers (a Prefect global "
         "concurrency limit, set by `appgen setup`).",
     )
+    lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A request's claim or a generator slot whose holder has not renewed it "
+        "for this long is taken over (a holder killed on this host is noticed at once).",
+    )
     agent: AgentKind = Field(default="template", description="The coding agent to run.")
+    trust_agent: bool = Field(
+        default=False,
+        description="Run a process-mode agent unconfined, without the bubblewrap sandbox: "
+        "only for agents you trust.",
+    )
+    agent_network: Literal["on", "none"] = Field(
+        default="on", description="`none` cuts a process-mode agent off the network."
+    )
     agent_command: str | None = Field(
         default=None, description="Shell command run by the `command` agent in the app dir."
     )

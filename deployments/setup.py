@@ -5,8 +5,10 @@ step safe to repeat:
 2. save default blocks from the settings (``appgen-*/default``); in AWS mode, create
    the artifact bucket and its expiry rule;
 3. create the work pools (``appgen-local`` process, ``appgen-ecs`` ECS);
-4. set the global concurrency limit on generators (APPGEN_GENERATOR_SLOTS);
-5. apply the deployments in ``prefect.yaml`` (``prefect deploy``).
+4. apply the deployments in ``prefect.yaml`` (``prefect deploy``).
+
+Generator slots (APPGEN_GENERATOR_SLOTS) are leases in the appgen database, not a
+Prefect concurrency limit: they expire with their holder, embedded mode included.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from blocks.github_host import GitHubHost
 from blocks.s3_artifact_store import S3ArtifactStore
 from core.errors import SetupError
 from core.settings import Settings
-from tasks.run_generator import GENERATOR_SLOTS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BLOCK_TYPES: tuple[type[Block], ...] = (
@@ -80,8 +81,6 @@ def setup(settings: Settings, *, deploy: bool = True, log: Callable[[str], None]
                     WorkPoolCreate(name=name, type=pool_type, base_job_template=template or {})
                 )
                 log(f"created work pool {name} ({pool_type})")
-        client.upsert_global_concurrency_limit_by_name(GENERATOR_SLOTS, settings.generator_slots)
-        log(f"generator slots ({GENERATOR_SLOTS}): {settings.generator_slots}")
 
     if deploy:
         apply_deployments(log)

@@ -1,32 +1,35 @@
 """generate_and_publish: a prompt in, a published repository and a database row out.
 
     register → claim → run_generator → fetch_artifact → filtered_stage
-             → create_repository → render_deploy_files → git_push → summary → update_db
+             → create_repository → render_deploy_files → git_push → summary → finish
 
 run_generator is cached on its inputs, so running the same request again after a
-failed publish redoes only the cheap steps.
+failed publish redoes only the cheap steps. The row's terminal state is written by
+the flow's state hooks (failed, crashed, cancelled), so it lands however the run ends.
 """
 
 from __future__ import annotations
 
 import shutil
 from contextlib import ExitStack
+from datetime import timedelta
 from pathlib import Path
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from blocks import defaults
-from core.errors import describe
 from core.models import (
     CommitAuthor,
     GenerationSpec,
+    LeaseHolder,
     PublishOutcome,
     RequestStatus,
     RequestUpdate,
 )
+from core.processes import current_process
 from core.settings import Settings
-from tasks.claim_request import claim_request, release_request
+from tasks.claim_request import Heartbeat, claim_request
 from tasks.create_repository import create_repository
 from tasks.fetch_artifact import fetch_artifact
 from tasks.filtered_stage import filtered_stage
@@ -34,14 +37,21 @@ from tasks.git_push import git_push
 from tasks.publish_summary import publish_summary
 from tasks.render_deploy_files import render_deploy_files
 from tasks.run_generator import run_generator
-from tasks.update_db import register_request, update_db
+from tasks.update_db import (
+    finish_request,
+    record_cancelled,
+    record_failed,
+    register_request,
+    update_db,
+)
 
-# A claim outlives the generator's timeout by this much before another run may take
-# it over (its holder died): time enough to stage and push.
-CLAIM_MARGIN_SECONDS = 600
 
-
-@flow(name="generate-and-publish")
+@flow(
+    name="generate-and-publish",
+    on_failure=[record_failed],
+    on_crashed=[record_failed],
+    on_cancellation=[record_cancelled],
+)
 def generate_and_publish(
     prompt: str,
     request_id: int | None = None,
@@ -53,7 +63,8 @@ def generate_and_publish(
 
     Args:
         prompt: what the app should be.
-        request_id: the request to (re)publish; a new one is assigned when omitted.
+        request_id: the request to (re)publish; a new one is assigned when omitted
+            (a retry of this flow run keeps the one its first attempt registered).
         app_name: repository and Fly app name; derived from the prompt when omitted.
         regenerate: run the generator again even if this request was generated before.
         generator_block: a saved generator block ("block-type-slug/name") to use instead
@@ -61,10 +72,13 @@ def generate_and_publish(
     """
     settings = Settings()
     database = defaults.database(settings)
-    request = register_request(database, prompt, request_id, app_name, flow_run.id)
+    generator = defaults.generator(settings, saved=generator_block)
+    holder = LeaseHolder(flow_run_id=str(flow_run.id), process=current_process())
+    lease = timedelta(seconds=settings.lease_seconds)
+    request = register_request(database, prompt, request_id, app_name, holder.flow_run_id)
     rid = request.request_id
-    claim_request(database, rid, flow_run.id, settings.generator_timeout + CLAIM_MARGIN_SECONDS)
-    try:
+    with Heartbeat(database, holder, interval=settings.lease_seconds / 4), ExitStack() as temp:
+        claim_request(database, rid, holder, lease, get_run_logger())
         update_db(database, RequestUpdate(request_id=rid, status=RequestStatus.GENERATING))
         spec = GenerationSpec(
             request_id=rid,
@@ -72,51 +86,48 @@ def generate_and_publish(
             prompt=request.prompt,
             agent=settings.agent,
             agent_command=settings.agent_command,
+            agent_env=tuple(generator.env_allowlist),
+            output=generator.output_location(),
         )
-        generator = defaults.generator(settings, saved=generator_block)
         generation = run_generator.with_options(refresh_cache=regenerate)(
-            spec, generator, settings.generator_slots
+            spec, generator, database, holder, settings.generator_slots, lease
         )
-        with ExitStack() as temporary:
-            source = fetch_artifact(generation, generator.artifact_store())
-            if source.temporary:
-                temporary.callback(_remove, source.path)
-            staged = filtered_stage(source.path, settings.max_file_bytes, settings.staging_dir)
-            temporary.callback(_remove, staged.path)
-            host = defaults.git_host(settings)
-            repository = create_repository(request, host)
-            update_db(
-                database,
-                RequestUpdate(
-                    request_id=rid,
-                    status=RequestStatus.PUBLISHING,
-                    repo_url=repository.url,
-                    repo_id=repository.id,
-                ),
-            )
-            deploy = render_deploy_files(staged, repository.name, settings.fly_region)
-            author = CommitAuthor(name=settings.git_author_name, email=settings.git_author_email)
-            published = git_push(staged, request, repository, host, author)
-            publish_summary(request, generation, staged, deploy, published)
+        source = fetch_artifact(generation, generator.artifact_store())
+        if source.temporary:
+            temp.callback(_remove, source.path)
+        staged = filtered_stage(source.path, settings.max_file_bytes, settings.staging_dir)
+        temp.callback(_remove, staged.path)
+        host = defaults.git_host(settings)
+        repository = create_repository(request, host)
         update_db(
             database,
+            RequestUpdate(
+                request_id=rid,
+                status=RequestStatus.PUBLISHING,
+                app_name=repository.name,
+                repo_url=repository.url,
+                repo_id=repository.id,
+            ),
+        )
+        deploy = render_deploy_files(staged, repository.name, settings.fly_region)
+        author = CommitAuthor(name=settings.git_author_name, email=settings.git_author_email)
+        published = git_push(staged, request, repository, host, author)
+        publish_summary(request, generation, staged, deploy, published)
+        finish_request(
+            database,
+            holder,
             RequestUpdate(
                 request_id=rid,
                 status=RequestStatus.PUBLISHED,
                 repo_url=published.url,
                 commit_sha=published.commit_sha,
+                error=None,
             ),
         )
-    except Exception as exc:
-        failed = RequestUpdate(request_id=rid, status=RequestStatus.FAILED, error=describe(exc))
-        update_db(database, failed)
-        raise
-    finally:
-        release_request(database, rid, flow_run.id)
     return PublishOutcome(
         request_id=rid,
         status=RequestStatus.PUBLISHED,
-        app_name=request.app_name,
+        app_name=repository.name,
         repo_url=published.url,
         commit_sha=published.commit_sha,
     )

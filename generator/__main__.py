@@ -2,7 +2,8 @@
 
 Every option falls back to the environment variable the orchestrator sets
 (``APPGEN_REQUEST_ID``, ``APPGEN_PROMPT``, ``APPGEN_APP_DIR``, ``APPGEN_AGENT``,
-``APPGEN_AGENT_COMMAND``), so a container needs no command-line overrides.
+``APPGEN_AGENT_COMMAND``, ``APPGEN_TIMEOUT_SECONDS``), so a container needs no
+command-line overrides.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from generator.agents import AGENTS, AgentError
 from generator.package import PackageError, package_and_upload
+from generator.reaper import Reaper
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +32,13 @@ def _parser() -> argparse.ArgumentParser:
         "--upload-url",
         default=env("APPGEN_UPLOAD_URL"),
         help="presigned PUT URL: package the app as a tarball and upload it there",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=env("APPGEN_TIMEOUT_SECONDS"),
+        help="seconds after which the generator stops the agent and exits 124, whether "
+        "or not anyone is still watching",
     )
     parser.add_argument(
         "--fresh",
@@ -62,12 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     print(f"generator: request {args.request_id}: agent {args.agent!r} in {app_dir}", flush=True)
     try:
-        AGENTS[args.agent](
-            request_id=str(args.request_id),
-            prompt=args.prompt,
-            app_dir=app_dir,
-            command=args.agent_command,
-        )
+        with Reaper(args.timeout):
+            AGENTS[args.agent](
+                request_id=str(args.request_id),
+                prompt=args.prompt,
+                app_dir=app_dir,
+                command=args.agent_command,
+            )
         if args.upload_url:
             print(f"generator: {package_and_upload(app_dir, args.upload_url)}", flush=True)
     except (AgentError, PackageError) as exc:

@@ -7,11 +7,13 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
 from generator import template
+from generator.reaper import kill_descendants
 
 
 class AgentError(Exception):
@@ -109,7 +111,12 @@ def _stream(
     what: str,
     render: Callable[[str], Iterable[str]] = lambda line: (line,),
 ) -> None:
-    """Run argv, printing each output line as it comes; raise if it exits non-zero."""
+    """Run argv, printing each output line as it comes; raise if it exits non-zero.
+
+    The agent is done when it exits, not when its output ends: processes it left
+    running (a background server, a ``setsid`` child) still hold the pipe, and are
+    killed then."""
+    failures: list[AgentError] = []
     with subprocess.Popen(
         argv,
         cwd=cwd,
@@ -122,13 +129,26 @@ def _stream(
         bufsize=1,
     ) as process:
         assert process.stdout is not None
-        try:
-            for line in process.stdout:
-                for shown in render(line.rstrip("\n")):
-                    print(shown, flush=True)
-        except AgentError:
-            process.kill()
-            raise
+        output = process.stdout
+
+        def relay() -> None:
+            try:
+                for line in output:
+                    for shown in render(line.rstrip("\n")):
+                        print(shown, flush=True)
+            except AgentError as exc:
+                failures.append(exc)
+                process.kill()
+
+        reader = threading.Thread(target=relay, name="agent-output", daemon=True)
+        reader.start()
+        process.wait()
+        left = kill_descendants()
+        reader.join()
+    if left:
+        print(f"generator: stopped {left} process(es) the agent left running", flush=True)
+    if failures:
+        raise failures[0]
     if process.returncode != 0:
         raise AgentError(f"{what} exited with code {process.returncode}")
 

@@ -1,40 +1,97 @@
-"""claim_request / release_request: one flow run at a time per request.
+"""Claims and generator slots: leases in the database that die with their holder.
 
 Two runs of the same request started at once (a double click, a retry racing a
-schedule) must not both generate, nor both push. The first claims the request in
-the database; the other waits until it is released, then finds the generation in
-the cache and the tree already pushed. A claim whose holder died expires after
-``stale_after_seconds``.
+schedule) must not both generate, nor both push: the first claims the request, the
+other waits until it is released, then finds the generation in the cache and the
+tree already pushed. Generations across all workers share ``slots`` generator slots.
+
+A lease names its holder's flow run and process and is renewed by a heartbeat while
+the holder lives. It is taken over at once when its process is gone from this host
+(killed, OOM), and by any host when its heartbeat is older than ``lease_seconds``
+(a lost node). Nothing a dead run held stays held, in embedded mode too.
+
+These are plain calls, not tasks: they are bookkeeping, not units of work.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-
 from blocks.database import Database
+from core.errors import AppgenError
+from core.models import LeaseHolder
 
 POLL_SECONDS = 1.0
+_log = logging.getLogger("appgen.leases")
 
 
-@task(cache_policy=NO_CACHE)
+class Heartbeat:
+    """Renews every lease of ``holder`` every ``interval`` seconds, in a daemon
+    thread, for as long as the ``with`` block runs."""
+
+    def __init__(self, database: Database, holder: LeaseHolder, interval: float) -> None:
+        self._database = database
+        self._holder = holder
+        self._interval = interval
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="appgen-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stopped.wait(self._interval):
+            try:
+                self._database.heartbeat(self._holder)
+            except AppgenError as exc:  # the next beat may get through; the lease is not lost yet
+                _log.warning("heartbeat of flow run %s failed: %s", self._holder.flow_run_id, exc)
+
+
 def claim_request(
-    database: Database, request_id: int, owner: str, stale_after_seconds: float
+    database: Database,
+    request_id: int,
+    holder: LeaseHolder,
+    lease: timedelta,
+    logger: logging.Logger | logging.LoggerAdapter,
 ) -> None:
-    """Return once ``owner`` holds the request; wait while another run does."""
-    logger = get_run_logger()
-    stale_after = timedelta(seconds=stale_after_seconds)
+    """Return once ``holder`` holds the request; wait while another live run does."""
     waiting_for = None
-    while (holder := database.claim_generation(request_id, owner, stale_after)) is not None:
-        if holder != waiting_for:
-            logger.info("request %d is being worked on by flow run %s; waiting", request_id, holder)
-            waiting_for = holder
+    while (other := database.claim_request(request_id, holder, lease)) is not None:
+        if other != waiting_for:
+            logger.info("request %d is being worked on by flow run %s; waiting", request_id, other)
+            waiting_for = other
         time.sleep(POLL_SECONDS)
 
 
-@task(cache_policy=NO_CACHE)
-def release_request(database: Database, request_id: int, owner: str) -> None:
-    database.release_generation(request_id, owner)
+@contextlib.contextmanager
+def generator_slot(
+    database: Database,
+    holder: LeaseHolder,
+    slots: int,
+    lease: timedelta,
+    logger: logging.Logger | logging.LoggerAdapter,
+) -> Iterator[int]:
+    """Hold one of ``slots`` generator slots for the duration of the block."""
+    waiting = False
+    while (slot := database.acquire_slot(holder, slots, lease)) is None:
+        if not waiting:
+            logger.info("all %d generator slots are busy; waiting for one", slots)
+            waiting = True
+        time.sleep(POLL_SECONDS)
+    try:
+        yield slot
+    finally:
+        try:
+            database.release_slot(holder)
+        except AppgenError as exc:  # the run's end (or its death) frees the slot instead
+            logger.warning("could not release generator slot %d: %s", slot, exc)

@@ -24,7 +24,6 @@ _LARGEST = 10
 # The steps before this one whose timings the summary shows.
 STEPS = (
     "register_request",
-    "claim_request",
     "update_db",
     "run_generator",
     "fetch_artifact",

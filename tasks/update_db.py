@@ -1,20 +1,42 @@
 """update_db: the request's row — registered first, then moved through
-``pending → generating → publishing → published | failed``."""
+``pending → generating → publishing → published | failed | cancelled``.
+
+The terminal states of a run that does not publish are written by the flow's state
+hooks (``record_failed`` for failed and crashed runs, ``record_cancelled``), which
+retry with backoff when the database cannot take the write (a full disk, a server
+restarting) and always record the run's own error, never their own.
+"""
 
 from __future__ import annotations
 
+import logging
+import sys
+import time
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import FlowRun, State
 
+from blocks import defaults
 from blocks.database import Database
+from core.errors import AppgenError, describe
 from core.models import (
+    LeaseHolder,
     PublishRequest,
     RequestRecord,
+    RequestStatus,
     RequestUpdate,
     check_app_name,
     check_prompt,
     derive_app_name,
 )
+from core.redaction import redact
+from core.settings import Settings
+
+# How often, and how long apart, a state hook tries to record the run's end.
+HOOK_ATTEMPTS = 6
+HOOK_FIRST_DELAY_SECONDS = 0.5
+_log = logging.getLogger("appgen.hooks")
 
 
 @task(cache_policy=NO_CACHE)
@@ -23,24 +45,27 @@ def register_request(
     prompt: str,
     request_id: int | None,
     app_name: str | None,
-    flow_run_id: str | None = None,
+    flow_run_id: str,
 ) -> PublishRequest:
-    """Validate the request, then record it (a new id when none is given).
+    """Validate the request, then record it: the request this flow run registered
+    before (a retry, a rescheduled run), else ``request_id``, else a new one.
 
     An existing request keeps its recorded app name unless a new one is given, so
     the same request keeps publishing to the same repository. Nothing is written
     when the input is invalid.
     """
-    existing = database.get(request_id) if request_id is not None else None
+    earlier = database.request_of_flow_run(flow_run_id)
+    if earlier is not None:
+        request_id = earlier.request_id
+    existing = earlier or (database.get(request_id) if request_id is not None else None)
     name = app_name or (existing.app_name if existing else None) or derive_app_name(prompt)
     check_prompt(prompt)
     check_app_name(name)
     if request_id is None:
         record = database.create_request(prompt, name, flow_run_id)
     else:
-        record = database.upsert(
-            request_id, prompt=prompt, app_name=name, flow_run_id=flow_run_id, error=None
-        )
+        record = database.upsert(request_id, prompt=prompt, app_name=name, error=None)
+        database.link_flow_run(flow_run_id, request_id)
     get_run_logger().info("request %d: %r → %s", record.request_id, prompt[:80], name)
     return PublishRequest(
         request_id=record.request_id,
@@ -58,3 +83,62 @@ def update_db(database: Database, update: RequestUpdate) -> RequestRecord:
     record = database.upsert(update.request_id, **fields)
     get_run_logger().info("request %d → %s", record.request_id, record.status.value)
     return record
+
+
+def finish_request(database: Database, holder: LeaseHolder, update: RequestUpdate) -> None:
+    """Record the request's outcome and release its claim, in one write."""
+    fields = update.model_dump(exclude_unset=True, exclude={"request_id"})
+    database.finish(update.request_id, holder.flow_run_id, **fields)
+
+
+def record_failed(flow: object, flow_run: FlowRun, state: State) -> None:
+    """State hook of failed and crashed runs: the row says ``failed`` and why."""
+    _record_end(flow_run, RequestStatus.FAILED, _failure_text(state))
+
+
+def record_cancelled(flow: object, flow_run: FlowRun, state: State) -> None:
+    """State hook of cancelled runs: the row says ``cancelled``."""
+    _record_end(flow_run, RequestStatus.CANCELLED, state.message or "the run was cancelled")
+
+
+def _failure_text(state: State) -> str:
+    """The run's own error: the exception that failed it, or what crashed it."""
+    interrupt = sys.exc_info()[1]
+    if state.is_crashed():
+        cause = f" ({type(interrupt).__name__})" if interrupt is not None else ""
+        return redact(f"the run crashed{cause}: {state.message or 'no detail'}")
+    try:
+        error = state.result(raise_on_failure=False)
+    except Exception:  # the result itself is unreadable: fall back on the state's message
+        error = None
+    if isinstance(error, BaseException):
+        return describe(error)
+    return redact(state.message or "the run failed")
+
+
+def _record_end(flow_run: FlowRun, status: RequestStatus, error: str) -> None:
+    """Write the terminal row of the request this run holds and release what it
+    held, retrying while the database refuses; the message stays the run's own."""
+    flow_run_id = str(flow_run.id)
+    delay = HOOK_FIRST_DELAY_SECONDS
+    for attempt in range(1, HOOK_ATTEMPTS + 1):
+        try:
+            database = defaults.database(Settings())
+            request = database.request_of_flow_run(flow_run_id)
+            if request is not None:
+                database.finish(request.request_id, flow_run_id, status=status, error=error)
+            database.release_slot(LeaseHolder(flow_run_id=flow_run_id, process=""))
+            return
+        except (AppgenError, ValueError) as exc:
+            if attempt == HOOK_ATTEMPTS:
+                _log.error(
+                    "could not record that flow run %s %s (%s); `appgen reap` or the next "
+                    "run of the request repairs the row. The run's error was: %s",
+                    flow_run_id,
+                    status.value,
+                    exc,
+                    error,
+                )
+                return
+            time.sleep(delay)
+            delay *= 2

@@ -65,15 +65,67 @@ def flow_env(prefect_api: str, tmp_path: Path) -> Iterator[None]:
 
 @pytest.fixture
 def counting_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A `command` agent that records each run in a file, then writes the template app."""
+    """A `command` agent that records each run in a file, then writes the template app.
+    It writes outside its app dir, which the sandbox forbids: a trusted test instrument."""
     counter = tmp_path / "agent-runs"
     monkeypatch.setenv("APPGEN_AGENT", "command")
+    monkeypatch.setenv("APPGEN_TRUST_AGENT", "true")
     monkeypatch.setenv(
         "APPGEN_AGENT_COMMAND",
         f'echo "$APPGEN_REQUEST_ID" >> "{counter}" && "{sys.executable}" -m generator '
         "--agent template",
     )
     return counter
+
+
+def generation_of(workspace: Path, request_id: int) -> Path:
+    """The directory of a request's current generation ({workspace}/{id}/g-…)."""
+    generations = sorted((workspace / str(request_id)).glob("g-*"))
+    assert len(generations) == 1, f"expected one generation of request {request_id}: {generations}"
+    return generations[0]
+
+
+def require_sandbox() -> None:
+    """The bubblewrap sandbox: skip without it, except in CI, where it must work."""
+    from blocks.sandbox import unavailable_reason
+
+    if (reason := unavailable_reason()) is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the bubblewrap sandbox: {reason}")
+        pytest.skip(reason)
+
+
+def unique_sleep() -> str:
+    """A `sleep` command line no other process has, to find it among all processes."""
+    import random
+
+    return f"sleep {random.randint(100000, 999999)}.5"
+
+
+def processes_like(command: str) -> list[int]:
+    """Pids of live (not zombie) processes whose command line is ``command``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if cmdline == command and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def wait_until_gone(command: str, timeout: float = 10.0) -> list[int]:
+    """Wait (bounded) for every process running ``command`` to end; return those left."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (left := processes_like(command)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
 
 
 def agent_runs(counter: Path) -> list[str]:
@@ -207,7 +259,9 @@ def reset_postgres(url: str) -> None:
 
     engine = sa.create_engine(url)
     with engine.begin() as connection:
-        connection.execute(sa.text("DROP TABLE IF EXISTS requests, alembic_version"))
+        connection.execute(
+            sa.text("DROP TABLE IF EXISTS requests, request_runs, generator_slots, alembic_version")
+        )
     engine.dispose()
 
 

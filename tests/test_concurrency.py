@@ -8,13 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from prefect import get_client
 
 from blocks import defaults
 from core.models import RequestStatus
 from core.settings import Settings
 from flows.publish import generate_and_publish
-from tasks.run_generator import GENERATOR_SLOTS
 from tests.conftest import agent_runs, reset_postgres
 
 pytestmark = pytest.mark.usefixtures("flow_env")
@@ -24,6 +22,7 @@ def timed_agent(monkeypatch, tmp_path: Path, seconds: float) -> Path:
     """An agent that records its run and its start and end times, then writes the app."""
     log = tmp_path / "agent-spans"
     monkeypatch.setenv("APPGEN_AGENT", "command")
+    monkeypatch.setenv("APPGEN_TRUST_AGENT", "true")  # it logs outside its app dir
     monkeypatch.setenv(
         "APPGEN_AGENT_COMMAND",
         f'echo "$APPGEN_REQUEST_ID $(date +%s.%N) start" >> "{log}"; sleep {seconds}; '
@@ -59,16 +58,12 @@ def test_two_runs_of_one_request_at_once_generate_once(monkeypatch, tmp_path, co
 
 def test_generations_wait_for_a_free_generator_slot(monkeypatch, tmp_path):
     log = timed_agent(monkeypatch, tmp_path, seconds=1.5)
-    with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(GENERATOR_SLOTS, 1)
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda rid: generate_and_publish(f"app {rid}", request_id=rid), (41, 42)))
-    finally:
-        with get_client(sync_client=True) as client:
-            client.upsert_global_concurrency_limit_by_name(GENERATOR_SLOTS, 4)
+    monkeypatch.setenv("APPGEN_GENERATOR_SLOTS", "1")
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda rid: generate_and_publish(f"app {rid}", request_id=rid), (41, 42)))
     (_, first_end), (second_start, _) = sorted(spans(log))
     assert second_start >= first_end  # one slot: the second waited for the first
+    assert defaults.database(Settings()).held_slots() == []
 
 
 def test_twenty_flows_at_once_against_postgresql_lose_no_update(monkeypatch, postgres_url):

@@ -3,6 +3,7 @@ and concurrent writers that never lose an update."""
 
 from __future__ import annotations
 
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -12,7 +13,8 @@ from pydantic import SecretStr
 
 from blocks.database import Database
 from core.errors import DatabaseError
-from core.models import RequestStatus
+from core.models import LeaseHolder, RequestStatus
+from core.processes import current_process
 
 
 @pytest.fixture
@@ -21,15 +23,17 @@ def database(database_url: str) -> Database:
 
 
 def test_new_requests_get_increasing_ids_and_start_pending(database):
-    first = database.create_request("a counter", "counter")
-    second = database.create_request("a blog", "blog")
+    first = database.create_request("a counter", "counter", "run-1")
+    second = database.create_request("a blog", "blog", "run-2")
     assert second.request_id == first.request_id + 1
     assert first.status is RequestStatus.PENDING
 
 
 def test_an_explicit_id_is_never_handed_out_again(database):
     database.upsert(5, prompt="chosen id", status=RequestStatus.PENDING)
-    assert [database.create_request(f"next {i}").request_id for i in range(2)] == [6, 7]
+    assert [
+        database.create_request(f"next {i}", None, f"run-{i}").request_id for i in range(2)
+    ] == [6, 7]
 
 
 def test_upsert_creates_or_updates_and_keeps_untouched_fields(database):
@@ -58,7 +62,8 @@ def test_concurrent_writers_lose_no_update(database_url):
         own.upsert(request_id, status=RequestStatus.PUBLISHED, commit_sha=f"sha-{index}")
 
     def create(index: int) -> int:
-        return Database(url=SecretStr(database_url)).create_request(f"new {index}").request_id
+        own = Database(url=SecretStr(database_url))
+        return own.create_request(f"new {index}", None, f"new-{index}").request_id
 
     with ThreadPoolExecutor(20) as pool:
         list(pool.map(lifecycle, range(20)))
@@ -76,17 +81,71 @@ def test_concurrent_writers_lose_no_update(database_url):
     assert len(records) == 40
 
 
+def holder(run: str, process: str | None = None) -> LeaseHolder:
+    return LeaseHolder(flow_run_id=run, process=process or current_process())
+
+
+def dead_process() -> str:
+    """A process id of this host that has just exited."""
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    return current_process().split(":")[0] + f":{finished.pid}:0"
+
+
 def test_one_claim_at_a_time_and_a_stale_claim_can_be_taken_over(database):
     database.upsert(1, prompt="x", status=RequestStatus.PENDING)
     hour = timedelta(hours=1)
-    assert database.claim_generation(1, "run-a", hour) is None
-    assert database.claim_generation(1, "run-a", hour) is None  # re-entrant
-    assert database.claim_generation(1, "run-b", hour) == "run-a"
-    database.release_generation(1, "run-b")  # not the holder: no effect
-    assert database.claim_generation(1, "run-b", hour) == "run-a"
-    database.release_generation(1, "run-a")
-    assert database.claim_generation(1, "run-b", hour) is None
-    assert database.claim_generation(1, "run-c", timedelta(0)) is None  # run-b died
+    assert database.claim_request(1, holder("run-a"), hour) is None
+    assert database.claim_request(1, holder("run-a"), hour) is None  # re-entrant
+    assert database.claim_request(1, holder("run-b"), hour) == "run-a"
+    assert database.finish(1, "run-b", status=RequestStatus.FAILED) is None  # not the holder
+    assert database.claim_request(1, holder("run-b"), hour) == "run-a"
+    assert database.finish(1, "run-a", status=RequestStatus.FAILED).status is RequestStatus.FAILED
+    assert database.claim_request(1, holder("run-b"), hour) is None
+    assert database.get(1).flow_run_id == "run-b"
+    assert database.claim_request(1, holder("run-c"), timedelta(0)) is None  # run-b went silent
+
+
+def test_a_claim_whose_process_is_gone_is_taken_over_at_once(database):
+    database.upsert(1, prompt="x", status=RequestStatus.PENDING)
+    hour = timedelta(hours=1)
+    assert database.claim_request(1, holder("killed", dead_process()), hour) is None
+    assert database.claim_request(1, holder("next"), hour) is None
+    assert database.claim_request(1, holder("live-elsewhere", "other-host:1:1"), hour) == "next"
+
+
+def test_generator_slots_are_shared_and_die_with_their_holder(database):
+    hour = timedelta(hours=1)
+    assert database.acquire_slot(holder("a"), 2, hour) == 1
+    assert database.acquire_slot(holder("b", "other-host:1:1"), 2, hour) == 2
+    assert database.acquire_slot(holder("c"), 2, hour) is None  # both held by live holders
+    database.release_slot(holder("a"))
+    assert database.acquire_slot(holder("c"), 2, hour) == 1
+    assert database.acquire_slot(holder("d", dead_process()), 3, hour) == 3
+    assert database.acquire_slot(holder("e"), 3, hour) == 3  # d's process is gone
+    assert sorted(database.held_slots()) == ["b", "c", "e"]
+    assert database.acquire_slot(holder("f"), 3, timedelta(0)) == 1  # every heartbeat is stale
+
+
+def test_concurrent_slot_takers_never_share_a_slot(database_url):
+    hour = timedelta(hours=1)
+
+    def take(index: int) -> int | None:
+        own = Database(url=SecretStr(database_url))
+        return own.acquire_slot(holder(f"run-{index}", "other-host:1:1"), 4, hour)
+
+    with ThreadPoolExecutor(10) as pool:
+        slots = list(pool.map(take, range(10)))
+    taken = [slot for slot in slots if slot is not None]
+    assert sorted(taken) == [1, 2, 3, 4]
+
+
+def test_a_flow_run_finds_the_request_it_registered(database):
+    created = database.create_request("a counter", "counter", "run-1")
+    database.link_flow_run("run-2", 77)
+    database.link_flow_run("run-1", 99)  # the first link wins
+    assert database.request_of_flow_run("run-1").request_id == created.request_id
+    assert database.request_of_flow_run("run-3") is None
 
 
 def test_migrations_run_once_even_when_many_start_together(database_url):
@@ -94,7 +153,7 @@ def test_migrations_run_once_even_when_many_start_together(database_url):
         list(pool.map(lambda _: Database(url=SecretStr(database_url)).migrate(), range(8)))
     engine = sa.create_engine(database_url)
     with engine.connect() as connection:
-        assert connection.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0001"
+        assert connection.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0002"
         assert connection.scalar(sa.text("SELECT count(*) FROM requests")) == 0
     engine.dispose()
 

@@ -16,7 +16,7 @@ from blocks.docker_generator import LABEL_REQUEST as REQUEST
 from core.errors import GeneratorFailed
 from core.models import RequestStatus
 from flows.publish import generate_and_publish
-from tests.conftest import command_spec, flow_run_logs, tree_digest
+from tests.conftest import command_spec, flow_run_logs, generation_of, tree_digest
 
 pytestmark = pytest.mark.usefixtures("docker_settings")
 
@@ -47,7 +47,7 @@ def test_a_second_run_of_the_request_starts_no_container(flow_env, monkeypatch, 
     )
     generate_and_publish("a counter", request_id=102)
     generate_and_publish("a counter", request_id=102)
-    assert (appgen_home / "workspace/102/runs").read_text() == "run\n"
+    assert (generation_of(appgen_home / "workspace", 102) / "runs").read_text() == "run\n"
 
 
 def test_generator_lines_reach_the_flow_run_log(flow_env):
@@ -109,9 +109,9 @@ def test_the_container_holds_no_credentials(
 
     inspector = threading.Thread(target=inspect_while_running)
     inspector.start()
-    generator.run(command_spec(106, "env > ../environment.txt; sleep 2"), run_logger)
+    run = generator.run(command_spec(106, "env > ../environment.txt; sleep 2"), run_logger)
     inspector.join()
-    inside = (tmp_path / "106/environment.txt").read_text()
+    inside = (Path(run.artifact.location).parent / "environment.txt").read_text()
     for evidence in ("\n".join(seen["env"]), inside):
         for secret in ("ghp_orchestrator_token", "db_password", "aws_secret_key"):
             assert secret not in evidence
@@ -147,7 +147,10 @@ def test_three_containers_run_side_by_side(docker_engine, generator_image, tmp_p
         )
     assert [run.request_id for run in runs] == [211, 212, 213]
     spans = [
-        [float((tmp_path / f"{rid}/{mark}").read_text()) for mark in ("started", "finished")]
+        [
+            float((generation_of(tmp_path, rid) / mark).read_text())
+            for mark in ("started", "finished")
+        ]
         for rid in (211, 212, 213)
     ]
     assert max(start for start, _ in spans) < min(end for _, end in spans)  # they overlapped
@@ -163,7 +166,7 @@ def test_files_written_as_root_are_read_and_never_modified(
         "umask 077; python3 -m generator --agent template; echo private > notes.md",
     )
     outcome = generate_and_publish("a counter", request_id=107)
-    app = appgen_home / "workspace/107/app"
+    app = generation_of(appgen_home / "workspace", 107) / "app"
     assert (app / "notes.md").stat().st_uid == 0
     assert oct((app / "notes.md").stat().st_mode & 0o777) == "0o600"
     before = tree_digest(app)

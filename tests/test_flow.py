@@ -13,7 +13,7 @@ from core.errors import GeneratorFailed, InvalidRequest, PublishError
 from core.models import RequestStatus
 from core.settings import Settings
 from flows.publish import generate_and_publish
-from tests.conftest import agent_runs
+from tests.conftest import agent_runs, generation_of
 
 pytestmark = pytest.mark.usefixtures("flow_env")
 
@@ -118,6 +118,7 @@ def test_a_seed_shaped_workspace_publishes_nothing_that_is_excluded(
 ):
     monkeypatch.setenv("APPGEN_AGENT", "command")
     monkeypatch.setenv("APPGEN_AGENT_COMMAND", f"cp -a '{seed_workspace}/.' .")
+    monkeypatch.setenv("APPGEN_TRUST_AGENT", "true")  # it copies from outside its app dir
     outcome = generate_and_publish("a counter with a server", app_name="counter-app")
     repo = clone(outcome.repo_url, tmp_path / "clone")
     files = tracked(repo)
@@ -175,7 +176,7 @@ def test_the_source_workspace_is_never_modified(appgen_home):
     from tests.conftest import tree_digest
 
     outcome = generate_and_publish("a counter", request_id=9)
-    app = appgen_home / "workspace/9/app"
+    app = generation_of(appgen_home / "workspace", 9) / "app"
     before = tree_digest(app)
     generate_and_publish("a counter", request_id=9)
     assert tree_digest(app) == before
@@ -191,7 +192,7 @@ def test_a_saved_generator_block_overrides_the_settings(tmp_path, appgen_home):
         "a counter", request_id=12, generator_block="appgen-process-generator/elsewhere"
     )
     assert outcome.status is RequestStatus.PUBLISHED
-    assert (elsewhere / "12/app/package.json").exists()
+    assert (generation_of(elsewhere, 12) / "app/package.json").exists()
     assert not (appgen_home / "workspace/12").exists()
 
 

@@ -9,30 +9,45 @@ import pytest
 
 from blocks.generators import ProcessGenerator
 from core.errors import GeneratorFailed
-from tests.conftest import command_spec
+from tests.conftest import (
+    command_spec,
+    generation_of,
+    require_sandbox,
+    unique_sleep,
+    wait_until_gone,
+)
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
+@pytest.fixture(params=["sandboxed", "trusted"])
+def mode(request) -> dict:
+    """The same behaviour in the bubblewrap sandbox and unconfined (APPGEN_TRUST_AGENT)."""
+    if request.param == "sandboxed":
+        require_sandbox()
+    return {"trust_agent": request.param == "trusted"}
 
 
-def test_writes_into_the_workspace_and_returns_the_app_dir(tmp_path, run_logger):
+def test_writes_into_a_fresh_generation_dir_and_returns_it(tmp_path, run_logger):
     generator = ProcessGenerator(workspace=tmp_path / "ws")
     run = generator.run(command_spec(5, "echo hello > index.html"), run_logger)
-    app = tmp_path / "ws/5/app"
-    assert run.artifact.kind == "volume" and Path(run.artifact.location) == app
+    app = Path(run.artifact.location)
+    assert run.artifact.kind == "volume" and app == generation_of(tmp_path / "ws", 5) / "app"
     assert (app / "index.html").read_text() == "hello\n"
 
 
-def test_a_new_generation_starts_from_an_empty_directory(tmp_path, run_logger):
+def test_a_new_generation_replaces_the_earlier_one(tmp_path, run_logger):
     generator = ProcessGenerator(workspace=tmp_path / "ws")
-    generator.run(command_spec(5, "touch old.txt"), run_logger)
-    generator.run(command_spec(5, "touch new.txt"), run_logger)
-    assert sorted(p.name for p in (tmp_path / "ws/5/app").iterdir()) == ["new.txt"]
+    first = generator.run(command_spec(5, "touch old.txt"), run_logger)
+    second = generator.run(command_spec(5, "touch new.txt"), run_logger)
+    assert first.artifact.location != second.artifact.location
+    assert sorted(p.name for p in Path(second.artifact.location).iterdir()) == ["new.txt"]
+    assert not Path(first.artifact.location).exists()
+
+
+def test_a_failed_generation_leaves_nothing_in_the_workspace(tmp_path, run_logger):
+    generator = ProcessGenerator(workspace=tmp_path / "ws")
+    with pytest.raises(GeneratorFailed):
+        generator.run(command_spec(5, "head -c 1000000 /dev/zero > big; exit 3"), run_logger)
+    assert list((tmp_path / "ws/5").iterdir()) == []  # a full disk gets its space back
 
 
 def test_output_lines_reach_the_log_as_they_come(tmp_path, run_logger, caplog):
@@ -54,30 +69,43 @@ def test_a_non_zero_exit_fails_with_the_last_lines(tmp_path, run_logger):
     assert "line 40" in message and "line 10\n" not in message
 
 
-def test_a_timeout_kills_the_whole_process_group(tmp_path, run_logger):
-    generator = ProcessGenerator(workspace=tmp_path, timeout_seconds=1.5)
-    pid_file = tmp_path / "grandchild.pid"
+def test_a_timeout_kills_everything_the_agent_started(tmp_path, run_logger, mode):
+    generator = ProcessGenerator(workspace=tmp_path, timeout_seconds=1.5, **mode)
+    marker = unique_sleep()
     started = time.monotonic()
     with pytest.raises(GeneratorFailed, match=r"timed out after 1.5s and was killed"):
         generator.run(
-            command_spec(5, f"sleep 300 & echo $! > {pid_file}; echo waiting; wait"), run_logger
+            command_spec(5, f"{marker} & setsid {marker} & echo waiting; wait"), run_logger
         )
-    assert time.monotonic() - started < 10
-    grandchild = int(pid_file.read_text())
-    deadline = time.monotonic() + 5
-    while pid_alive(grandchild) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not pid_alive(grandchild)
+    assert time.monotonic() - started < 15
+    assert wait_until_gone(marker) == []
 
 
-def test_the_generator_sees_no_credentials_only_its_allow_list(tmp_path, run_logger, monkeypatch):
+@pytest.mark.parametrize("leftover", ["{sleep} &", "setsid {sleep} &", "nohup setsid {sleep} &"])
+def test_the_run_ends_when_the_agent_exits_and_its_leftovers_are_killed(
+    tmp_path, run_logger, mode, leftover
+):
+    generator = ProcessGenerator(workspace=tmp_path, **mode)
+    marker = unique_sleep()
+    started = time.monotonic()
+    run = generator.run(
+        command_spec(5, leftover.format(sleep=marker) + " echo done > index.html"), run_logger
+    )
+    assert time.monotonic() - started < 20  # not the sleep's 300 s
+    assert (Path(run.artifact.location) / "index.html").read_text() == "done\n"
+    assert wait_until_gone(marker) == []
+
+
+def test_the_generator_sees_no_credentials_only_its_allow_list(
+    tmp_path, run_logger, monkeypatch, mode
+):
     monkeypatch.setenv("GITHUB_TOKEN", "ghp_secret_token")
     monkeypatch.setenv("APPGEN_DATABASE_URL", "postgresql://u:db_password@h/db")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws_secret_key")
     monkeypatch.setenv("MY_AGENT_KEY", "agent-key")
-    generator = ProcessGenerator(workspace=tmp_path, env_allowlist=["MY_AGENT_KEY"])
-    generator.run(command_spec(5, "env > environment.txt"), run_logger)
-    environment = (tmp_path / "5/app/environment.txt").read_text()
+    generator = ProcessGenerator(workspace=tmp_path, env_allowlist=["MY_AGENT_KEY"], **mode)
+    run = generator.run(command_spec(5, "env > environment.txt"), run_logger)
+    environment = (Path(run.artifact.location) / "environment.txt").read_text()
     for secret in ("ghp_secret_token", "db_password", "aws_secret_key"):
         assert secret not in environment
     assert "MY_AGENT_KEY=agent-key" in environment
@@ -85,6 +113,8 @@ def test_the_generator_sees_no_credentials_only_its_allow_list(tmp_path, run_log
 
 
 def test_an_unusable_interpreter_is_a_clear_failure(tmp_path, run_logger):
-    generator = ProcessGenerator(workspace=tmp_path, python_executable="/nonexistent/python")
+    generator = ProcessGenerator(
+        workspace=tmp_path, python_executable="/nonexistent/python", trust_agent=True
+    )
     with pytest.raises(GeneratorFailed, match="could not start the generator"):
         generator.run(command_spec(5, "true"), run_logger)
