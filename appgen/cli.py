@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from typing import Any
 
@@ -96,11 +97,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM, raised as Ctrl-C's exception: both stop a run the same way."""
+
+    signal = signal.SIGTERM
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop is enough: let cleanup finish
+    raise _Stopped
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         settings = _load_settings()
         code = _COMMANDS[args.command](args, settings)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM through _stop_on_sigterm
+        stopped_by = signal.Signals(getattr(exc, "signal", signal.SIGINT))
+        _say(
+            f"stopped by {stopped_by.name}: the generator was stopped, temporary files were "
+            "removed, and the request (if it had started) is recorded as cancelled",
+            "cancelled: ",
+            "yellow",
+        )
+        code = 128 + stopped_by.value
     except _UsageError as exc:
         _say(exc, "error: ", "red")
         code = EXIT_USAGE

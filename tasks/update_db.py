@@ -10,12 +10,15 @@ restarting) and always record the run's own error, never their own.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
 
-from prefect import get_run_logger, task
+from prefect import get_client, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import FlowRun, State
+from prefect.exceptions import TerminationSignal
+from prefect.states import Cancelled
 
 from blocks import defaults
 from blocks.database import Database
@@ -92,8 +95,19 @@ def finish_request(database: Database, holder: LeaseHolder, update: RequestUpdat
 
 
 def record_failed(flow: object, flow_run: FlowRun, state: State) -> None:
-    """State hook of failed and crashed runs: the row says ``failed`` and why."""
-    _record_end(flow_run, RequestStatus.FAILED, _failure_text(state))
+    """State hook of failed and crashed runs: the row says ``failed`` and why; a run
+    stopped by a signal (Ctrl-C, SIGTERM) says ``cancelled``, in Prefect too."""
+    stopped_by = _stopping_signal(state)
+    if stopped_by is None:
+        _record_end(flow_run, RequestStatus.FAILED, _failure_text(state))
+        return
+    message = f"cancelled: the run was stopped by {stopped_by}"
+    _record_end(flow_run, RequestStatus.CANCELLED, message)
+    try:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(flow_run.id, Cancelled(message=message), force=True)
+    except Exception as exc:  # the row is what matters; Prefect keeps saying Crashed
+        _log.warning("could not mark flow run %s cancelled in Prefect: %s", flow_run.id, exc)
 
 
 def record_cancelled(flow: object, flow_run: FlowRun, state: State) -> None:
@@ -101,10 +115,20 @@ def record_cancelled(flow: object, flow_run: FlowRun, state: State) -> None:
     _record_end(flow_run, RequestStatus.CANCELLED, state.message or "the run was cancelled")
 
 
+def _stopping_signal(state: State) -> str | None:
+    """The signal's name when the run crashed because a signal stopped it. Hooks run
+    while the engine handles the interrupt, so it is the exception being handled."""
+    interrupt = sys.exc_info()[1]
+    if not state.is_crashed() or not isinstance(interrupt, KeyboardInterrupt | TerminationSignal):
+        return None
+    number = getattr(interrupt, "signal", signal.SIGINT)
+    return signal.Signals(number).name
+
+
 def _failure_text(state: State) -> str:
     """The run's own error: the exception that failed it, or what crashed it."""
-    interrupt = sys.exc_info()[1]
     if state.is_crashed():
+        interrupt = sys.exc_info()[1]
         cause = f" ({type(interrupt).__name__})" if interrupt is not None else ""
         return redact(f"the run crashed{cause}: {state.message or 'no detail'}")
     try:
