@@ -15,8 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import signal
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -27,6 +30,7 @@ from rich.text import Text
 
 from core.errors import AppgenError, DatabaseError, InvalidRequest, describe
 from core.models import RequestRecord, RequestStatus, check_app_name, check_prompt
+from core.processes import make_non_dumpable
 from core.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -86,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     image.add_argument("--mirror", help="Debian mirror for debootstrap")
     image.add_argument("--force", action="store_true", help="rebuild even if up to date")
 
-    commands.add_parser("reap", help="remove generator containers a killed orchestrator left")
+    commands.add_parser(
+        "reap", help="repair rows, slots, temp dirs and containers that killed runs left"
+    )
 
     setup = commands.add_parser(
         "setup", help="register blocks, create work pools and slots, apply deployments"
@@ -109,6 +115,7 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    make_non_dumpable()  # no agent of this user reads our environment or memory
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
@@ -265,14 +272,31 @@ def _build_image(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _reap(args: argparse.Namespace, settings: Settings) -> int:
-    from blocks import defaults
+    """Repair what killed orchestrators left: rows and slots they held, their
+    temporary directories, and (Docker mode) their generator containers."""
+    from datetime import timedelta
 
-    reaped = defaults.docker_generator(settings).reap()
-    for container in reaped:
-        _say(
-            f"removed {container.container_id} (request {container.request_id}): {container.reason}"
-        )
-    _say(f"{len(reaped)} orphaned generator container(s) removed")
+    from blocks import defaults
+    from core.processes import temp_dir_is_orphaned
+
+    database = defaults.database(settings)
+    for record in database.repair_abandoned(timedelta(seconds=settings.lease_seconds)):
+        _say(f"request {record.request_id}: {record.status.value} ({record.error})", "repaired ")
+    removed = 0
+    for parent in {Path(tempfile.gettempdir()), settings.staging_dir or Path("/nonexistent")}:
+        for entry in parent.glob("appgen-*"):
+            if entry.is_dir() and temp_dir_is_orphaned(entry.name):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+    _say(f"{removed} temporary director{'y' if removed == 1 else 'ies'} of dead runs removed")
+    if settings.generator == "docker":
+        reaped = defaults.docker_generator(settings).reap()
+        for container in reaped:
+            _say(
+                f"removed {container.container_id} (request {container.request_id}): "
+                f"{container.reason}"
+            )
+        _say(f"{len(reaped)} orphaned generator container(s) removed")
     return EXIT_OK
 
 

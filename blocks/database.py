@@ -266,6 +266,48 @@ class Database(Block):
             row = session.get(RequestRow, request_id, populate_existing=True)
             return _record(row) if row else None
 
+    def repair_abandoned(self, lease: timedelta) -> list[RequestRecord]:
+        """Mark ``failed`` the unfinished requests whose claim holder is gone (its
+        process died on this host, or its heartbeat is older than ``lease``), release
+        their claims, and free generator slots held by such holders."""
+        stale_before = _now() - lease
+        repaired = []
+        with self._session() as session:
+            held = session.execute(
+                sa.select(
+                    RequestRow.request_id, RequestRow.claimed_by, RequestRow.claim_process
+                ).where(RequestRow.claimed_by.is_not(None))
+            ).all()
+        for request_id, holder, process in held:
+            with self._session() as session:
+                row = session.get(RequestRow, request_id)
+                if row is None or row.claimed_by != holder:
+                    continue
+                silent = row.claimed_at is not None and _aware(row.claimed_at) < stale_before
+                if not (silent or process_is_gone(process)):
+                    continue
+                status = RequestStatus(row.status)
+                if not status.is_final:
+                    row.status = RequestStatus.FAILED.value
+                    row.error = (
+                        f"abandoned: flow run {holder} stopped without recording an outcome "
+                        f"({'its heartbeat stopped' if silent else 'its process is gone'}); "
+                        "publish the request again to finish it"
+                    )
+                row.claimed_by = row.claim_process = row.claimed_at = None
+                row.updated_at = _now()
+                session.flush()
+                repaired.append(_record(row))
+        with self._session() as session:
+            slots = session.execute(
+                sa.select(GeneratorSlotRow).where(GeneratorSlotRow.holder.is_not(None))
+            ).scalars()
+            for slot in slots:
+                silent = slot.heartbeat_at is not None and _aware(slot.heartbeat_at) < stale_before
+                if silent or process_is_gone(slot.holder_process):
+                    slot.holder = slot.holder_process = slot.heartbeat_at = None
+        return repaired
+
     def get(self, request_id: int) -> RequestRecord | None:
         with self._session() as session:
             row = session.get(RequestRow, request_id)
@@ -398,6 +440,11 @@ def _take_lease(
         .values(values)
     )
     return taken.rowcount == 1
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite keeps no time zone; every timestamp appgen writes is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _record(row: RequestRow) -> RequestRecord:

@@ -20,6 +20,7 @@ from blocks.artifact_stores import ArtifactStore
 from blocks.tarballs import Limits, extract_tarball
 from core.errors import ArtifactError, SetupError
 from core.models import GeneratorRun, SourceTree
+from core.processes import temp_prefix
 
 CONTENT_TYPE = "application/gzip"  # what the generator sends; the URL is signed for it
 LIFECYCLE_RULE_ID = "appgen-expire-generations"
@@ -90,7 +91,7 @@ class S3ArtifactStore(ArtifactStore):
             ) from exc
         except BotoCoreError as exc:
             raise ArtifactError(f"cannot reach S3 for {run.artifact.location}: {exc}") from exc
-        destination = Path(tempfile.mkdtemp(prefix="appgen-fetch-"))
+        destination = Path(tempfile.mkdtemp(prefix=temp_prefix("fetch")))
         limits = Limits(self.max_members, self.max_file_bytes, self.max_total_bytes)
         try:
             with contextlib.closing(body):

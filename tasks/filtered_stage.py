@@ -9,6 +9,8 @@ files and directory-only patterns. The default rules always apply; the app's own
 
 File names are untrusted bytes: they are copied as they are (``str`` paths decoded
 with ``surrogateescape``) and recorded or reported only through ``display_path``.
+The tree itself is untrusted too: links leaving it, special files and files with more
+than one hard link (another name may be the database) are left out and reported.
 """
 
 from __future__ import annotations
@@ -29,8 +31,16 @@ from core.errors import ArtifactError
 from core.excludes import DEFAULT_EXCLUDES, MAX_FILE_BYTES
 from core.models import ExcludedPath, StagedTree
 from core.paths import display_path
+from core.processes import temp_prefix
 
 _DEFAULT_RULES = GitIgnoreSpec.from_lines(DEFAULT_EXCLUDES)
+
+
+def _hardlink_detail(links: int) -> str:
+    return (
+        f"a hard link ({links} names for one file): its other names may be outside the "
+        "app (the database, another request's files)"
+    )
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,8 @@ def stage_tree(
                 _stage_link(entry, relative, real_root, target_dir, tally)
             elif not stat.S_ISREG(info.st_mode):
                 tally.exclude(relative, "special-file", f"not a regular file ({_kind(info)})")
+            elif info.st_nlink > 1:
+                tally.exclude(relative, "hardlink", _hardlink_detail(info.st_nlink), info.st_size)
             elif info.st_size > max_file_bytes:
                 tally.exclude(
                     relative, "too-large", f"larger than {max_file_bytes:,} bytes", info.st_size
@@ -167,7 +179,8 @@ def _copy_file(source: str, target: str, info: os.stat_result) -> None:
     mode = 0o755 if info.st_mode & 0o111 else 0o644
     source_fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
-        if not stat.S_ISREG(os.fstat(source_fd).st_mode):
+        opened = os.fstat(source_fd)
+        if not stat.S_ISREG(opened.st_mode) or opened.st_nlink > 1:
             raise ArtifactError(f"{display_path(source)} changed while it was being staged")
         target_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
@@ -218,7 +231,7 @@ def filtered_stage(
     removes ``StagedTree.path``."""
     logger = get_run_logger()
     try:
-        destination = Path(tempfile.mkdtemp(prefix="appgen-stage-", dir=staging_dir))
+        destination = Path(tempfile.mkdtemp(prefix=temp_prefix("stage"), dir=staging_dir))
     except OSError as exc:
         raise ArtifactError(
             f"cannot create a staging directory in {staging_dir or tempfile.gettempdir()}: "

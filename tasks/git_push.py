@@ -95,18 +95,20 @@ def commit_and_push(
     run("init", "--quiet", "--initial-branch=main", "--template=")
     run("remote", "add", "origin", remote.push_url)
     parent = run("ls-remote", "--heads", "origin", "refs/heads/main").split("\t")[0] or None
+    if parent:
+        run("fetch", "--quiet", "--depth=1", "origin", "refs/heads/main")
+        run("update-ref", "refs/heads/main", "FETCH_HEAD")
+    run("add", "--all", "--force", ".")  # the staged tree is exactly what we publish
+    if parent and not run.differs("diff", "--cached", "--quiet"):
+        # main already holds this tree: nothing to do. That includes appgen's own push
+        # whose run was killed before it could record the commit.
+        return PublishedRepo(name=remote.name, url=remote.url, commit_sha=parent, new_commit=False)
     if parent and expected_head and parent != expected_head:
         raise PublishError(
             f"main of {remote.url} moved on: it is at {parent[:12]}, but appgen last "
             f"pushed {expected_head[:12]}. appgen never overwrites commits it did not "
             "make: merge or revert them on main, then publish again."
         )
-    if parent:
-        run("fetch", "--quiet", "--depth=1", "origin", "refs/heads/main")
-        run("update-ref", "refs/heads/main", "FETCH_HEAD")
-    run("add", "--all", "--force", ".")  # the staged tree is exactly what we publish
-    if parent and not run.differs("diff", "--cached", "--quiet"):
-        return PublishedRepo(name=remote.name, url=remote.url, commit_sha=parent, new_commit=False)
     run("commit", "--quiet", "--no-verify", "-m", message)
     run("push", "--quiet", "origin", "refs/heads/main:refs/heads/main")
     return PublishedRepo(

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio
 import jwt
 import uvicorn
 from starlette.applications import Starlette
@@ -42,6 +43,11 @@ class GitHubState:
     # (method, "reset" | "retry-after"): the next such request is rate limited
     rate_limit_next: list[tuple[str, str]] = field(default_factory=list)
     fail_next_push: bool = False
+    # When set, a push is held after it has landed, before its answer goes back:
+    # push_landed is set, and the answer waits for release_push (a kill lands here).
+    hold_pushes: bool = False
+    push_landed: threading.Event = field(default_factory=threading.Event)
+    release_push: threading.Event = field(default_factory=threading.Event)
     # (method, endpoint) -> statuses the next such requests answer, one each, before
     # doing anything (an outage); endpoints: "user", "repo", "create", "access_token"
     server_errors: dict[tuple[str, str], list[int]] = field(default_factory=dict)
@@ -273,6 +279,9 @@ def build_app(state: GitHubState) -> Starlette:
         completed = subprocess.run(
             ["git", "http-backend"], input=body, env=env, capture_output=True
         )
+        if "receive-pack" in service and request.method == "POST" and state.hold_pushes:
+            state.push_landed.set()
+            await anyio.to_thread.run_sync(state.release_push.wait, 120)
         head, _, payload = completed.stdout.partition(b"\r\n\r\n")
         status, headers = 200, {}
         for line in head.decode().split("\r\n"):
