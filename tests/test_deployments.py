@@ -18,7 +18,7 @@ import pytest
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-from tests.conftest import REPO_ROOT, agent_runs
+from tests.conftest import REPO_ROOT, agent_runs, unique_sleep, wait_until_gone
 
 DEPLOYMENT = "generate-and-publish/local"
 
@@ -181,3 +181,67 @@ def test_a_failed_run_retried_with_flow_run_retry_does_not_generate_again(
     assert status(server_env, 2)["status"] == "published"
     assert (blocker / "repos/recipe-book.git").is_dir()
     assert agent_runs(worker_home / "agent-runs").count("2") == 1
+
+
+def test_a_retry_of_a_run_started_without_request_id_continues_the_same_request(
+    worker, server_env, client, worker_home, tmp_path
+):
+    blocker = tmp_path / "not-yet-a-directory"
+    blocker.write_text("")
+    env_override = json.dumps({"APPGEN_GIT_ROOT": str(blocker / "repos")})
+    prompt = f"a tide table {uuid.uuid4().hex[:6]}"
+    flow_run_id = deployment_run(
+        server_env, "-p", f"prompt={prompt}", "--job-variable", f"env={env_override}"
+    )  # the README's own example: no request_id
+    assert wait_final(client, flow_run_id).is_failed()
+    rows = [r for r in all_rows(server_env) if r["prompt"] == prompt]
+    assert [r["status"] for r in rows] == ["failed"]
+
+    blocker.unlink()
+    blocker.mkdir()
+    run(server_env, "prefect", "flow-run", "retry", str(flow_run_id))
+    time.sleep(1)  # the retry reschedules the same flow run
+    assert wait_final(client, flow_run_id).is_completed()
+    rows = [r for r in all_rows(server_env) if r["prompt"] == prompt]
+    assert [(r["request_id"], r["status"]) for r in rows] == [(rows[0]["request_id"], "published")]
+    assert rows[0]["repo_url"].endswith(f"/{rows[0]['app_name']}.git")
+    assert not rows[0]["app_name"].endswith("-2")
+    assert agent_runs(worker_home / "agent-runs").count(str(rows[0]["request_id"])) == 1
+
+
+def test_cancelling_a_run_from_the_api_stops_the_generator_and_records_it(
+    worker, server_env, client, worker_home
+):
+    sleep = unique_sleep()
+    env_override = json.dumps({"APPGEN_AGENT_COMMAND": f"echo started > started; {sleep}"})
+    flow_run_id = deployment_run(
+        server_env,
+        "-p",
+        "prompt=a slow app",
+        "-p",
+        "request_id=9",
+        "--job-variable",
+        f"env={env_override}",
+    )
+    deadline = time.monotonic() + 120
+    while not list((worker_home / "workspace/9").glob("g-*/app/started")):
+        assert time.monotonic() < deadline, "the agent never started"
+        time.sleep(0.3)
+    run(server_env, "prefect", "flow-run", "cancel", str(flow_run_id))
+    assert wait_final(client, flow_run_id).is_cancelled()
+    assert wait_until_gone(sleep, timeout=60) == []
+    record = status(server_env, 9)
+    assert (record["status"], record["claimed_by"]) == ("cancelled", None)
+    settings_env = {"APPGEN_HOME": str(worker_home)}
+    held = run(
+        server_env | settings_env,
+        sys.executable,
+        "-c",
+        "from blocks import defaults; from core.settings import Settings; "
+        "print(defaults.database(Settings()).held_slots())",
+    ).stdout.strip()
+    assert held == "[]"
+
+
+def all_rows(env: dict[str, str]) -> list[dict]:
+    return json.loads(run(env, sys.executable, "-m", "appgen", "status", "--json").stdout)
