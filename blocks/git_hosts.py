@@ -10,7 +10,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import git
 from prefect.blocks.core import Block
 from pydantic import Field
 
@@ -18,7 +17,10 @@ from core.errors import PublishError
 from core.models import RemoteRepository
 
 MAX_NAME_ATTEMPTS = 50
-_MARKER_SECTION, _MARKER_OPTION = "appgen", "requestid"
+_MARKER_KEY = "appgen.requestid"
+# A random token written at creation; it is the repository's id (the row's repo_id),
+# and a repository is reused only by a caller that presents it.
+_TOKEN_KEY = "appgen.token"
 # Repositories are built under this prefix, then renamed into place. Host-safe names
 # never start with '.', so a temp dir can never be taken for a candidate.
 _TEMP_PREFIX = ".tmp-"
@@ -38,9 +40,13 @@ class GitHost(Block, abc.ABC):
     """Creates repositories and tells git how to reach them."""
 
     @abc.abstractmethod
-    def ensure_repository(self, name: str, request_id: int) -> RemoteRepository:
+    def ensure_repository(
+        self, name: str, request_id: int, known_id: str | None = None
+    ) -> RemoteRepository:
         """The request's repository, created if needed. A name held by another
-        request moves on to the next candidate name; one held by this request is reused."""
+        request moves on to the next candidate name; one held by this request is reused.
+        ``known_id`` is the ``RemoteRepository.id`` recorded for the request (its row's
+        ``repo_id``), if any."""
 
     def git_config(self) -> dict[str, str]:
         """Git configuration for talking to this host, passed to git through the
@@ -50,8 +56,14 @@ class GitHost(Block, abc.ABC):
 
 class LocalGitHost(GitHost):
     """Bare repositories in a local directory, created on demand: the embedded
-    stand-in for GitHub. Each repository records the request that owns it in its
-    config (``appgen.requestid``).
+    stand-in for GitHub. Each repository records the request that owns it
+    (``appgen.requestid``) and a random creation token (``appgen.token``, the
+    repository's id) in its own config. A repository that is already there is reused
+    only when both match, the token being the one recorded for the request
+    (``known_id``): a marker alone, which anyone who can write here can forge, is not
+    enough. Repositories run no hooks (``core.hooksPath=/dev/null`` in their config,
+    which ``git receive-pack`` reads); an operator who wants hooks in one sets its
+    ``core.hooksPath`` to a directory of them.
 
     Example:
         ```python
@@ -70,7 +82,9 @@ class LocalGitHost(GitHost):
         examples=["/home/me/.appgen/repos"],
     )
 
-    def ensure_repository(self, name: str, request_id: int) -> RemoteRepository:
+    def ensure_repository(
+        self, name: str, request_id: int, known_id: str | None = None
+    ) -> RemoteRepository:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -80,25 +94,27 @@ class LocalGitHost(GitHost):
             ) from exc
         for candidate in candidate_names(name):
             path = self.root / f"{candidate}.git"
+            token = secrets.token_hex(16)
             # Whatever is at the name already, or got there first, keeps it unless ours.
-            there_first = os.path.lexists(path) or not self._create(path, request_id)
-            if there_first and self._owner(path) != str(request_id):
-                continue
+            if os.path.lexists(path) or not self._create(path, request_id, token):
+                if known_id is None or not _is_ours(path, request_id, known_id):
+                    continue
+                token = known_id
             url = path.absolute().as_uri()
-            return RemoteRepository(name=candidate, url=url, push_url=url)
+            return RemoteRepository(name=candidate, url=url, push_url=url, id=token)
         raise PublishError(
             f"the names {name!r} to {name}-{MAX_NAME_ATTEMPTS} are all taken in {self.root}; "
             "choose another --app-name"
         )
 
-    def _create(self, path: Path, request_id: int) -> bool:
+    def _create(self, path: Path, request_id: int, token: str) -> bool:
         """Create the bare repository ``path`` owned by ``request_id``, atomically:
-        it is built complete (marker included) in a temp dir, then renamed into place,
+        it is built complete (marker and token included) in a temp dir, then renamed into place,
         so no one ever sees it half made and of two racing requests exactly one wins.
         False when something was at ``path`` first."""
         temp = self.root / f"{_TEMP_PREFIX}{secrets.token_hex(8)}"
         try:
-            _init_bare(temp, request_id)
+            _init_bare(temp, request_id, token)
             try:
                 os.rename(temp, path)
             except OSError as exc:
@@ -112,36 +128,53 @@ class LocalGitHost(GitHost):
         finally:
             shutil.rmtree(temp, ignore_errors=True)  # gone already after a rename
 
-    @staticmethod
-    def _owner(path: Path) -> str | None:
-        try:
-            reader = git.Repo(path).config_reader("repository")
-            return str(reader.get_value(_MARKER_SECTION, _MARKER_OPTION, default="")) or None
-        except (git.InvalidGitRepositoryError, git.NoSuchPathError, OSError):
-            return None
+
+def _is_ours(path: Path, request_id: int, token: str) -> bool:
+    """True when ``path`` is a directory (not a link) whose config names ``request_id``
+    and holds ``token``."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    return _config_value(path, _MARKER_KEY) == str(request_id) and secrets.compare_digest(
+        _config_value(path, _TOKEN_KEY) or "", token
+    )
 
 
-def _init_bare(path: Path, request_id: int) -> None:
-    """A bare repository with ``main`` as its branch, the owner's marker and no hooks:
-    neither the user's nor the system's git configuration (``init.templateDir``
-    included) is read, and no template is copied."""
-    env = {
+def _git_env() -> dict[str, str]:
+    """Neither the user's nor the system's git configuration is read."""
+    return {
         "PATH": os.environ.get("PATH", os.defpath),
         "GIT_CONFIG_GLOBAL": os.devnull,
         "GIT_CONFIG_NOSYSTEM": "1",
         "LC_ALL": "C",
     }
 
+
+def _config_value(path: Path, key: str) -> str | None:
+    """``key`` from the repository's own config file (its includes are not followed)."""
+    found = subprocess.run(
+        ["git", "config", "--file", str(path / "config"), "--get", key],
+        env=_git_env(),
+        capture_output=True,
+        text=True,
+    )
+    return found.stdout.strip() if found.returncode == 0 else None
+
+
+def _init_bare(path: Path, request_id: int, token: str) -> None:
+    """A bare repository with ``main`` as its branch, the owner's marker and token,
+    and no hooks: none is copied (no template; ``init.templateDir`` is not read) and
+    none runs (``core.hooksPath=/dev/null``)."""
+
     def run(*args: str) -> None:
-        subprocess.run(["git", *args], env=env, check=True, capture_output=True, text=True)
+        subprocess.run(["git", *args], env=_git_env(), check=True, capture_output=True, text=True)
 
     run("init", "--quiet", "--bare", "--template=", "--initial-branch=main", str(path))
-    run(
-        "config",
-        "--file",
-        str(path / "config"),
-        f"{_MARKER_SECTION}.{_MARKER_OPTION}",
-        str(request_id),
-    )
-    (path / "hooks").mkdir(exist_ok=True)  # empty: where an operator may add their own
+    config = str(path / "config")
+    for key, value in (
+        ("core.hooksPath", os.devnull),
+        (_MARKER_KEY, str(request_id)),
+        (_TOKEN_KEY, token),
+    ):
+        run("config", "--file", config, key, value)
+    (path / "hooks").mkdir(exist_ok=True)  # empty; runs only if core.hooksPath points here
     (path / "description").write_text(f"appgen request {request_id}\n")

@@ -133,7 +133,12 @@ class GitHubHost(GitHost):
 
     # -- GitHost -------------------------------------------------------------------
 
-    def ensure_repository(self, name: str, request_id: int) -> RemoteRepository:
+    def ensure_repository(
+        self, name: str, request_id: int, known_id: str | None = None
+    ) -> RemoteRepository:
+        # Only a holder of the token creates repositories here (never an agent), so the
+        # marker in the description identifies the request's own; ``known_id`` (the
+        # numeric id returned before) is not needed to tell them apart.
         marker = request_marker(request_id)
         with self._api() as api:
             owner_type = api.call("GET", f"/users/{self.owner}", what="look up the owner")

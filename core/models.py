@@ -90,6 +90,11 @@ class PublishRequest(Frozen):
     published_sha: str | None = Field(
         default=None, description="The commit appgen last pushed for this request, if any."
     )
+    repo_id: str | None = Field(
+        default=None,
+        description="The Git host's id of the repository recorded for this request, if any: "
+        "what proves a repository already at its name is its own.",
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -145,7 +150,7 @@ class SourceTree(Frozen):
     temporary: bool
 
 
-ExclusionKind = Literal["ignored", "outside-link", "special-file", "too-large"]
+ExclusionKind = Literal["ignored", "outside-link", "special-file", "too-large", "hardlink"]
 
 
 class ExcludedPath(Frozen):

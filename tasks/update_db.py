@@ -76,6 +76,7 @@ def register_request(
         app_name=name,
         registered_at=record.created_at,
         published_sha=existing.commit_sha if existing else None,
+        repo_id=existing.repo_id if existing else None,
     )
 
 

@@ -50,18 +50,25 @@ def test_publish_json_reports_the_repository_and_status_agrees(appgen, appgen_ho
 
 
 def refusing_repository(root: Path, name: str, request_id: int) -> Path:
-    """A bare repository the request already owns, whose pre-receive hook refuses
-    every push (as a protected branch would)."""
-    bare = root / f"{name}.git"
-    subprocess.run(["git", "init", "-q", "--bare", "--template=", str(bare)], check=True)
-    subprocess.run(
-        ["git", "config", "--file", str(bare / "config"), "appgen.requestid", str(request_id)],
-        check=True,
+    """A bare repository the request already owns (its id is in the request's row),
+    where an operator enabled a pre-receive hook that refuses every push (as a
+    protected branch would)."""
+    from blocks import defaults
+    from blocks.git_hosts import LocalGitHost
+    from core.settings import Settings
+
+    repository = LocalGitHost(root=root).ensure_repository(name, request_id)
+    defaults.database(Settings()).upsert(
+        request_id, prompt="a blog", app_name=name, repo_id=repository.id
     )
+    bare = root / f"{name}.git"
     hook = bare / "hooks/pre-receive"
-    hook.parent.mkdir()
     hook.write_text("#!/bin/sh\necho 'protected branch' >&2\nexit 1\n")
     hook.chmod(0o755)
+    subprocess.run(
+        ["git", "config", "--file", str(bare / "config"), "core.hooksPath", str(hook.parent)],
+        check=True,
+    )
     return hook
 
 

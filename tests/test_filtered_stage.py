@@ -200,6 +200,22 @@ def test_special_files_are_skipped_and_reported(app, tmp_path):
     assert kinds["sock"] == ("special-file", "not a regular file (socket)")
 
 
+def test_hard_links_are_left_out_and_reported(app, tmp_path):
+    write(app, "index.js")
+    database = write(tmp_path, "home/appgen.db", "SQLite format 3 secret rows")
+    os.link(database, app / "data.db")
+    write(app, "src/a.js", "twice")
+    os.link(app / "src/a.js", app / "src/b.js")  # two names inside the app: still out
+    staged, destination = stage(app, tmp_path)
+    assert staged_files(destination) == {"index.js"}
+    left_out = {item.path: item for item in staged.skipped()}
+    assert set(left_out) == {"data.db", "src/a.js", "src/b.js"}
+    item = left_out["data.db"]
+    assert (item.kind, item.size) == ("hardlink", len("SQLite format 3 secret rows"))
+    assert item.detail.startswith("a hard link (2 names for one file)")
+    assert "outside the app" in summary_of(staged)
+
+
 def test_files_over_the_size_limit_are_left_out_and_reported(app, tmp_path):
     write(app, "index.js")
     huge = app / "assets/video.bin"

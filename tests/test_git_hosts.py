@@ -29,8 +29,9 @@ def _claim_names(base: str, request_id: int, barrier, results) -> None:
         host = LocalGitHost(root=Path(base) / f"round-{round_}")
         barrier.wait()
         try:
-            first = host.ensure_repository("counter-app", request_id).name
-            again = host.ensure_repository("counter-app", request_id).name
+            created = host.ensure_repository("counter-app", request_id)
+            first = created.name
+            again = host.ensure_repository("counter-app", request_id, known_id=created.id).name
             results.put((round_, request_id, first, again, None))
         except Exception as exc:  # reported to the test, which fails on it
             results.put((round_, request_id, None, None, f"{type(exc).__name__}: {exc}"))
@@ -67,7 +68,7 @@ def test_concurrent_requests_for_one_name_each_get_their_own_repository(tmp_path
 def test_a_second_call_by_the_same_request_returns_the_same_repository(tmp_path):
     host = LocalGitHost(root=tmp_path / "repos")
     first = host.ensure_repository("counter-app", 7)
-    assert host.ensure_repository("counter-app", 7) == first
+    assert host.ensure_repository("counter-app", 7, known_id=first.id) == first
     assert host.ensure_repository("counter-app", 8).name == "counter-app-2"
     bare = tmp_path / "repos/counter-app.git"
     assert (bare / "description").read_text() == "appgen request 7\n"
@@ -114,3 +115,67 @@ def test_a_global_template_puts_no_hooks_into_created_repositories(
     bare = tmp_path / "repos" / f"{host.ensure_repository('counter-app', 1).name}.git"
     assert list((bare / "hooks").iterdir()) == []
     assert git_config(bare, "appgen.requestid") == "1"
+
+
+def test_created_repositories_carry_a_token_that_is_their_id_and_run_no_hooks(tmp_path):
+    host = LocalGitHost(root=tmp_path / "repos")
+    created = host.ensure_repository("counter-app", 1)
+    bare = tmp_path / "repos/counter-app.git"
+    assert created.id and git_config(bare, "appgen.token") == created.id
+    assert git_config(bare, "core.hooksPath") == "/dev/null"
+    other = host.ensure_repository("other", 2)
+    assert other.id != created.id
+
+
+def plant(root: Path, name: str, request_id: int, token: str | None = None) -> Path:
+    """A bare repository someone else made at ``name``, marked as ``request_id``'s."""
+    bare = root / f"{name}.git"
+    subprocess.run(["git", "init", "-q", "--bare", "--template=", str(bare)], check=True)
+    for key, value in (("appgen.requestid", str(request_id)), ("appgen.token", token)):
+        if value is not None:
+            subprocess.run(
+                ["git", "config", "--file", str(bare / "config"), key, value], check=True
+            )
+    return bare
+
+
+def test_a_marker_alone_never_makes_a_repository_ours(tmp_path):
+    root = tmp_path / "repos"
+    host = LocalGitHost(root=root)
+    plant(root, "blog", 5)
+    assert host.ensure_repository("blog", 5).name == "blog-2"  # nothing recorded yet
+    plant(root, "shop", 5, token="guessed")
+    assert host.ensure_repository("shop", 5, known_id="not-guessed").name == "shop-2"
+
+
+def test_a_repository_is_reused_with_its_token_only_by_its_request(tmp_path):
+    root = tmp_path / "repos"
+    host = LocalGitHost(root=root)
+    mine = host.ensure_repository("blog", 5)
+    assert host.ensure_repository("blog", 5, known_id=mine.id) == mine
+    # Another request that learnt the token still does not get it.
+    assert host.ensure_repository("blog", 6, known_id=mine.id).name == "blog-2"
+    # Nor does a link to it at another name.
+    (root / "diary.git").symlink_to(root / "blog.git")
+    assert host.ensure_repository("diary", 5, known_id=mine.id).name == "diary-2"
+
+
+def test_a_hook_in_a_created_repository_does_not_run_at_push(tmp_path):
+    """receive-pack reads the repository's own config: core.hooksPath=/dev/null there
+    keeps a hook someone put into hooks/ from running with the pusher's environment."""
+    host = LocalGitHost(root=tmp_path / "repos")
+    bare = tmp_path / "repos" / f"{host.ensure_repository('counter-app', 1).name}.git"
+    marker = tmp_path / "hook-ran"
+    hook = bare / "hooks/pre-receive"
+    hook.write_text(f"#!/bin/sh\ntouch '{marker}'\n")
+    hook.chmod(0o755)
+    work = tmp_path / "work"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    (work / "a.txt").write_text("a")
+    for args in (
+        ["add", "a.txt"],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a"],
+    ):
+        subprocess.run(["git", "-C", str(work), *args], check=True)
+    subprocess.run(["git", "-C", str(work), "push", "-q", bare.as_uri(), "main"], check=True)
+    assert not marker.exists()

@@ -31,8 +31,14 @@ def git(repo: Path, *args: str) -> str:
     ).stdout.strip()
 
 
+# The repository id each (root, name, request) got, as the flow keeps it in the row.
+_recorded_ids: dict[tuple[str, str, int], str | None] = {}
+
+
 def publish(host, tmp_path, name, files, request_id=1, attempt="a"):
-    remote = host.ensure_repository(name, request_id)
+    key = (str(host.root), name, request_id)
+    remote = host.ensure_repository(name, request_id, known_id=_recorded_ids.get(key))
+    _recorded_ids[key] = remote.id
     return commit_and_push(
         staged(tmp_path / f"stage-{name}-{attempt}", files),
         remote,
@@ -73,9 +79,11 @@ def test_a_removed_file_is_removed_in_the_next_commit(tmp_path):
 def test_a_name_held_by_another_request_moves_to_the_next_name(tmp_path):
     host = LocalGitHost(root=tmp_path / "repos")
     assert host.ensure_repository("counter", 1).name == "counter"
-    assert host.ensure_repository("counter", 2).name == "counter-2"
+    second = host.ensure_repository("counter", 2)
+    assert second.name == "counter-2"
     assert host.ensure_repository("counter", 3).name == "counter-3"
-    assert host.ensure_repository("counter", 2).name == "counter-2"  # reused, not a 4th
+    reused = host.ensure_repository("counter", 2, known_id=second.id)
+    assert reused.name == "counter-2"  # reused, not a 4th
     (tmp_path / "repos/other.git").mkdir(parents=True)  # not ours, not even a repository
     assert host.ensure_repository("other", 1).name == "other-2"
     assert sorted(p.name for p in (tmp_path / "repos").iterdir()) == [
@@ -98,9 +106,11 @@ def test_an_unusable_git_root_is_a_clear_publish_error(tmp_path):
 def test_a_refused_push_says_what_happened_and_never_forces(tmp_path):
     host = LocalGitHost(root=tmp_path / "repos")
     publish(host, tmp_path, "app", {"a.js": "1"}, attempt="a")
-    hook = tmp_path / "repos/app.git/hooks/pre-receive"
+    bare = tmp_path / "repos/app.git"
+    hook = bare / "hooks/pre-receive"
     hook.write_text("#!/bin/sh\necho 'protected branch' >&2\nexit 1\n")
     hook.chmod(0o755)
+    git(bare, "config", "core.hooksPath", str(hook.parent))  # an operator enables hooks
     with pytest.raises(PublishError) as refused:
         publish(host, tmp_path, "app", {"a.js": "2"}, attempt="b")
     assert "git push for" in str(refused.value)
