@@ -27,7 +27,7 @@ from core.models import (
     RequestStatus,
     RequestUpdate,
 )
-from core.processes import current_process
+from core.processes import current_process, make_non_dumpable
 from core.settings import Settings
 from tasks.claim_request import Heartbeat, claim_request
 from tasks.create_repository import create_repository
@@ -70,6 +70,7 @@ def generate_and_publish(
         generator_block: a saved generator block ("block-type-slug/name") to use instead
             of the one APPGEN_GENERATOR describes.
     """
+    make_non_dumpable()  # a worker's process too: no agent reads its environment
     settings = Settings()
     database = defaults.database(settings)
     generator = defaults.generator(settings, saved=generator_block)
