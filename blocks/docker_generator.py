@@ -43,6 +43,10 @@ LABEL_DEADLINE = "org.appgen.deadline"
 # An orchestrator removes its container right after the deadline kill; past this
 # grace nobody will.
 _DEADLINE_GRACE_SECONDS = 60
+DEFAULT_PIDS_LIMIT = 1024
+# Writable scratch space of a container whose root filesystem is read-only (HOME is
+# /tmp): programs, caches and build steps may run from it.
+_TMPFS = {"/tmp": "rw,exec,nosuid,nodev,mode=1777"}
 
 
 class ReapedContainer(BaseModel):
@@ -53,8 +57,11 @@ class ReapedContainer(BaseModel):
 
 class DockerGenerator(GeneratorBlock):
     """Runs the generator in a container per request on a Docker engine. The
-    container sees only its request's workspace directory and no credentials: just
-    the generator's own variables and the names in ``env_allowlist``.
+    container sees only its request's generation directory and no credentials: just
+    the generator's own variables and the names in ``env_allowlist``. It has its own
+    ``/proc`` (its own processes), no Docker socket, no capabilities, no way to gain
+    privileges (``no-new-privileges``), a read-only root filesystem with a private
+    ``/tmp`` as ``HOME`` (``read_only_root``) and a bounded number of processes.
 
     Example:
         ```python
@@ -112,6 +119,18 @@ class DockerGenerator(GeneratorBlock):
     )
     labels: dict[str, str] = Field(
         default_factory=dict, description="Extra labels on every generator container."
+    )
+    read_only_root: bool = Field(
+        default=True,
+        description="Mount the image's root filesystem read-only: the agent writes only "
+        "its app directory and a private /tmp (its HOME). Turn off for an agent that must "
+        "install into the image (for example `npm install -g`).",
+    )
+    pids_limit: int | None = Field(
+        default=DEFAULT_PIDS_LIMIT,
+        gt=0,
+        description=f"Most processes the container may run at once (default "
+        f"{DEFAULT_PIDS_LIMIT}); None: the engine's default.",
     )
 
     def artifact_store(self) -> ArtifactStore:
@@ -202,7 +221,11 @@ class DockerGenerator(GeneratorBlock):
                 nano_cpus=int(self.cpus * 1e9) if self.cpus else None,
                 mem_limit=self.memory,
                 network_mode=self.network_mode,
+                cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
+                read_only=self.read_only_root,
+                tmpfs=_TMPFS if self.read_only_root else None,
+                pids_limit=self.pids_limit,
                 name=f"appgen-{spec.request_id}-{os.urandom(3).hex()}",
             )
         except docker.errors.ImageNotFound as exc:
