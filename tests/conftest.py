@@ -13,6 +13,10 @@ from pathlib import Path
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="appgen-test-prefect-")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+# With a Prefect server for the tests (.ci/run starts one on PostgreSQL), every flow
+# of the session talks to it, flows started in threads included.
+if os.environ.get("APPGEN_TEST_PREFECT_API_URL"):
+    os.environ["PREFECT_API_URL"] = os.environ["APPGEN_TEST_PREFECT_API_URL"]
 
 import pytest
 
@@ -24,10 +28,18 @@ MAKE_WORKSPACE = REPO_ROOT.parent / "shared" / "bench" / "make_workspace.py"
 
 @pytest.fixture(scope="session")
 def prefect_api() -> Iterator[str]:
-    """A temporary Prefect API for the whole session (it takes seconds to start)."""
+    """The Prefect API of the flow tests: the PostgreSQL-backed server .ci/run starts
+    (APPGEN_TEST_PREFECT_API_URL; many flows at once need it), else a temporary
+    local API for the whole session (it takes seconds to start)."""
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
+    if url := os.environ.get("APPGEN_TEST_PREFECT_API_URL"):
+        from tests.prefect_server import wait_healthy
+
+        wait_healthy(url)
+        yield url
+        return
     with prefect_test_harness():
         yield PREFECT_API_URL.value()
 

@@ -207,3 +207,18 @@ def test_a_request_id_reused_by_a_new_database_is_generated_afresh(counting_agen
     outcome = generate_and_publish("a counter", request_id=1, app_name="second")
     assert outcome.status is RequestStatus.PUBLISHED
     assert agent_runs(counting_agent) == ["1", "1"]
+
+
+def test_changing_limits_between_a_failure_and_its_rerun_does_not_generate_again(
+    tmp_path, monkeypatch, counting_agent
+):
+    (tmp_path / "not-a-dir").write_text("")
+    monkeypatch.setenv("APPGEN_GIT_ROOT", str(tmp_path / "not-a-dir/repos"))
+    with pytest.raises(PublishError):
+        generate_and_publish("a recipe book", request_id=13)
+    monkeypatch.setenv("APPGEN_GIT_ROOT", str(tmp_path / "repos"))
+    monkeypatch.setenv("APPGEN_GENERATOR_TIMEOUT", "900")  # limits are not the output
+    monkeypatch.setenv("APPGEN_GENERATOR_SLOTS", "2")
+    monkeypatch.setenv("APPGEN_LEASE_SECONDS", "30")
+    assert generate_and_publish("a recipe book", request_id=13).status is RequestStatus.PUBLISHED
+    assert agent_runs(counting_agent) == ["13"]
