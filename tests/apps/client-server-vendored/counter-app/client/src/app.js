@@ -1,0 +1,1 @@
+fetch('/api/count').then((r) => r.json()).then(console.log);

@@ -1,0 +1,4 @@
+import Koa from 'koa';
+const app = new Koa();
+app.use((ctx) => { ctx.body = 'hi'; });
+app.listen(process.env.PORT ?? 5000);

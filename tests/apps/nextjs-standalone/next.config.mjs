@@ -1,0 +1,2 @@
+const nextConfig = { output: 'standalone' };
+export default nextConfig;
