@@ -188,7 +188,10 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
         )
         progress.stop()
     flow_run_id = str(state.state_details.flow_run_id)
-    record = defaults.database(settings).request_of_flow_run(flow_run_id)
+    try:
+        record = defaults.database(settings).request_of_flow_run(flow_run_id)
+    except DatabaseError:  # the run's own error says so; the JSON line still comes
+        record = None
     if state.is_completed():
         outcome = state.result()
         result = outcome.model_dump(mode="json")

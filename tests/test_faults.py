@@ -7,23 +7,30 @@ and that a re-run finishes the request."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from blocks import defaults
+from blocks.database import Database
 from core.models import RequestStatus
 from core.settings import Settings
+from tests.aws_standins import free_port
 from tests.conftest import (
     agent_runs,
     require_sandbox,
+    reset_postgres,
     unique_sleep,
     wait_until_gone,
 )
@@ -266,3 +273,89 @@ def test_a_full_disk_during_the_push_fails_cleanly_and_a_rerun_pushes_without_ge
     assert (code, result["status"]) == (0, "published")
     assert agent_runs(counting_agent) == ["22"]
     assert_nothing_held(tmp_path)
+
+
+class TcpProxy:
+    """A loopback TCP proxy to a server that can be cut (every connection closed, new
+    ones refused) and restored on the same port: a database that goes away."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._connections: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+            connections, self._connections = self._connections, []
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            listener.close()
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            server = socket.create_connection(self.upstream)
+            with self._lock:
+                self._connections += [client, server]
+            for source, target in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+
+def test_a_database_that_goes_away_at_the_end_is_survived_and_a_rerun_records_the_push(
+    github, counting_agent, cli_env, tmp_path, postgres_url
+):
+    import sqlalchemy as sa
+
+    reset_postgres(postgres_url)
+    url = sa.make_url(postgres_url)
+    proxy = TcpProxy((url.host, url.port))
+    proxy.start()
+    env = cli_env | {
+        "APPGEN_DATABASE_URL": url.set(port=proxy.port).render_as_string(hide_password=False)
+    }
+    github.hold_pushes = True
+    run = Publish(env, tmp_path, "--prompt", "a counter", "--request-id", "41")
+    wait_for(github.push_landed.is_set, "the push to land")
+    proxy.cut()  # the database is gone when the run records its outcome
+    github.release_push.set()
+    code, result, stderr = run.finish()
+    github.hold_pushes = False
+    assert (code, result["status"]) == (1, "failed"), stderr
+    assert "database" in result["error"] and "Traceback" not in stderr
+
+    proxy.start()
+    direct = Database(url=SecretStr(postgres_url))
+    assert direct.get(41).status is RequestStatus.PUBLISHING  # nothing could be written
+    code, result, _ = publish(env, tmp_path, "--prompt", "a counter", "--request-id", "41")
+    assert (code, result["status"]) == (0, "published")
+    assert agent_runs(counting_agent) == ["41"]
+    assert direct.get(41).commit_sha == result["commit_sha"]
+    assert direct.get(41).claimed_by is None and direct.held_slots() == []
+    proxy.cut()
