@@ -111,6 +111,9 @@ def test_two_requests_for_the_same_name_get_their_own_repositories(counting_agen
     assert first.repo_url.endswith("/counter-app.git")
     assert second.repo_url.endswith("/counter-app-2.git")
     assert (again.repo_url, again.commit_sha) == (second.repo_url, second.commit_sha)
+    # the name the host chose, everywhere: the outcome (--json), the row (status)
+    assert (second.app_name, again.app_name) == ("counter-app-2", "counter-app-2")
+    assert record(second.request_id).app_name == "counter-app-2"
 
 
 def test_a_seed_shaped_workspace_publishes_nothing_that_is_excluded(
