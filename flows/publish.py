@@ -79,7 +79,12 @@ def generate_and_publish(
     request = register_request(database, prompt, request_id, app_name, holder.flow_run_id)
     rid = request.request_id
     with Heartbeat(database, holder, interval=settings.lease_seconds / 4), ExitStack() as temp:
-        claim_request(database, rid, holder, lease, get_run_logger())
+        claimed = claim_request(database, rid, holder, lease, get_run_logger())
+        # What an earlier run of the request pushed and created may be newer than the
+        # registration: a run that waited for the claim must build on it.
+        request = request.model_copy(
+            update={"published_sha": claimed.commit_sha, "repo_id": claimed.repo_id}
+        )
         update_db(database, RequestUpdate(request_id=rid, status=RequestStatus.GENERATING))
         spec = GenerationSpec(
             request_id=rid,

@@ -24,7 +24,7 @@ from datetime import timedelta
 
 from blocks.database import Database
 from core.errors import AppgenError
-from core.models import LeaseHolder
+from core.models import LeaseHolder, RequestRecord
 
 POLL_SECONDS = 1.0
 _log = logging.getLogger("appgen.leases")
@@ -63,14 +63,18 @@ def claim_request(
     holder: LeaseHolder,
     lease: timedelta,
     logger: logging.Logger | logging.LoggerAdapter,
-) -> None:
-    """Return once ``holder`` holds the request; wait while another live run does."""
+) -> RequestRecord:
+    """Return the request's row once ``holder`` holds it — what earlier runs published
+    and created, as of now — waiting while another live run holds it."""
     waiting_for = None
     while (other := database.claim_request(request_id, holder, lease)) is not None:
         if other != waiting_for:
             logger.info("request %d is being worked on by flow run %s; waiting", request_id, other)
             waiting_for = other
         time.sleep(POLL_SECONDS)
+    claimed = database.get(request_id)
+    assert claimed is not None  # registered before it was claimed
+    return claimed
 
 
 @contextlib.contextmanager
