@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -173,13 +174,10 @@ class Database(Block):
         with self._session() as session:
             taken = _take_lease(
                 session,
-                RequestRow,
+                _CLAIM,
                 RequestRow.request_id == request_id,
                 holder,
                 stale_after,
-                holder_column=RequestRow.claimed_by,
-                process_column=RequestRow.claim_process,
-                heartbeat_column=RequestRow.claimed_at,
                 extra={"flow_run_id": holder.flow_run_id},
             )
             if taken:
@@ -201,16 +199,7 @@ class Database(Block):
             )
         for slot in range(1, slots + 1):
             with self._session() as session:
-                if _take_lease(
-                    session,
-                    GeneratorSlotRow,
-                    GeneratorSlotRow.slot == slot,
-                    holder,
-                    stale_after,
-                    holder_column=GeneratorSlotRow.holder,
-                    process_column=GeneratorSlotRow.holder_process,
-                    heartbeat_column=GeneratorSlotRow.heartbeat_at,
-                ):
+                if _take_lease(session, _SLOT, GeneratorSlotRow.slot == slot, holder, stale_after):
                     return slot
         return None
 
@@ -396,21 +385,42 @@ def _migration_lock(url: sa.URL) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@dataclass(frozen=True)
+class _LeaseColumns:
+    """Where a table keeps a lease: its holder (a flow run), the holder's process, and
+    the holder's last heartbeat."""
+
+    table: type[Base]
+    holder: sa.orm.InstrumentedAttribute
+    process: sa.orm.InstrumentedAttribute
+    heartbeat: sa.orm.InstrumentedAttribute
+
+
+_CLAIM = _LeaseColumns(
+    RequestRow, RequestRow.claimed_by, RequestRow.claim_process, RequestRow.claimed_at
+)
+_SLOT = _LeaseColumns(
+    GeneratorSlotRow,
+    GeneratorSlotRow.holder,
+    GeneratorSlotRow.holder_process,
+    GeneratorSlotRow.heartbeat_at,
+)
+
+
 def _take_lease(
     session: Session,
-    table: type[Base],
+    lease: _LeaseColumns,
     which: sa.ColumnElement[bool],
     holder: LeaseHolder,
     stale_after: timedelta,
     *,
-    holder_column: sa.orm.InstrumentedAttribute,
-    process_column: sa.orm.InstrumentedAttribute,
-    heartbeat_column: sa.orm.InstrumentedAttribute,
     extra: dict[str, Any] | None = None,
 ) -> bool:
     """Take the lease on the row ``which`` selects if it is free, ours, stale, or
     held by a process that is gone from this host. Each take is a conditional UPDATE
     on the row's current holder, so two takers never both win."""
+    table = lease.table
+    holder_column, process_column, heartbeat_column = lease.holder, lease.process, lease.heartbeat
     now = _now()
     values = {
         holder_column.key: holder.flow_run_id,
