@@ -131,31 +131,34 @@ def _node_image(node: NodeBuild) -> str:
 
 
 def _install(node: NodeBuild, production: bool) -> str | None:
+    """The lockfile-exact install command of a Node project (None: nothing to install)."""
     if not node.has_dependencies:
         return None
     locked = node.lockfile is not None
     if node.manager == "npm":
         command = "npm ci" if locked else "npm install"
         return command + (" --omit=dev" if production else "") + " --no-audit --no-fund"
-    if node.manager == "yarn":
-        return (
-            "yarn install"
-            + (" --frozen-lockfile" if locked else "")
-            + (" --production" if production else "")
-        )
-    if node.manager == "yarn-berry":
-        return "corepack enable && yarn install" + (" --immutable" if locked else "")
-    if node.manager == "pnpm":
-        return (
-            "corepack enable && pnpm install"
-            + (" --frozen-lockfile" if locked else "")
-            + (" --prod" if production else "")
-        )
-    return (
-        "bun install"
-        + (" --frozen-lockfile" if locked else "")
-        + (" --production" if production else "")
-    )
+    flags = {
+        "yarn": (" --frozen-lockfile", " --production"),
+        "yarn-berry": (" --immutable", ""),
+        "pnpm": (" --frozen-lockfile", " --prod"),
+        "bun": (" --frozen-lockfile", " --production"),
+    }[node.manager]
+    tool = "yarn" if node.manager == "yarn-berry" else node.manager
+    return f"{tool} install" + (flags[0] if locked else "") + (flags[1] if production else "")
+
+
+def _corepack(node: NodeBuild) -> bool:
+    """pnpm and yarn 2+ come through corepack (enabled as root)."""
+    return node.manager in ("pnpm", "yarn-berry")
+
+
+def _root_install(node: NodeBuild, production: bool) -> list[str]:
+    """RUN lines of an install in a build stage (as root)."""
+    install = _install(node, production)
+    if install is None:
+        return []
+    return [f"RUN corepack enable && {install}" if _corepack(node) else f"RUN {install}"]
 
 
 def _manifests(node: NodeBuild, chown: bool) -> list[str]:
@@ -190,14 +193,13 @@ def _client_stage(plan: LaunchPlan) -> tuple[list[str], list[str]]:
     name = posixpath.basename(client.folder)
     if not client.build_script:
         return [], [f"COPY --chown={USER} {_src(client.folder)} /app/{name}/"]
-    install = _install(client, production=False)
     run = {"pnpm": "pnpm run build", "bun": "bun run build"}.get(client.manager)
     run = run or ("yarn build" if client.manager.startswith("yarn") else "npm run build")
     stage = [
         f"FROM {_node_image(client)} AS client",
         f"WORKDIR /client/{name}",
         *_manifests(client, chown=False),
-        *([f"RUN {install}"] if install else []),
+        *_root_install(client, production=False),
         f"COPY {_src(client.folder)} ./",
         f"RUN {run}",
         "",
@@ -214,31 +216,30 @@ def _workdir(plan: LaunchPlan) -> str:
 
 
 def _node_dockerfile(plan: LaunchPlan) -> str:
+    """Node (or Bun): a build stage when there is a build; the runtime stage installs
+    (or copies) as the runtime user, so it owns the app folder and its home."""
     node = plan.node
     assert node is not None
     image = _node_image(node)
     workdir = _workdir(plan)
-    monorepo = node.folder != plan.folder
-    runtime_dir = workdir if not monorepo else f"/app/{plan.folder}"
+    monorepo = node.folder != plan.folder  # installed from the workspace root
     client_stage, client_copy = _client_stage(plan)
     env = {"NODE_ENV": "production", "HOME": HOME, **plan.env}
-    corepack = plan.start[:1] in (("pnpm",), ("yarn",)) and node.manager in ("pnpm", "yarn-berry")
+    runs_tool = plan.start[:1] in (("pnpm",), ("yarn",))
     lines = list(client_stage)
     if plan.build_commands:
         lines += [f"FROM {image} AS build", f"WORKDIR {workdir}"]
-        if not monorepo:
-            lines += _manifests(node, chown=False)
-        install = _install(node, production=False)
         if monorepo:
-            lines.append(f"COPY {_src(node.folder)} ./")
-        if install:
-            lines.append(f"RUN {install}")
-        if not monorepo:
-            lines.append(f"COPY {_src(node.folder)} ./")
+            lines += [f"COPY {_src(node.folder)} ./", *_root_install(node, production=False)]
+        else:
+            lines += _manifests(node, chown=False) if _install(node, False) else []
+            lines += [*_root_install(node, production=False), f"COPY {_src(node.folder)} ./"]
         lines += [f"RUN {command}" for command in plan.build_commands]
-        if node.manager == "npm" and not plan.runtime_copy and install:
+        if node.manager == "npm" and not plan.runtime_copy and _install(node, False):
             lines.append("RUN npm prune --omit=dev --no-audit --no-fund")
         lines += ["", f"FROM {image}", _env_line(env), *_prepare(workdir)]
+        lines += ["RUN corepack enable"] if _corepack(node) and runs_tool else []
+        lines.append(f"USER {USER}")
         if plan.runtime_copy:
             lines += [
                 f"COPY --from=build --chown={USER} {posixpath.join(workdir, src)} "
@@ -248,22 +249,20 @@ def _node_dockerfile(plan: LaunchPlan) -> str:
         else:
             lines.append(f"COPY --from=build --chown={USER} {workdir} {workdir}")
     else:
-        lines += [f"FROM {image}", _env_line(env), *_prepare(workdir)]
         install = _install(node, production=True)
+        lines += [f"FROM {image}", _env_line(env), *_prepare(workdir)]
+        lines += ["RUN corepack enable"] if _corepack(node) and install else []
+        lines.append(f"USER {USER}")
         if monorepo:
             lines.append(f"COPY --chown={USER} {_src(node.folder)} ./")
-            if install:
-                lines.append(f"RUN {install}")
-        else:
-            lines += _manifests(node, chown=True) if install else []
             lines += [f"RUN {install}"] if install else []
+        else:
+            lines += [*_manifests(node, chown=True), f"RUN {install}"] if install else []
             lines.append(f"COPY --chown={USER} {_src(node.folder)} ./")
-    if corepack:
-        lines.append("RUN corepack enable")
     lines += client_copy
-    if runtime_dir != workdir:
-        lines.append(f"WORKDIR {runtime_dir}")
-    lines += [f"USER {USER}", f"EXPOSE {plan.port}", _command(plan)]
+    if monorepo:
+        lines.append(f"WORKDIR /app/{plan.folder}")
+    lines += [f"EXPOSE {plan.port}", _command(plan)]
     return "\n".join(lines) + "\n"
 
 
@@ -365,12 +364,11 @@ def _static_dockerfile(plan: LaunchPlan) -> str:
     copies: list[str] = []
     node = plan.node
     if node is not None and plan.build_commands:
-        install = _install(node, production=False)
         lines += [
             f"FROM {_node_image(node)} AS build",
             "WORKDIR /app",
             *_manifests(node, chown=False),
-            *([f"RUN {install}"] if install else []),
+            *_root_install(node, production=False),
             f"COPY {_src(node.folder)} ./",
             *(f"RUN {command}" for command in plan.build_commands),
             "",

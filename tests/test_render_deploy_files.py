@@ -193,7 +193,7 @@ def test_multi_stage_builds_run_as_a_user_that_owns_the_app_folder(tmp_path):
     assert text.count("FROM node:22-slim") == 2 and "AS build" in text
     assert "RUN mkdir -p /app /home/app && chown 10001:10001 /app /home/app" in text
     assert "COPY --from=build --chown=10001:10001 /app /app" in text
-    assert text.index("USER 10001:10001") > text.index("COPY --from=build")
+    assert text.index("USER 10001:10001") > text.rindex("FROM")
 
 
 def test_static_sites_serve_only_the_site(tmp_path):
