@@ -119,6 +119,24 @@ def test_the_container_holds_no_credentials(
     assert seen["mounts"] == ["/workspace/106"]  # only its own request's directory
 
 
+@pytest.mark.parametrize("read_only_root", [True, False])
+def test_the_container_is_confined_and_read_only_root_can_be_turned_off(
+    docker_engine, generator_image, tmp_path, run_logger, read_only_root
+):
+    generator = block(generator_image, tmp_path, read_only_root=read_only_root)
+    probe = (
+        "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status > ../probe.txt; "
+        "touch /opt/probe 2>/dev/null && echo 'root: writable' >> ../probe.txt; "
+        "touch \"$HOME/probe\" && echo 'home: writable' >> ../probe.txt; "
+        "python3 -m generator --agent template"
+    )
+    run = generator.run(command_spec(107, probe), run_logger)
+    lines = (Path(run.artifact.location).parent / "probe.txt").read_text().splitlines()
+    assert {"CapEff:\t0000000000000000", "NoNewPrivs:\t1", "home: writable"} <= set(lines)
+    assert ("root: writable" in lines) is not read_only_root
+    assert (Path(run.artifact.location) / "package.json").exists()  # it still generates
+
+
 def test_three_requests_at_once(flow_env, docker_engine):
     prompts = {201: "a counter", 202: "a blog", 203: "a shop"}
     with ThreadPoolExecutor(3) as pool:
