@@ -7,6 +7,8 @@ to do about it.
     ├── GeneratorFailed      the generator exited non-zero, timed out or could not start
     ├── ArtifactError        the generator's output is missing, unreadable or hostile
     ├── PublishError         the Git host refused the repository or the push
+    │   ├── SecretsFound     the secret scan found secrets in the app (nothing was pushed)
+    │   └── PushProtectionRejected  the Git host's push protection (GitHub GH013) refused
     ├── DatabaseError        the request could not be read or recorded
     └── SetupError           an image, block or work pool could not be set up
 
@@ -35,6 +37,30 @@ class ArtifactError(AppgenError):
 
 class PublishError(AppgenError):
     """Raised when the repository cannot be created or the push is refused."""
+
+
+class SecretsFound(PublishError):
+    """Raised before anything is created or pushed when the staged app holds secrets
+    (APPGEN_SECRET_SCAN=block). ``findings`` say where and by which rule, never what."""
+
+    def __init__(self, message: str, findings: list | None = None) -> None:
+        super().__init__(message, findings or [])
+        self.findings = findings or []
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class PushProtectionRejected(PublishError):
+    """Raised when the Git host's own push protection (GitHub's GH013 rule violation)
+    refused the push because it found secrets; ``paths`` are the ones it named."""
+
+    def __init__(self, message: str, paths: list[str] | None = None) -> None:
+        super().__init__(message, paths or [])
+        self.paths = paths or []
+
+    def __str__(self) -> str:
+        return self.args[0]
 
 
 class DatabaseError(AppgenError):

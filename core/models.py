@@ -189,12 +189,34 @@ class StagedTree(Frozen):
 
 
 class DeployFiles(Frozen):
-    """What render_deploy_files found and wrote."""
+    """What render_deploy_files found and wrote. ``deployable`` is False when no launch
+    scanner knew how to run the app; ``deploy_reason`` says why either way."""
 
     framework: str
-    internal_port: int
+    internal_port: int | None
     written: list[str]
     kept_from_generator: list[str]
+    deployable: bool = True
+    deploy_reason: str = ""
+    notes: list[str] = Field(default_factory=list)
+    dockerfile: str | None = Field(
+        default=None, description="The Dockerfile a deploy builds, relative to the app root."
+    )
+
+
+VerifyMode = Literal["off", "build", "smoke"]
+Verified = Literal["built", "served", "failed"]
+
+
+class DeployCheck(Frozen):
+    """The outcome of the build-and-smoke check (APPGEN_VERIFY); ``verified`` is None
+    when nothing was checked."""
+
+    mode: VerifyMode
+    verified: Verified | None = None
+    seconds: float = 0.0
+    detail: str = ""
+    log_tail: list[str] = Field(default_factory=list)
 
 
 class RemoteRepository(Frozen):
@@ -219,6 +241,28 @@ class PublishedRepo(Frozen):
 class CommitAuthor(Frozen):
     name: str
     email: str
+
+
+SecretScanMode = Literal["block", "warn", "off"]
+
+
+class SecretFinding(Frozen):
+    """A secret found in the staged tree: where, and by which rule — never the secret."""
+
+    path: str
+    line: int
+    rule: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line} ({self.rule})"
+
+
+class SecretScan(Frozen):
+    """The outcome of the secret scan (APPGEN_SECRET_SCAN) of a staged tree."""
+
+    mode: SecretScanMode
+    scanned_files: int = 0
+    findings: list[SecretFinding] = Field(default_factory=list)
 
 
 class RequestStatus(StrEnum):
@@ -254,6 +298,9 @@ class RequestRecord(BaseModel):
     commit_sha: str | None = None
     flow_run_id: str | None = None
     error: str | None = None
+    deployable: bool | None = None
+    deploy_reason: str | None = None
+    verified: str | None = None
     claimed_by: str | None = None
     created_at: datetime
     updated_at: datetime
@@ -277,6 +324,9 @@ class RequestUpdate(Frozen):
     commit_sha: str | None = None
     flow_run_id: str | None = None
     error: str | None = None
+    deployable: bool | None = None
+    deploy_reason: str | None = None
+    verified: str | None = None
 
 
 class PublishOutcome(Frozen):
@@ -288,3 +338,10 @@ class PublishOutcome(Frozen):
     repo_url: str | None = None
     commit_sha: str | None = None
     error: str | None = None
+    deployable: bool | None = None
+    deploy_reason: str | None = None
+    verified: str | None = None
+    secret_findings: list[SecretFinding] = Field(
+        default_factory=list,
+        description="Secrets found and published anyway (APPGEN_SECRET_SCAN=warn).",
+    )

@@ -27,6 +27,12 @@ def register_secret(*values: str) -> None:
     install_log_redaction()
 
 
+def registered_secrets() -> list[str]:
+    """The values registered so far (for the secret scan, which looks for them)."""
+    with _lock:
+        return sorted(_secrets)
+
+
 def redact(text: str) -> str:
     with _lock:
         secrets = sorted(_secrets, key=len, reverse=True)

@@ -145,6 +145,44 @@ class Settings(BaseSettings):
         "such as /dev/shm makes staging several times faster on a slow disk.",
     )
     fly_region: str = Field(default="iad", description="primary_region written to fly.toml.")
+    require_deployable: bool = Field(
+        default=False,
+        description="Fail the publish, before anything is pushed, when no launch scanner "
+        "knows how to run the app (deployable: false).",
+    )
+    verify: Literal["off", "build", "smoke"] = Field(
+        default="off",
+        description="Check the deploy files before pushing: `build` the image with the "
+        "local Docker engine, or `smoke`: build, run it and wait for an HTTP answer.",
+    )
+    verify_timeout: float = Field(
+        default=900.0, gt=0, description="Seconds a deploy check's image build may go silent."
+    )
+    verify_answer_seconds: float = Field(
+        default=60.0, gt=0, description="Seconds a smoke check waits for an HTTP answer."
+    )
+    secret_scan: Literal["block", "warn", "off"] = Field(
+        default="block",
+        description="Scan the staged app for secrets before anything is created or pushed: "
+        "`block` fails the publish when one is found, `warn` publishes and lists them, "
+        "`off` skips the scan.",
+    )
+    require_deployable: bool = Field(
+        default=False,
+        description="Fail the publish, before anything is pushed, when no launch scanner "
+        "knows how to run the app (deployable: false).",
+    )
+    verify: Literal["off", "build", "smoke"] = Field(
+        default="off",
+        description="Check the deploy files before pushing: `build` the image with the "
+        "local Docker engine, or `smoke`: build, run it and wait for an HTTP answer.",
+    )
+    verify_timeout: float = Field(
+        default=900.0, gt=0, description="Seconds a deploy check's image build may go silent."
+    )
+    verify_answer_seconds: float = Field(
+        default=60.0, gt=0, description="Seconds a smoke check waits for an HTTP answer."
+    )
     max_file_bytes: int = Field(
         default=MAX_FILE_BYTES,
         gt=0,
