@@ -35,7 +35,17 @@ from core.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MAX_REQUEST_ID = 2**63 - 1  # request ids are 64-bit database keys
-_RESULT_FIELDS = ("request_id", "status", "app_name", "repo_url", "commit_sha", "error")
+_RESULT_FIELDS = (
+    "request_id",
+    "status",
+    "app_name",
+    "repo_url",
+    "commit_sha",
+    "error",
+    "deployable",
+    "deploy_reason",
+    "verified",
+)
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -201,6 +211,14 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
             "published ",
             "green",
         )
+        if outcome.deployable is False:
+            _say(
+                f"{outcome.deploy_reason} (see the README's Deploy section)",
+                "not deployable: ",
+                "yellow",
+            )
+        if outcome.verified is not None:
+            _say(f"deploy check: {outcome.verified}", style="dim")
         code = EXIT_OK
     else:
         error = state.result(raise_on_failure=False)

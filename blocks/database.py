@@ -50,6 +50,10 @@ class RequestRow(Base):
     commit_sha: Mapped[str | None] = mapped_column(sa.String(64))
     flow_run_id: Mapped[str | None] = mapped_column(sa.String(64))
     error: Mapped[str | None] = mapped_column(sa.Text)
+    # What the launch scanners and the deploy check said (NULL until rendered).
+    deployable: Mapped[bool | None] = mapped_column(sa.Boolean)
+    deploy_reason: Mapped[str | None] = mapped_column(sa.Text)
+    verified: Mapped[str | None] = mapped_column(sa.String(16))
     # The flow run that holds the right to work on this request, its process
     # (host:pid:start) and its last heartbeat.
     claimed_by: Mapped[str | None] = mapped_column(sa.String(64))

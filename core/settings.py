@@ -167,22 +167,6 @@ class Settings(BaseSettings):
         "`block` fails the publish when one is found, `warn` publishes and lists them, "
         "`off` skips the scan.",
     )
-    require_deployable: bool = Field(
-        default=False,
-        description="Fail the publish, before anything is pushed, when no launch scanner "
-        "knows how to run the app (deployable: false).",
-    )
-    verify: Literal["off", "build", "smoke"] = Field(
-        default="off",
-        description="Check the deploy files before pushing: `build` the image with the "
-        "local Docker engine, or `smoke`: build, run it and wait for an HTTP answer.",
-    )
-    verify_timeout: float = Field(
-        default=900.0, gt=0, description="Seconds a deploy check's image build may go silent."
-    )
-    verify_answer_seconds: float = Field(
-        default=60.0, gt=0, description="Seconds a smoke check waits for an HTTP answer."
-    )
     max_file_bytes: int = Field(
         default=MAX_FILE_BYTES,
         gt=0,

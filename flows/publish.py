@@ -1,7 +1,7 @@
 """generate_and_publish: a prompt in, a published repository and a database row out.
 
     register → claim → run_generator → fetch_artifact → filtered_stage
-             → create_repository → render_deploy_files → git_push → summary → finish
+             → create_repository → render_deploy_files → verify_deploy → git_push → summary → finish
 
 run_generator is cached on its inputs, so running the same request again after a
 failed publish redoes only the cheap steps. The row's terminal state is written by
@@ -44,6 +44,7 @@ from tasks.update_db import (
     register_request,
     update_db,
 )
+from tasks.verify_deploy import enforce, verify_deploy
 
 
 @flow(
@@ -116,9 +117,23 @@ def generate_and_publish(
             ),
         )
         deploy = render_deploy_files(staged, repository.name, settings.fly_region)
+        check = verify_deploy(
+            staged, deploy, settings.verify, settings.verify_timeout, settings.verify_answer_seconds
+        )
+        update_db(
+            database,
+            RequestUpdate(
+                request_id=rid,
+                status=RequestStatus.PUBLISHING,
+                deployable=deploy.deployable,
+                deploy_reason=deploy.deploy_reason,
+                verified=check.verified,
+            ),
+        )
+        enforce(deploy, check, require_deployable=settings.require_deployable)  # before the push
         author = CommitAuthor(name=settings.git_author_name, email=settings.git_author_email)
         published = git_push(staged, request, repository, host, author)
-        publish_summary(request, generation, staged, deploy, published)
+        publish_summary(request, generation, staged, deploy, published, deploy_check=check)
         finish_request(
             database,
             holder,
@@ -133,6 +148,9 @@ def generate_and_publish(
     return PublishOutcome(
         request_id=rid,
         status=RequestStatus.PUBLISHED,
+        deployable=deploy.deployable,
+        deploy_reason=deploy.deploy_reason,
+        verified=check.verified,
         app_name=repository.name,
         repo_url=published.url,
         commit_sha=published.commit_sha,

@@ -17,7 +17,14 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import TaskRun
 from prefect.runtime import flow_run
 
-from core.models import DeployFiles, GeneratorRun, PublishedRepo, PublishRequest, StagedTree
+from core.models import (
+    DeployCheck,
+    DeployFiles,
+    GeneratorRun,
+    PublishedRepo,
+    PublishRequest,
+    StagedTree,
+)
 from core.paths import display_path
 
 _LARGEST = 10
@@ -30,6 +37,7 @@ STEPS = (
     "filtered_stage",
     "create_repository",
     "render_deploy_files",
+    "verify_deploy",
     "git_push",
 )
 _SETTLE_SECONDS = 10.0
@@ -77,6 +85,7 @@ def summary_markdown(
     deploy: DeployFiles,
     published: PublishedRepo,
     task_runs: list[TaskRun],
+    deploy_check: DeployCheck | None = None,
 ) -> str:
     commit = "a new commit" if published.new_commit else "no new commit (unchanged tree)"
     lines = [
@@ -111,9 +120,7 @@ def summary_markdown(
         "",
         "### Deploy files",
         "",
-        f"{deploy.framework} app listening on port {deploy.internal_port}. Wrote "
-        f"{', '.join(deploy.written) or 'nothing'}; kept the generator's "
-        f"{', '.join(deploy.kept_from_generator) or 'nothing'}.",
+        *_deploy_lines(deploy, deploy_check),
         "",
         "### Timings",
         "",
@@ -129,6 +136,36 @@ def summary_markdown(
     return "\n".join(lines) + "\n"
 
 
+def _deploy_lines(deploy: DeployFiles, check: DeployCheck | None) -> list[str]:
+    """Deployable or not and why (app-derived text as code spans), what was written,
+    and the deploy check's outcome."""
+    reason = _code(deploy.deploy_reason, in_table=False)
+    if deploy.deployable:
+        head = f"**Deployable**: {deploy.framework} app on port {deploy.internal_port}: {reason}."
+    else:
+        head = (
+            f"**Not deployable**: {reason}. fly.toml and the README claim nothing more "
+            "(`APPGEN_REQUIRE_DEPLOYABLE=true` makes this a failed publish)."
+        )
+    lines = [
+        head,
+        "",
+        f"Wrote {', '.join(deploy.written) or 'nothing'}; kept the generator's "
+        f"{', '.join(deploy.kept_from_generator) or 'nothing'}.",
+    ]
+    if deploy.notes:
+        lines += ["", *(f"- note: {_code(note, in_table=False)}" for note in deploy.notes)]
+    if check is not None and check.verified is not None:
+        lines += [
+            "",
+            f"Deploy check (`APPGEN_VERIFY={check.mode}`): **{check.verified}** in "
+            f"{check.seconds:.1f}s ({_code(check.detail, in_table=False)}).",
+        ]
+    elif check is not None:
+        lines += ["", f"Deploy check: not run ({_code(check.detail, in_table=False)})."]
+    return lines
+
+
 @task(cache_policy=NO_CACHE)
 def publish_summary(
     request: PublishRequest,
@@ -136,11 +173,14 @@ def publish_summary(
     staged: StagedTree,
     deploy: DeployFiles,
     published: PublishedRepo,
+    deploy_check: DeployCheck | None = None,
 ) -> None:
     task_runs = _finished_task_runs(flow_run.id, expected=len(STEPS))
     key = f"appgen-request-{request.request_id}"
     create_markdown_artifact(
-        summary_markdown(request, generation, staged, deploy, published, task_runs),
+        summary_markdown(
+            request, generation, staged, deploy, published, task_runs, deploy_check=deploy_check
+        ),
         key=key,
         description=f"What request {request.request_id} published",
     )

@@ -17,7 +17,7 @@ import time
 from prefect import get_client, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import FlowRun, State
-from prefect.exceptions import TerminationSignal
+from prefect.exceptions import MissingContextError, TerminationSignal
 from prefect.states import Cancelled
 
 from blocks import defaults
@@ -141,6 +141,14 @@ def _failure_text(state: State) -> str:
     return redact(state.message or "the run failed")
 
 
+def _run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The flow run's logger while its hooks run (so the line reaches the run log)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return _log
+
+
 def _record_end(flow_run: FlowRun, status: RequestStatus, error: str) -> None:
     """Write the terminal row of the request this run holds and release what it
     held, retrying while the database refuses; the message stays the run's own."""
@@ -150,8 +158,10 @@ def _record_end(flow_run: FlowRun, status: RequestStatus, error: str) -> None:
         try:
             database = defaults.database(Settings())
             request = database.request_of_flow_run(flow_run_id)
-            if request is not None:
-                database.finish(request.request_id, flow_run_id, status=status, error=error)
+            if request is not None and database.finish(
+                request.request_id, flow_run_id, status=status, error=error
+            ):
+                _run_logger().info("request %d → %s", request.request_id, status.value)
             database.release_slot(LeaseHolder(flow_run_id=flow_run_id, process=""))
             return
         except (AppgenError, ValueError) as exc:

@@ -217,3 +217,10 @@ def refusal(deploy: DeployFiles, check: DeployCheck, require_deployable: bool) -
         tail = "\n".join(check.log_tail)
         return f"the deploy check ({check.mode}) failed: {check.detail}\n{tail}".rstrip()
     return None
+
+
+def enforce(deploy: DeployFiles, check: DeployCheck, *, require_deployable: bool) -> None:
+    """Raise ``PublishError`` when the publish must stop before anything is pushed."""
+    why = refusal(deploy, check, require_deployable)
+    if why is not None:
+        raise PublishError(why)

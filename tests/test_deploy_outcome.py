@@ -1,0 +1,142 @@
+"""The honest outcome of a publish: ``deployable``, its reason and ``verified`` in the
+result, the row, ``appgen --json`` and the CLI's warning; APPGEN_REQUIRE_DEPLOYABLE
+and a failed deploy check stop the publish before anything is pushed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from blocks import defaults
+from core.errors import PublishError
+from core.models import RequestStatus
+from core.settings import Settings
+from flows.publish import generate_and_publish
+
+APPS = Path(__file__).resolve().parent / "apps"
+
+
+def use_app(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """A `command` agent that writes a corpus app (a trusted test instrument: it copies
+    from outside its app dir)."""
+    monkeypatch.setenv("APPGEN_AGENT", "command")
+    monkeypatch.setenv("APPGEN_TRUST_AGENT", "true")
+    monkeypatch.setenv("APPGEN_AGENT_COMMAND", f"cp -a '{APPS / name}/.' .")
+
+
+def record(request_id: int):
+    return defaults.database(Settings()).get(request_id)
+
+
+def commits(appgen_home: Path, name: str) -> list[str]:
+    bare = appgen_home / "repos" / f"{name}.git"
+    assert bare.is_dir(), "the repository is created before the deploy files are rendered"
+    result = subprocess.run(
+        ["git", "-C", str(bare), "rev-list", "--all"], capture_output=True, text=True
+    )
+    return result.stdout.split()
+
+
+@pytest.mark.usefixtures("flow_env")
+def test_an_unknown_stack_is_published_as_not_deployable(monkeypatch, tmp_path):
+    use_app(monkeypatch, "unknown")
+    outcome = generate_and_publish("a C program", app_name="c-thing")
+    assert outcome.status is RequestStatus.PUBLISHED
+    assert outcome.deployable is False and "no scanner matched" in outcome.deploy_reason
+    assert outcome.verified is None
+    row = record(outcome.request_id)
+    assert (row.deployable, row.deploy_reason, row.verified) == (
+        False,
+        outcome.deploy_reason,
+        None,
+    )
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", outcome.repo_url, str(clone)], check=True)
+    fly = tomllib.loads((clone / "fly.toml").read_text())
+    assert "http_service" not in fly and not (clone / "Dockerfile").exists()
+    assert "could not prepare this app" in (clone / "DEPLOY.md").read_text()
+
+
+@pytest.mark.usefixtures("flow_env")
+def test_require_deployable_fails_before_anything_is_pushed(monkeypatch, appgen_home):
+    use_app(monkeypatch, "sveltekit-auto")
+    monkeypatch.setenv("APPGEN_REQUIRE_DEPLOYABLE", "true")
+    with pytest.raises(PublishError, match="APPGEN_REQUIRE_DEPLOYABLE"):
+        generate_and_publish("a svelte site", request_id=41, app_name="kit")
+    row = record(41)
+    assert row.status is RequestStatus.FAILED
+    assert row.deployable is False and "adapter-node" in row.deploy_reason
+    assert "adapter-auto" in row.error
+    assert commits(appgen_home, "kit") == []
+
+
+@pytest.fixture
+def appgen(prefect_api: str):
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "appgen", *args],
+            env=os.environ | {"PREFECT_API_URL": prefect_api} | env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    return run
+
+
+def test_the_cli_warns_and_json_carries_the_deploy_fields(appgen):
+    env = {
+        "APPGEN_AGENT": "command",
+        "APPGEN_TRUST_AGENT": "true",
+        "APPGEN_AGENT_COMMAND": f"cp -a '{APPS / 'unknown'}/.' .",
+    }
+    result = appgen("publish", "--prompt", "a C program", "--json", **env)
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["status"] == "published" and outcome["deployable"] is False
+    assert "no scanner matched" in outcome["deploy_reason"] and outcome["verified"] is None
+    assert "not deployable: no scanner matched" in result.stderr
+    status = appgen("status", str(outcome["request_id"]), "--json")
+    row = json.loads(status.stdout)
+    assert (row["deployable"], row["deploy_reason"]) == (False, outcome["deploy_reason"])
+    template = appgen("publish", "--prompt", "Build me a counter app", "--json")
+    assert json.loads(template.stdout.strip().splitlines()[-1])["deployable"] is True
+    assert "not deployable" not in template.stderr
+
+
+@pytest.fixture
+def deploy_base(docker_engine):
+    from tests.deploy_images import ensure_deploy_base
+
+    try:
+        return ensure_deploy_base(docker_engine)
+    except Exception as exc:  # no debootstrap, not root, no mirror
+        pytest.skip(f"cannot build the offline base images: {exc}")
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("flow_env")
+def test_a_failed_deploy_check_is_recorded_and_nothing_is_pushed(
+    monkeypatch, appgen_home, deploy_base, tmp_path
+):
+    app = tmp_path / "broken"
+    app.mkdir()
+    (app / "Dockerfile").write_text(
+        "FROM node:18-slim\nRUN echo broken-build-step && exit 3\nEXPOSE 8080\n"
+    )
+    monkeypatch.setenv("APPGEN_AGENT", "command")
+    monkeypatch.setenv("APPGEN_TRUST_AGENT", "true")
+    monkeypatch.setenv("APPGEN_AGENT_COMMAND", f"cp -a '{app}/.' .")
+    monkeypatch.setenv("APPGEN_VERIFY", "build")
+    with pytest.raises(PublishError, match="deploy check \\(build\\) failed") as failure:
+        generate_and_publish("a broken image", request_id=42, app_name="broken")
+    assert "broken-build-step" in str(failure.value)  # the build log tail
+    row = record(42)
+    assert (row.status, row.deployable, row.verified) == (RequestStatus.FAILED, True, "failed")
+    assert commits(appgen_home, "broken") == []
