@@ -165,6 +165,8 @@ def _manifests(node: NodeBuild, chown: bool) -> list[str]:
     names = [_in(node.folder, "package.json")]
     if node.lockfile:
         names.append(_in(node.folder, node.lockfile))
+    if node.manager == "yarn-berry":  # its settings (nodeLinker …), when there are any
+        names.append(_in(node.folder, ".yarnrc.ym[l]"))
     owner = f"--chown={USER} " if chown else ""
     return [f"COPY {owner}{_json([*names, './'])}"]
 

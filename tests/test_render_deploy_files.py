@@ -71,6 +71,14 @@ CORPUS: dict[str, tuple[str, int | None, str | None, str | None]] = {
     "sveltekit-static": ("sveltekit-static", 8080, "npm ci", "caddy"),
     "unknown": ("unknown", None, None, None),
     "vite-react": ("vite", 8080, "npm ci --no-audit", "caddy"),
+    "vue-cli": ("vue-cli", 8080, "yarn install --frozen-lockfile", "caddy"),
+    "express-yarn-berry": (
+        "express",
+        8000,
+        "yarn install --immutable",
+        '"app.js"',
+    ),
+    "wrapper-dockerfile": ("dockerfile", None, None, None),
 }
 
 
@@ -332,6 +340,17 @@ def test_a_huge_sparse_manifest_is_not_read(tmp_path):
     deploy = render_into(app, "x", "iad")
     assert time.monotonic() - started < 5
     assert any("over the" in note and "package.json" in note for note in deploy.notes)
+
+
+def test_deeply_nested_manifests_are_noted_not_fatal(tmp_path):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "package.json").write_text("[" * 200_000 + "]" * 200_000)
+    (app / "pyproject.toml").write_text("a = " + "[" * 200_000 + "]" * 200_000 + "\n")
+    (app / "index.html").write_text("<p>hi</p>")
+    deploy = render_into(app, "x", "iad")
+    assert deploy.framework == "static"
+    assert any("package.json: not valid JSON" in note for note in deploy.notes)
 
 
 def test_fifos_and_devices_are_not_opened(tmp_path):

@@ -46,6 +46,8 @@ def scan_dockerfile(files: AppFiles, folder: str, fallback: LaunchPlan | None) -
     name = files.find(folder, "Dockerfile")
     if name is None or not files.is_file(name):
         return None
+    if folder:  # the app sits in a wrapper folder; Fly builds from the repository root
+        return _from_root(files, folder, name, "dockerfile")
     text = files.read_text(name) or ""
     port = dockerfile_port(text) or (fallback.port if fallback else None)
     if port is None:
@@ -80,11 +82,16 @@ def scan_service_dockerfile(files: AppFiles, folder: str) -> LaunchPlan | None:
                 found.append(name)
     if len(found) != 1:
         return None
-    name = found[0]
+    return _from_root(files, folder, found[0], "service-dockerfile")
+
+
+def _from_root(files: AppFiles, folder: str, name: str, stack: str) -> LaunchPlan:
+    """A Dockerfile below the root, built with the root as its context: deployable when
+    everything it copies is found from there."""
     text = files.read_text(name) or ""
     port = dockerfile_port(text)
     sources = copy_sources(text)
-    missing = [s for s in sources if s not in (".", "./") and not _exists(files, folder, s)]
+    missing = [s for s in sources if s not in (".", "./") and not _exists(files, s)]
     context_bound = "." in sources or "./" in sources or missing
     if port is None or context_bound:
         why = (
@@ -95,7 +102,7 @@ def scan_service_dockerfile(files: AppFiles, folder: str) -> LaunchPlan | None:
             else f"{name} does not say which port it listens on (add EXPOSE)"
         )
         return LaunchPlan(
-            stack="service-dockerfile",
+            stack=stack,
             deployable=False,
             reason=why,
             runtime="docker",
@@ -104,7 +111,7 @@ def scan_service_dockerfile(files: AppFiles, folder: str) -> LaunchPlan | None:
             dockerfile=name,
         )
     return LaunchPlan(
-        stack="service-dockerfile",
+        stack=stack,
         deployable=True,
         reason=f"the app's own {name} (port {port}), built from the repository root",
         runtime="docker",
@@ -114,8 +121,9 @@ def scan_service_dockerfile(files: AppFiles, folder: str) -> LaunchPlan | None:
     )
 
 
-def _exists(files: AppFiles, folder: str, source: str) -> bool:
-    clean = files.relative(source.rstrip("/"), base=folder)
+def _exists(files: AppFiles, source: str) -> bool:
+    """``source`` of a COPY exists in the build context, the repository root."""
+    clean = files.relative(source.rstrip("/"))
     return clean is not None and (files.is_file(clean) or files.is_dir(clean) or "*" in source)
 
 

@@ -166,7 +166,7 @@ class AppFiles:
             return None
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested thousands deep
             self.note(f"{relative}: not valid JSON, ignored")
             return None
         if not isinstance(data, dict):
@@ -180,7 +180,7 @@ class AppFiles:
             return None
         try:
             return tomllib.loads(text)
-        except (tomllib.TOMLDecodeError, ValueError):
+        except (tomllib.TOMLDecodeError, ValueError, RecursionError):
             self.note(f"{relative}: not valid TOML, ignored")
             return None
 
