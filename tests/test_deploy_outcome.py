@@ -140,3 +140,51 @@ def test_a_failed_deploy_check_is_recorded_and_nothing_is_pushed(
     row = record(42)
     assert (row.status, row.deployable, row.verified) == (RequestStatus.FAILED, True, "failed")
     assert commits(appgen_home, "broken") == []
+
+
+def test_the_summary_says_why_not_deployable_and_what_the_check_found(tmp_path):
+    from datetime import UTC, datetime
+
+    from core.models import (
+        ArtifactRef,
+        DeployCheck,
+        DeployFiles,
+        GeneratorRun,
+        PublishedRepo,
+        PublishRequest,
+        StagedTree,
+    )
+    from tasks.publish_summary import summary_markdown
+
+    request = PublishRequest(
+        request_id=3, prompt="x", app_name="x", registered_at=datetime.now(UTC)
+    )
+    generation = GeneratorRun(
+        request_id=3, artifact=ArtifactRef(kind="volume", location="/w"), duration_seconds=1
+    )
+    staged = StagedTree(path=tmp_path, kept_files=1, kept_links=0, kept_bytes=1, excluded=[])
+    published = PublishedRepo(name="x", url="file:///x.git", commit_sha="a" * 40, new_commit=True)
+    hostile = "the start file [click](http://evil.example) does not exist"
+    deploy = DeployFiles(
+        framework="node",
+        internal_port=None,
+        written=["fly.toml"],
+        kept_from_generator=[],
+        deployable=False,
+        deploy_reason=hostile,
+        notes=["package.json: dependencies is a list, not an object: ignored"],
+    )
+    text = summary_markdown(request, generation, staged, deploy, published, [])
+    assert "**Not deployable**" in text and f"`{hostile}`" in text  # a code span, not a link
+    assert "dependencies is a list" in text
+    served = DeployFiles(
+        framework="express",
+        internal_port=3000,
+        written=["Dockerfile"],
+        kept_from_generator=[],
+        deploy_reason="express server server.js on port 3000",
+    )
+    check = DeployCheck(mode="smoke", verified="served", seconds=12.5, detail="HTTP 200 on 3000")
+    text = summary_markdown(request, generation, staged, served, published, [], deploy_check=check)
+    assert "**Deployable**: express app on port 3000" in text
+    assert "`APPGEN_VERIFY=smoke`): **served** in 12.5s" in text
