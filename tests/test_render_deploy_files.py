@@ -64,6 +64,13 @@ CORPUS: dict[str, tuple[str, int | None, str | None, str | None]] = {
     "procfile": ("procfile/flask", 8080, "-r requirements.txt", "exec gunicorn app:app"),
     "python-stdlib": ("python-http", 8000, None, '"server.py"'),
     "remix": ("remix", 3000, "npm ci", '"npm", "start"'),
+    "react-router": ("react-router", 3000, "npm ci", '"npm", "start"'),
+    "fastapi-src-factory": (
+        "fastapi",
+        8080,
+        "-r requirements.txt",
+        '"--factory", "--app-dir", "src"',
+    ),
     "static": ("static", 8080, None, "caddy"),
     "static-public": ("static", 8080, None, "caddy"),
     "sveltekit-auto": ("sveltekit-auto", None, None, None),

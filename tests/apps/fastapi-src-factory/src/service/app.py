@@ -1,0 +1,6 @@
+from fastapi import FastAPI
+
+
+def create_app() -> FastAPI:
+    api = FastAPI()
+    return api
