@@ -62,6 +62,8 @@ CORPUS: dict[str, tuple[str, int | None, str | None, str | None]] = {
     "node-http": ("node", 3000, None, '"index.js"'),
     "nuxt": ("nuxt", 3000, "npm ci", '".output/server/index.mjs"'),
     "procfile": ("procfile/flask", 8080, "-r requirements.txt", "exec gunicorn app:app"),
+    "procfile-node": ("procfile/node", 8080, "npm ci --omit=dev", "exec node web.js --port $PORT"),
+    "procfile-python-pinned": ("procfile/python", 8080, "-r requirements.txt\n", "exec gunicorn"),
     "python-stdlib": ("python-http", 8000, None, '"server.py"'),
     "remix": ("remix", 3000, "npm ci", '"npm", "start"'),
     "react-router": ("react-router", 3000, "npm ci", '"npm", "start"'),

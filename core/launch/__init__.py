@@ -18,9 +18,9 @@ from core.launch.docker import procfile_web, scan_dockerfile, scan_service_docke
 from core.launch.files import AppFiles
 from core.launch.go import scan_go
 from core.launch.layout import app_folder, scan_client_server, scan_workspaces
-from core.launch.node import scan_node
+from core.launch.node import NodeProject, scan_node
 from core.launch.plan import LaunchPlan, NodeBuild, not_deployable
-from core.launch.python import GUNICORN, UVICORN, scan_python
+from core.launch.python import GUNICORN, UVICORN, read_project, scan_python
 from core.launch.static import scan_static
 
 __all__ = ["LaunchPlan", "NodeBuild", "scan"]
@@ -57,22 +57,66 @@ def _scan(files: AppFiles, folder: str) -> LaunchPlan:
 def _family(files: AppFiles, folder: str) -> LaunchPlan | None:
     plan = scan_node(files, folder) or scan_python(files, folder) or scan_go(files, folder)
     web = procfile_web(files, folder)
-    if web is not None and plan is not None and plan.runtime in ("node", "python"):
-        extra = plan.python_extra
-        for server, pinned in (("gunicorn", GUNICORN), ("uvicorn", UVICORN)):
-            if web.split()[0] == server and plan.runtime == "python" and pinned not in extra:
-                extra = (*extra, pinned) if server not in plan.start else extra
-        port = plan.port or 8080
-        return plan.model_copy(
-            update={
-                "stack": f"procfile/{plan.stack}",
-                "deployable": True,
-                "reason": f"Procfile web: {web}",
-                "start": (),
-                "shell_start": web,
-                "port": port,
-                "python_extra": extra,
-                "env": {**plan.env, "PORT": str(port)},
-            }
-        )
+    if web is not None and (plan is None or plan.runtime in ("node", "python")):
+        procfile = _with_procfile(files, folder, plan, web)
+        if procfile is not None:
+            return procfile
     return plan or scan_static(files, folder)
+
+
+def _with_procfile(
+    files: AppFiles, folder: str, plan: LaunchPlan | None, web: str
+) -> LaunchPlan | None:
+    """The plan (or just the app's runtime and installs) with the Procfile's web
+    command as its start command."""
+    if plan is None or (plan.node is None and plan.python_install is None):
+        plan = _runtime_base(files, folder)
+        if plan is None:
+            return None
+    extra = plan.python_extra
+    if plan.runtime == "python":
+        project = read_project(files, folder)
+        server = web.split()[0]
+        pinned = {"gunicorn": GUNICORN, "uvicorn": UVICORN}.get(server)
+        if pinned and project is not None and not project.has(server) and pinned not in extra:
+            extra = (*extra, pinned)
+    port = plan.port or 8080
+    return plan.model_copy(
+        update={
+            "stack": f"procfile/{plan.stack}",
+            "deployable": True,
+            "reason": f"Procfile web: {web}",
+            "start": (),
+            "shell_start": web,
+            "port": port,
+            "python_extra": extra,
+            "env": {**plan.env, "PORT": str(port)},
+        }
+    )
+
+
+def _runtime_base(files: AppFiles, folder: str) -> LaunchPlan | None:
+    """Only the runtime and the installs of a Node or Python project."""
+    node = NodeProject(files, folder)
+    if node.exists:
+        return LaunchPlan(
+            stack="node",
+            deployable=False,
+            reason="",
+            runtime="node",
+            version=node.version,
+            folder=folder,
+            node=node.build(),
+        )
+    python = read_project(files, folder)
+    if python is not None:
+        return LaunchPlan(
+            stack="python",
+            deployable=False,
+            reason="",
+            runtime="python",
+            version=python.version,
+            folder=folder,
+            python_install=python.install,
+        )
+    return None
