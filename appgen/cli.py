@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from core.errors import AppgenError, DatabaseError, InvalidRequest, describe
+from core.errors import AppgenError, DatabaseError, InvalidRequest, SecretsFound, describe
 from core.models import RequestRecord, RequestStatus, check_app_name, check_prompt
 from core.processes import make_non_dumpable
 from core.settings import Settings
@@ -42,6 +42,7 @@ _RESULT_FIELDS = (
     "repo_url",
     "commit_sha",
     "error",
+    "secret_findings",
     "deployable",
     "deploy_reason",
     "verified",
@@ -219,12 +220,16 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
             )
         if outcome.verified is not None:
             _say(f"deploy check: {outcome.verified}", style="dim")
+        for finding in outcome.secret_findings:
+            _say(f"{finding}, published anyway (APPGEN_SECRET_SCAN=warn)", "secret: ", "yellow")
         code = EXIT_OK
     else:
         error = state.result(raise_on_failure=False)
         message = describe(error) if isinstance(error, BaseException) else str(state.message)
         result = _record_json(record) if record else {"status": RequestStatus.FAILED.value}
         result["error"] = message
+        findings = error.findings if isinstance(error, SecretsFound) else []
+        result["secret_findings"] = [finding.model_dump() for finding in findings]
         where = f"request {record.request_id}" if record else "the request"
         _say(message, f"{where} failed: ", "red")
         _say(f"full log: prefect flow-run logs {flow_run_id}", style="dim")

@@ -1,11 +1,13 @@
 """generate_and_publish: a prompt in, a published repository and a database row out.
 
-    register → claim → run_generator → fetch_artifact → filtered_stage
+    register → claim → run_generator → fetch_artifact → filtered_stage → scan_secrets
              → create_repository → render_deploy_files → verify_deploy → git_push → summary → finish
 
 run_generator is cached on its inputs, so running the same request again after a
-failed publish redoes only the cheap steps. The row's terminal state is written by
-the flow's state hooks (failed, crashed, cancelled), so it lands however the run ends.
+failed publish redoes only the cheap steps. The secret scan runs before the repository
+is created, so a blocked publish leaves nothing on the Git host. The row's terminal
+state is written by the flow's state hooks (failed, crashed, cancelled), so it lands
+however the run ends.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from tasks.git_push import git_push
 from tasks.publish_summary import publish_summary
 from tasks.render_deploy_files import render_deploy_files
 from tasks.run_generator import run_generator
+from tasks.scan_secrets import scan_secrets
 from tasks.update_db import (
     finish_request,
     record_cancelled,
@@ -104,6 +107,7 @@ def generate_and_publish(
             temp.callback(_remove, source.path)
         staged = filtered_stage(source.path, settings.max_file_bytes, settings.staging_dir)
         temp.callback(_remove, staged.path)
+        scan = scan_secrets(staged, settings.secret_scan, spec.agent_env)
         host = defaults.git_host(settings)
         repository = create_repository(request, host)
         update_db(
@@ -133,7 +137,9 @@ def generate_and_publish(
         enforce(deploy, check, require_deployable=settings.require_deployable)  # before the push
         author = CommitAuthor(name=settings.git_author_name, email=settings.git_author_email)
         published = git_push(staged, request, repository, host, author)
-        publish_summary(request, generation, staged, deploy, published, deploy_check=check)
+        publish_summary(
+            request, generation, staged, deploy, published, scan=scan, deploy_check=check
+        )
         finish_request(
             database,
             holder,
@@ -154,6 +160,7 @@ def generate_and_publish(
         app_name=repository.name,
         repo_url=published.url,
         commit_sha=published.commit_sha,
+        secret_findings=scan.findings,
     )
 
 

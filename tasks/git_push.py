@@ -15,6 +15,7 @@ database URL, the Git host token, AWS keys, the agent's API key, and a stray
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -22,8 +23,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.git_hosts import GitHost
-from core.errors import PublishError
+from core.errors import PublishError, PushProtectionRejected
 from core.models import CommitAuthor, PublishedRepo, PublishRequest, RemoteRepository, StagedTree
+from core.paths import display_path
 from core.redaction import redact
 
 _BASE_CONFIG = {
@@ -116,6 +118,32 @@ def commit_and_push(
     )
 
 
+# GitHub's push protection: "remote: error: GH013: Repository rule violations found
+# for refs/heads/main.", then per secret type a "—— Type ———" heading and its
+# locations ("path: config.js:3").
+_GH013 = re.compile(r"^remote:\s*error: GH013\b", re.MULTILINE)
+_GH013_TYPE = re.compile(r"^remote:\s*\u2014\u2014 (.+?) \u2014", re.MULTILINE)
+_GH013_PATH = re.compile(r"^remote:\s*path: (.+?)\s*$", re.MULTILINE)
+
+
+def push_protection_rejection(url: str, stderr: str) -> PushProtectionRejected | None:
+    """The error for a push GitHub's push protection refused (GH013), naming the
+    secret types and the paths it reported; None for any other failure."""
+    if not _GH013.search(stderr):
+        return None
+    kinds = list(dict.fromkeys(_GH013_TYPE.findall(stderr)))
+    paths = list(dict.fromkeys(display_path(p) for p in _GH013_PATH.findall(stderr)))
+    found = f" ({', '.join(kinds)})" if kinds else ""
+    where = f" at {', '.join(paths)}" if paths else ""
+    return PushProtectionRejected(
+        f"GitHub push protection (GH013) rejected the push to {url}: it found "
+        f"secrets{found}{where}. Nothing was pushed. Remove them from the generated app "
+        "and publish again (with APPGEN_SECRET_SCAN=block, appgen's own scan stops such "
+        "keys before anything is created).",
+        paths,
+    )
+
+
 class _Git:
     """Runs git in one directory with exactly the given environment, turning a
     failure into a PublishError without echoing the environment (where credentials
@@ -152,6 +180,10 @@ class _Git:
         if completed.returncode in succeeded:
             return completed
         detail = completed.stderr.strip()
+        if args[0] == "push" and (
+            rejected := push_protection_rejection(self._remote.url, completed.stderr)
+        ):
+            raise rejected
         hint = (
             " appgen never force-pushes: if main moved on since it was fetched, run the "
             "publish again to land on top of it."

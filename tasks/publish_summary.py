@@ -23,6 +23,7 @@ from core.models import (
     GeneratorRun,
     PublishedRepo,
     PublishRequest,
+    SecretScan,
     StagedTree,
 )
 from core.paths import display_path
@@ -35,6 +36,7 @@ STEPS = (
     "run_generator",
     "fetch_artifact",
     "filtered_stage",
+    "scan_secrets",
     "create_repository",
     "render_deploy_files",
     "verify_deploy",
@@ -85,6 +87,7 @@ def summary_markdown(
     deploy: DeployFiles,
     published: PublishedRepo,
     task_runs: list[TaskRun],
+    scan: SecretScan | None = None,
     deploy_check: DeployCheck | None = None,
 ) -> str:
     commit = "a new commit" if published.new_commit else "no new commit (unchanged tree)"
@@ -116,6 +119,7 @@ def summary_markdown(
         lines += [
             f"- {_code(item.path, in_table=False)}: {display_path(item.detail)}" for item in skipped
         ]
+    lines += _secret_scan_lines(scan)
     lines += [
         "",
         "### Deploy files",
@@ -134,6 +138,26 @@ def summary_markdown(
             state += f" (generation took {generation.duration_seconds:.1f}s)"
         lines.append(f"| {run.name} | {state} | {seconds:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def _secret_scan_lines(scan: SecretScan | None) -> list[str]:
+    """The secret scan's section: what it found (path, line, rule; never the secret)."""
+    if scan is None:
+        return []
+    lines = ["", "### Secret scan", ""]
+    if scan.mode == "off":
+        return [*lines, "Skipped (`APPGEN_SECRET_SCAN=off`)."]
+    if not scan.findings:
+        return [*lines, f"No secrets found in {scan.scanned_files} files."]
+    lines += [
+        f"**{len(scan.findings)} found and published anyway** (`APPGEN_SECRET_SCAN=warn`): "
+        "rotate them, then remove them from the repository.",
+        "",
+        "| path | line | rule |",
+        "|---|---:|---|",
+    ]
+    lines += [f"| {_code(f.path)} | {f.line} | {_cell(f.rule)} |" for f in scan.findings]
+    return lines
 
 
 def _deploy_lines(deploy: DeployFiles, check: DeployCheck | None) -> list[str]:
@@ -173,13 +197,14 @@ def publish_summary(
     staged: StagedTree,
     deploy: DeployFiles,
     published: PublishedRepo,
+    scan: SecretScan | None = None,
     deploy_check: DeployCheck | None = None,
 ) -> None:
     task_runs = _finished_task_runs(flow_run.id, expected=len(STEPS))
     key = f"appgen-request-{request.request_id}"
     create_markdown_artifact(
         summary_markdown(
-            request, generation, staged, deploy, published, task_runs, deploy_check=deploy_check
+            request, generation, staged, deploy, published, task_runs, scan, deploy_check
         ),
         key=key,
         description=f"What request {request.request_id} published",

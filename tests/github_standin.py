@@ -43,6 +43,9 @@ class GitHubState:
     # (method, "reset" | "retry-after"): the next such request is rate limited
     rate_limit_next: list[tuple[str, str]] = field(default_factory=list)
     fail_next_push: bool = False
+    # GitHub push protection: secret type -> regex; a push whose new tree matches one
+    # is rejected with GitHub's GH013 "repository rule violations" message.
+    push_protection: dict[str, str] = field(default_factory=dict)
     # When set, a push is held after it has landed, before its answer goes back:
     # push_landed is set, and the answer waits for release_push (a kill lands here).
     hold_pushes: bool = False
@@ -276,6 +279,12 @@ def build_app(state: GitHubState) -> Starlette:
         }
         if "content-encoding" in request.headers:
             env["HTTP_CONTENT_ENCODING"] = request.headers["content-encoding"]
+        if state.push_protection and "receive-pack" in service:
+            env |= {
+                "GIT_CONFIG_COUNT": "1",
+                "GIT_CONFIG_KEY_0": "core.hooksPath",
+                "GIT_CONFIG_VALUE_0": str(_push_protection_hooks(state)),
+            }
         completed = subprocess.run(
             ["git", "http-backend"], input=body, env=env, capture_output=True
         )
@@ -306,6 +315,66 @@ def build_app(state: GitHubState) -> Starlette:
             Route("/{owner}/{repo}.git/{rest:path}", git, methods=["GET", "POST"]),
         ]
     )
+
+
+# A pre-receive hook that answers as GitHub's push protection does: the secret types
+# found, each with the commit and path:line of its locations, and exit 1 (git then
+# reports "[remote rejected] ... (pre-receive hook declined)").
+_PUSH_PROTECTION_HOOK = """#!{python}
+import json, re, subprocess, sys
+
+RULES = json.loads({rules!r})
+found = {{}}
+for update in sys.stdin.read().splitlines():
+    old, new, ref = update.split()
+    if set(new) == {{"0"}}:
+        continue
+    for name, pattern in RULES.items():
+        grep = subprocess.run(
+            ["git", "grep", "-n", "-I", "-P", "-e", pattern, new],
+            capture_output=True, text=True,
+        )
+        for hit in grep.stdout.splitlines():
+            _, path, line = hit.split(":", 3)[:3]
+            found.setdefault(name, []).append((new, path + ":" + line))
+if not found:
+    sys.exit(0)
+out = sys.stderr
+print("error: GH013: Repository rule violations found for " + ref + ".", file=out)
+print("", file=out)
+print("- GITHUB PUSH PROTECTION", file=out)
+print("  " + "\u2014" * 41, file=out)
+print("    Resolve the following violations before pushing again", file=out)
+print("", file=out)
+print("    - Push cannot contain secrets", file=out)
+print("", file=out)
+for name, locations in found.items():
+    print("      \u2014\u2014 " + name + " " + "\u2014" * 20, file=out)
+    print("       locations:", file=out)
+    for commit, where in locations:
+        print("         - commit: " + commit, file=out)
+        print("           path: " + where, file=out)
+    print("", file=out)
+    print("       (?) To push, remove secret from commit(s) or follow this URL to allow "
+          "the secret.", file=out)
+    print("       https://github.com/unblock-secret/standin", file=out)
+sys.exit(1)
+"""
+
+
+def _push_protection_hooks(state: GitHubState) -> Path:
+    """The hooks directory that makes receive-pack apply ``state.push_protection``."""
+    import json
+    import sys
+
+    hooks = state.root.parent / f"{state.root.name}-push-protection"
+    hooks.mkdir(parents=True, exist_ok=True)
+    hook = hooks / "pre-receive"
+    hook.write_text(
+        _PUSH_PROTECTION_HOOK.format(python=sys.executable, rules=json.dumps(state.push_protection))
+    )
+    hook.chmod(0o755)
+    return hooks
 
 
 class GitHubStandIn:
