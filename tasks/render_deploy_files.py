@@ -55,6 +55,11 @@ DOCKERIGNORE = (
     ".dockerignore",
 )
 _MARKDOWN = (".md", ".markdown")
+# App-derived names that appear outside JSON strings in a Dockerfile (WORKDIR, COPY,
+# RUN go build) must be plain: a folder called "x\nRUN curl … | sh" must not become a
+# Dockerfile instruction.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9._@+/-]*")
+_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]*")
 
 
 def fly_app_name(name: str) -> str:
@@ -509,9 +514,32 @@ def _readme(writer: _Writer, app_name: str, section: str) -> None:
     writer.add("README.md", f"# {app_name}\n" + section)
 
 
+def unsafe_name(plan: LaunchPlan) -> str | None:
+    """The first app-derived name the Dockerfile cannot carry safely, or None."""
+    plain = [plan.folder, plan.static_dir or "", plan.go_package, plan.dockerfile or ""]
+    plain += [build.folder for build in (plan.node, plan.client) if build is not None]
+    plain += [build.output or "" for build in (plan.node, plan.client) if build is not None]
+    plain += [path for pair in plan.runtime_copy for path in pair]
+    for name in plain:
+        if not _PLAIN_PATH.fullmatch(name):
+            return name
+    for name in (*plan.static_entries, *plan.start):
+        if not _PRINTABLE.fullmatch(name):
+            return name
+    return None
+
+
 def render_into(app: Path, app_name: str, region: str) -> DeployFiles:
     """Scan the staged app and add its deploy files in place."""
     plan = scan(app)
+    if plan.deployable and (name := unsafe_name(plan)) is not None:
+        plan = plan.model_copy(
+            update={
+                "deployable": False,
+                "reason": f"the name {name!r} has characters appgen does not write into "
+                "a Dockerfile: rename it to letters, digits, '.', '_' and '-'",
+            }
+        )
     writer = _Writer(app)
     if plan.dockerfile is not None:
         writer.kept.append(plan.dockerfile)

@@ -362,6 +362,32 @@ def test_deeply_nested_manifests_are_noted_not_fatal(tmp_path):
     assert any("package.json: not valid JSON" in note for note in deploy.notes)
 
 
+@pytest.mark.parametrize("folder", ["x\nRUN touch pwned", "a b", "$(reboot)", "x;rm -rf /"])
+def test_names_that_could_inject_dockerfile_lines_make_the_app_not_deployable(folder, tmp_path):
+    app = tmp_path / "app"
+    (app / folder).mkdir(parents=True)
+    (app / folder / "index.html").write_text("<p>hi</p>")
+    (app / "README.md").write_text("# x\n")
+    deploy = render_into(app, "x", "iad")
+    assert deploy.deployable is False and "characters" in deploy.deploy_reason
+    assert not (app / "Dockerfile").exists()
+    go = tmp_path / "go"
+    (go / "cmd" / folder).mkdir(parents=True)
+    (go / "go.mod").write_text("module x\n\ngo 1.22\n")
+    (go / "cmd" / folder / "main.go").write_text('package main\n\nvar addr = ":8080"\n')
+    assert render_into(go, "x", "iad").deployable is False
+
+
+def test_ports_outside_the_tcp_range_are_not_believed(tmp_path):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "package.json").write_text("{}")
+    (app / "server.js").write_text("require('http').createServer().listen(99999);\n")
+    (app / "Dockerfile").write_text("FROM scratch\nEXPOSE 70000\n")
+    deploy = render_into(app, "x", "iad")
+    assert deploy.deployable is False and "EXPOSE" in deploy.deploy_reason
+
+
 def test_fifos_and_devices_are_not_opened(tmp_path):
     app = tmp_path / "app"
     app.mkdir()

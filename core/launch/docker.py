@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 import re
 
-from core.launch.files import AppFiles
+from core.launch.files import AppFiles, port_number
 from core.launch.plan import LaunchPlan
 
 _EXPOSE = re.compile(r"^\s*EXPOSE\s+(\d{2,5})", re.MULTILINE | re.IGNORECASE)
@@ -24,8 +24,8 @@ def dockerfile_port(text: str) -> int | None:
     """The port a Dockerfile says its app listens on: EXPOSE, then the command, then ENV PORT."""
     for pattern in (_EXPOSE, _COMMAND_PORT, _ENV_PORT):
         match = pattern.search(text)
-        if match:
-            return int(match.group(1))
+        if match and (port := port_number(match.group(1))) is not None:
+            return port
     return None
 
 

@@ -185,6 +185,14 @@ class AppFiles:
             return None
 
 
+def port_number(text: str | None) -> int | None:
+    """A TCP port an app could listen on (1-65535), or None."""
+    if text is None or not text.isdigit():
+        return None
+    number = int(text)
+    return number if 0 < number < 65536 else None
+
+
 # ------------------------------------------------------------------- typed fields
 def field_str(data: dict[str, Any] | None, key: str, notes: AppFiles, where: str) -> str | None:
     """``data[key]`` if it is a string; anything else is ignored with a note."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 import re
 
-from core.launch.files import AppFiles
+from core.launch.files import AppFiles, port_number
 from core.launch.plan import LaunchPlan, not_deployable
 from core.launch.versions import go_version
 
@@ -41,7 +41,7 @@ def scan_go(files: AppFiles, folder: str = "") -> LaunchPlan | None:
         text = files.read_text(source) or ""
         reads_env = reads_env or bool(_READS_PORT.search(text))
         if port is None and (match := _LISTEN.search(text)):
-            port = int(match.group(1))
+            port = port_number(match.group(1))
     if port is None and not reads_env:
         return not_deployable(
             "go",

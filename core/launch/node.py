@@ -8,7 +8,7 @@ import re
 import shlex
 from typing import Any
 
-from core.launch.files import AppFiles, field_dict, field_str, string_keys
+from core.launch.files import AppFiles, field_dict, field_str, port_number, string_keys
 from core.launch.plan import LaunchPlan, NodeBuild, PackageManager, not_deployable
 from core.launch.versions import node_major
 
@@ -148,12 +148,13 @@ class NodeProject:
             reads_env = reads_env or bool(_READS_PORT.search(source))
             for pattern in (_PORT_ENV_DEFAULT, _LISTEN_LITERAL, _PORT_CONSTANT):
                 match = pattern.search(source)
-                if match:
-                    return int(match.group(1)), reads_env
+                if match and (port := port_number(match.group(1))) is not None:
+                    return port, reads_env
         for name in (".env.example", ".env.sample", "../.env.example"):
             text = self.files.read_text(self.path(name))
-            if text and (match := _ENV_FILE_PORT.search(text)):
-                return int(match.group(1)), True
+            match = _ENV_FILE_PORT.search(text or "")
+            if match and (port := port_number(match.group(1))) is not None:
+                return port, True
         config = self.files.json(self.path("config/default.json"))
         port = config.get("port") if config else None
         if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:

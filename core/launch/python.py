@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from core.launch.files import AppFiles, field_dict, field_str, field_str_list
+from core.launch.files import AppFiles, field_dict, field_str, field_str_list, port_number
 from core.launch.plan import LaunchPlan, not_deployable
 from core.launch.versions import python_minor
 
@@ -252,10 +252,10 @@ def _stdlib(project: PythonProject) -> LaunchPlan | None:
         env_port = _PORT_ENV.search(source)
         literal = _PORT_LITERAL.search(source)
         if env_port:
-            port = int(env_port.group(1) or env_port.group(2) or PORT)
+            port = port_number(env_port.group(1) or env_port.group(2)) or PORT
             env = {"PORT": str(port)}
-        elif literal:
-            port, env = int(literal.group(1)), {}
+        elif literal and (found := port_number(literal.group(1))) is not None:
+            port, env = found, {}
         else:
             continue
         return _plan(
