@@ -43,6 +43,8 @@ _RESULT_FIELDS = (
     "commit_sha",
     "error",
     "secret_findings",
+    "branch",
+    "pull_request_url",
     "deployable",
     "deploy_reason",
     "verified",
@@ -220,6 +222,10 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
             )
         if outcome.verified is not None:
             _say(f"deploy check: {outcome.verified}", style="dim")
+        if outcome.pull_request_url:
+            _say(f"{outcome.pull_request_url} (branch {outcome.branch})", "pull request: ")
+        elif outcome.branch:
+            _say(f"pushed to the branch {outcome.branch}, not main", "for review: ")
         for finding in outcome.secret_findings:
             _say(f"{finding}, published anyway (APPGEN_SECRET_SCAN=warn)", "secret: ", "yellow")
         code = EXIT_OK

@@ -54,6 +54,9 @@ class RequestRow(Base):
     deployable: Mapped[bool | None] = mapped_column(sa.Boolean)
     deploy_reason: Mapped[str | None] = mapped_column(sa.Text)
     verified: Mapped[str | None] = mapped_column(sa.String(16))
+    # Where the last publish went when not main: its branch and pull request.
+    branch: Mapped[str | None] = mapped_column(sa.String(255))
+    pull_request_url: Mapped[str | None] = mapped_column(sa.Text)
     # The flow run that holds the right to work on this request, its process
     # (host:pid:start) and its last heartbeat.
     claimed_by: Mapped[str | None] = mapped_column(sa.String(64))

@@ -14,7 +14,7 @@ from prefect.blocks.core import Block
 from pydantic import Field
 
 from core.errors import PublishError
-from core.models import RemoteRepository
+from core.models import PullRequest, RemoteRepository
 
 MAX_NAME_ATTEMPTS = 50
 _MARKER_KEY = "appgen.requestid"
@@ -52,6 +52,13 @@ class GitHost(Block, abc.ABC):
         """Git configuration for talking to this host, passed to git through the
         environment: credentials go here, never into a URL or onto disk."""
         return {}
+
+    def open_pull_request(
+        self, repository: RemoteRepository, branch: str, *, title: str, body: str
+    ) -> PullRequest | None:
+        """Open (or update, or reopen) the pull request of ``branch`` against main;
+        None on a host without pull requests, where the pushed branch is the record."""
+        return None
 
 
 class LocalGitHost(GitHost):

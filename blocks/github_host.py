@@ -33,7 +33,7 @@ from pydantic import Field, PrivateAttr, SecretStr, model_validator
 
 from blocks.git_hosts import MAX_NAME_ATTEMPTS, GitHost, candidate_names
 from core.errors import PublishError
-from core.models import RemoteRepository
+from core.models import PullRequest, RemoteRepository
 from core.redaction import redact, register_secret
 
 _API_VERSION = "2022-11-28"
@@ -165,7 +165,55 @@ class GitHubHost(GitHost):
             f"http.{self.git_url.rstrip('/')}/.extraheader": f"AUTHORIZATION: basic {credential}"
         }
 
+    def open_pull_request(
+        self, repository: RemoteRepository, branch: str, *, title: str, body: str
+    ) -> PullRequest:
+        """The branch's one pull request against main: an open one is kept (the push
+        updated it), a closed one is reopened, and a new one is opened when there is
+        none or the last was merged (or cannot be reopened). A create that answers
+        422 because one exists already (a lost response, a lagging list) finds it."""
+        pulls = f"/repos/{self.owner}/{repository.name}/pulls"
+        what = f"open a pull request from {branch} in {self.owner}/{repository.name}"
+        with self._api() as api:
+            earlier = self._pull_requests(api, pulls, branch, "all", what)
+            if pull := next((p for p in earlier if p["state"] == "open"), None):
+                return _pull_request(pull, "updated")
+            closed = next((p for p in earlier if not p.get("merged_at")), None)
+            if closed is not None:
+                reopened = api.send(
+                    "PATCH", f"{pulls}/{closed['number']}", what=what, json={"state": "open"}
+                )
+                if reopened.is_success:
+                    return _pull_request(reopened.json(), "reopened")
+                _log().warning(
+                    "could not reopen pull request #%d (%d %s); opening a new one",
+                    closed["number"],
+                    reopened.status_code,
+                    _error_message(reopened),
+                )
+            request = {"title": title, "head": branch, "base": "main", "body": body}
+            created = api.send("POST", pulls, what=what, json=request)
+            if created.status_code == 422:
+                # "A pull request already exists for owner:branch": find it again.
+                found = self._pull_requests(api, pulls, branch, "open", what, looks=3)
+                if found:
+                    return _pull_request(found[0], "updated")
+            return _pull_request(api.check(created, what), "opened")
+
     # -- internals -------------------------------------------------------------------
+
+    def _pull_requests(
+        self, api: _GitHubAPI, pulls: str, branch: str, state: str, what: str, looks: int = 1
+    ) -> list[dict[str, Any]]:
+        """The pull requests from ``branch`` into main, newest first; ``looks`` tries
+        while the list is empty (GitHub's lists lag behind its writes)."""
+        query = {"head": f"{self.owner}:{branch}", "base": "main", "state": state}
+        for look in range(1, looks + 1):
+            found = api.call("GET", pulls, what=what, params=query | {"per_page": 100})
+            if found or look == looks:
+                return found
+            time.sleep(api.retry_delay(look))
+        return []
 
     def _create(
         self, api: _GitHubAPI, name: str, marker: str, owner_type: str
@@ -339,6 +387,9 @@ class _GitHubAPI:
     def call(self, method: str, path: str, *, what: str, **kwargs: Any) -> dict[str, Any]:
         return self.check(self.send(method, path, what=what, **kwargs), what)
 
+    def retry_delay(self, retry: int) -> float:
+        return self._retry.delay(retry)
+
     def repository(self, owner: str, name: str, *, looks: int = 1) -> dict[str, Any] | None:
         """The repository, or None if it still reads as 404 after ``looks`` tries."""
         what = f"look up {owner}/{name}"
@@ -373,6 +424,10 @@ class _GitHubAPI:
         raise PublishError(
             redact(f"GitHub refused to {what} ({response.status_code} {message}): {hint}")
         )
+
+
+def _pull_request(pull: dict[str, Any], action: str) -> PullRequest:
+    return PullRequest(number=pull["number"], url=pull["html_url"], action=action)
 
 
 def _error_message(response: httpx.Response) -> str:

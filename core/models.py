@@ -229,13 +229,33 @@ class RemoteRepository(Frozen):
     id: str | None = None
 
 
+PublishMode = Literal["main", "pull-request"]
+
+
 class PublishedRepo(Frozen):
-    """The repository a request was published to, and the commit now on ``main``."""
+    """The repository a request was published to, and the commit now on ``main`` — or
+    on ``branch``, when the commit went to the request's pull-request branch."""
 
     name: str
     url: str
     commit_sha: str
     new_commit: bool
+    branch: str | None = Field(
+        default=None, description="The branch pushed instead of main (pull-request mode)."
+    )
+    main_moved_on: bool = Field(
+        default=False,
+        description="main held commits appgen did not make, so the branch was pushed instead.",
+    )
+    pull_request_url: str | None = None
+
+
+class PullRequest(Frozen):
+    """The request's pull request on the Git host, and what publishing did to it."""
+
+    number: int
+    url: str
+    action: Literal["opened", "updated", "reopened"]
 
 
 class CommitAuthor(Frozen):
@@ -301,6 +321,8 @@ class RequestRecord(BaseModel):
     deployable: bool | None = None
     deploy_reason: str | None = None
     verified: str | None = None
+    branch: str | None = None
+    pull_request_url: str | None = None
     claimed_by: str | None = None
     created_at: datetime
     updated_at: datetime
@@ -327,6 +349,8 @@ class RequestUpdate(Frozen):
     deployable: bool | None = None
     deploy_reason: str | None = None
     verified: str | None = None
+    branch: str | None = None
+    pull_request_url: str | None = None
 
 
 class PublishOutcome(Frozen):
@@ -345,3 +369,7 @@ class PublishOutcome(Frozen):
         default_factory=list,
         description="Secrets found and published anyway (APPGEN_SECRET_SCAN=warn).",
     )
+    branch: str | None = Field(
+        default=None, description="The branch pushed instead of main (its pull request's head)."
+    )
+    pull_request_url: str | None = None

@@ -161,6 +161,12 @@ class Settings(BaseSettings):
     verify_answer_seconds: float = Field(
         default=60.0, gt=0, description="Seconds a smoke check waits for an HTTP answer."
     )
+    publish_mode: Literal["main", "pull-request"] = Field(
+        default="main",
+        description="`pull-request`: the first publish of a request creates main, every later "
+        "one pushes the branch appgen/request-N and opens or updates its pull request. In "
+        "`main` mode a main that moved on gets the same branch and pull request.",
+    )
     secret_scan: Literal["block", "warn", "off"] = Field(
         default="block",
         description="Scan the staged app for secrets before anything is created or pushed: "

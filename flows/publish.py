@@ -136,7 +136,7 @@ def generate_and_publish(
         )
         enforce(deploy, check, require_deployable=settings.require_deployable)  # before the push
         author = CommitAuthor(name=settings.git_author_name, email=settings.git_author_email)
-        published = git_push(staged, request, repository, host, author)
+        published = git_push(staged, request, repository, host, author, settings.publish_mode)
         publish_summary(
             request, generation, staged, deploy, published, scan=scan, deploy_check=check
         )
@@ -148,6 +148,8 @@ def generate_and_publish(
                 status=RequestStatus.PUBLISHED,
                 repo_url=published.url,
                 commit_sha=published.commit_sha,
+                branch=published.branch,
+                pull_request_url=published.pull_request_url,
                 error=None,
             ),
         )
@@ -161,6 +163,8 @@ def generate_and_publish(
         repo_url=published.url,
         commit_sha=published.commit_sha,
         secret_findings=scan.findings,
+        branch=published.branch,
+        pull_request_url=published.pull_request_url,
     )
 
 

@@ -24,7 +24,14 @@ from prefect.cache_policies import NO_CACHE
 
 from blocks.git_hosts import GitHost
 from core.errors import PublishError, PushProtectionRejected
-from core.models import CommitAuthor, PublishedRepo, PublishRequest, RemoteRepository, StagedTree
+from core.models import (
+    CommitAuthor,
+    PublishedRepo,
+    PublishMode,
+    PublishRequest,
+    RemoteRepository,
+    StagedTree,
+)
 from core.paths import display_path
 from core.redaction import redact
 
@@ -79,6 +86,11 @@ def git_environment(config: dict[str, str], author: CommitAuthor) -> dict[str, s
     return env
 
 
+def request_branch(request_id: int) -> str:
+    """The branch a request's pull request comes from."""
+    return f"appgen/request-{request_id}"
+
+
 def commit_and_push(
     staged: StagedTree,
     remote: RemoteRepository,
@@ -87,34 +99,84 @@ def commit_and_push(
     author: CommitAuthor,
     host_config: dict[str, str],
     expected_head: str | None = None,
+    mode: PublishMode = "main",
+    branch: str | None = None,
 ) -> PublishedRepo:
-    """Commit the staged tree as the next commit of ``remote``'s main and push it.
+    """Commit the staged tree as the next commit of ``remote``'s main and push it; or,
+    with ``mode="pull-request"`` once main exists, as the next commit of ``branch``
+    (started from main), which the caller proposes as a pull request.
 
-    ``expected_head`` is the commit appgen last pushed there: if main has moved on
-    since, someone else committed, and appgen stops rather than bury their work.
+    ``expected_head`` is the commit appgen last pushed: if main has moved on since,
+    someone else committed there, and appgen never buries their work: it pushes to
+    ``branch`` instead when one is given, else it stops. A tree main already holds
+    makes no commit in either mode.
     """
     run = _Git(staged.path, remote, git_environment(_BASE_CONFIG | host_config, author))
     run("init", "--quiet", "--initial-branch=main", "--template=")
     run("remote", "add", "origin", remote.push_url)
-    parent = run("ls-remote", "--heads", "origin", "refs/heads/main").split("\t")[0] or None
-    if parent:
+    refs = ["refs/heads/main"] + ([f"refs/heads/{branch}"] if branch else [])
+    heads = {
+        ref: sha
+        for sha, _, ref in (
+            line.partition("\t")
+            for line in run("ls-remote", "--heads", "origin", *refs).splitlines()
+        )
+    }
+    main = heads.get("refs/heads/main")
+    if main:
         run("fetch", "--quiet", "--depth=1", "origin", "refs/heads/main")
         run("update-ref", "refs/heads/main", "FETCH_HEAD")
     run("add", "--all", "--force", ".")  # the staged tree is exactly what we publish
-    if parent and not run.differs("diff", "--cached", "--quiet"):
+    if main and not run.differs("diff", "--cached", "--quiet"):
         # main already holds this tree: nothing to do. That includes appgen's own push
         # whose run was killed before it could record the commit.
-        return PublishedRepo(name=remote.name, url=remote.url, commit_sha=parent, new_commit=False)
-    if parent and expected_head and parent != expected_head:
+        return PublishedRepo(name=remote.name, url=remote.url, commit_sha=main, new_commit=False)
+    tip = heads.get(f"refs/heads/{branch}")
+    moved_on = bool(main and expected_head and main != expected_head)
+    if mode == "pull-request":  # what appgen pushed last is then the branch's head
+        moved_on = moved_on and expected_head != tip
+    if not main or (mode == "main" and not moved_on):
+        return _commit_and_push_to(run, remote, "main", message)
+    if branch is None:
         raise PublishError(
-            f"main of {remote.url} moved on: it is at {parent[:12]}, but appgen last "
+            f"main of {remote.url} moved on: it is at {main[:12]}, but appgen last "
             f"pushed {expected_head[:12]}. appgen never overwrites commits it did not "
             "make: merge or revert them on main, then publish again."
         )
+    if moved_on and not tip:
+        # The pull request shows appgen's change to what it published last, and merging
+        # it keeps their commits: start from appgen's last commit when main still has it.
+        run("fetch", "--quiet", "--unshallow", "origin", "refs/heads/main")
+        if run.succeeds("merge-base", "--is-ancestor", str(expected_head), "FETCH_HEAD"):
+            run("update-ref", "refs/heads/main", str(expected_head))
+    if tip:
+        run("fetch", "--quiet", "--depth=1", "origin", f"refs/heads/{branch}")
+        run("update-ref", "refs/heads/main", "FETCH_HEAD")
+        if not run.differs("diff", "--cached", "--quiet"):
+            return PublishedRepo(
+                name=remote.name,
+                url=remote.url,
+                commit_sha=tip,
+                new_commit=False,
+                branch=branch,
+                main_moved_on=moved_on,
+            )
+    published = _commit_and_push_to(run, remote, branch, message)
+    return published.model_copy(update={"main_moved_on": moved_on})
+
+
+def _commit_and_push_to(
+    run: _Git, remote: RemoteRepository, target: str, message: str
+) -> PublishedRepo:
+    """Commit the index on top of the local main and push it to ``target`` (never forced)."""
     run("commit", "--quiet", "--no-verify", "-m", message)
-    run("push", "--quiet", "origin", "refs/heads/main:refs/heads/main")
+    run("push", "--quiet", "origin", f"refs/heads/main:refs/heads/{target}")
     return PublishedRepo(
-        name=remote.name, url=remote.url, commit_sha=run("rev-parse", "HEAD"), new_commit=True
+        name=remote.name,
+        url=remote.url,
+        commit_sha=run("rev-parse", "HEAD"),
+        new_commit=True,
+        branch=None if target == "main" else target,
     )
 
 
@@ -157,6 +219,11 @@ class _Git:
     def __call__(self, *args: str) -> str:
         """git's output, stripped; a PublishError if git fails."""
         return self._run(args, succeeded=(0,)).stdout.strip()
+
+    def succeeds(self, *args: str) -> bool:
+        """True if git exits 0; False on 1 or 128 (a yes/no question, or an object
+        that is not there)."""
+        return self._run(args, succeeded=(0, 1, 128)).returncode == 0
 
     def differs(self, *args: str) -> bool:
         """For a ``--quiet`` diff: True if it exits 1 (differences), False on 0."""
@@ -202,10 +269,14 @@ def git_push(
     repository: RemoteRepository,
     host: GitHost,
     author: CommitAuthor,
+    mode: PublishMode = "main",
 ) -> PublishedRepo:
-    """Commit the staged tree on top of the repository's main and push it."""
+    """Commit the staged tree on top of the repository's main and push it; in
+    pull-request mode (or when main moved on), push the request's branch and open or
+    update its pull request."""
     logger = get_run_logger()
     prompt = request.prompt.strip()[:_MAX_MESSAGE_PROMPT]
+    branch = request_branch(request.request_id)
     published = commit_and_push(
         staged,
         repository,
@@ -213,13 +284,33 @@ def git_push(
         author=author,
         host_config=host.git_config(),
         expected_head=request.published_sha,
+        mode=mode,
+        branch=branch,
     )
+    where = f"{published.url} ({published.branch})" if published.branch else published.url
+    if published.main_moved_on:
+        logger.warning(
+            "main of %s holds commits appgen did not make: published to the branch %s for "
+            "review instead",
+            published.url,
+            branch,
+        )
     if published.new_commit:
-        logger.info("pushed %s to %s", published.commit_sha[:12], published.url)
+        logger.info("pushed %s to %s", published.commit_sha[:12], where)
     else:
         logger.info(
-            "%s already holds this tree at %s; nothing to push",
-            published.url,
-            published.commit_sha[:12],
+            "%s already holds this tree at %s; nothing to push", where, published.commit_sha[:12]
         )
-    return published
+    if published.branch is None:
+        return published
+    pull = host.open_pull_request(
+        repository,
+        published.branch,
+        title=f"appgen: request {request.request_id} ({repository.name})",
+        body=f"Generated by appgen for request {request.request_id}.\n\n{prompt}\n",
+    )
+    if pull is None:
+        logger.info("the host has no pull requests: the branch %s is recorded", branch)
+        return published
+    logger.info("%s pull request #%d: %s", pull.action, pull.number, pull.url)
+    return published.model_copy(update={"pull_request_url": pull.url})

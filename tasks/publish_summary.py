@@ -95,6 +95,7 @@ def summary_markdown(
         f"## Request {request.request_id}: {published.name}",
         "",
         f"Published [{published.url}]({published.url}) at `{published.commit_sha[:12]}`: {commit}.",
+        *_branch_lines(published),
         "",
         "| | paths | bytes |",
         "|---|---:|---:|",
@@ -138,6 +139,23 @@ def summary_markdown(
             state += f" (generation took {generation.duration_seconds:.1f}s)"
         lines.append(f"| {run.name} | {state} | {seconds:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def _branch_lines(published: PublishedRepo) -> list[str]:
+    """Where the commit went when it was not main."""
+    if published.branch is None:
+        return []
+    why = (
+        "main holds commits appgen did not make, so"
+        if published.main_moved_on
+        else "APPGEN_PUBLISH_MODE=pull-request:"
+    )
+    where = (
+        f"[its pull request]({published.pull_request_url})"
+        if published.pull_request_url
+        else "no pull request (the host has none)"
+    )
+    return ["", f"{why} the commit went to the branch `{published.branch}`, with {where}."]
 
 
 def _secret_scan_lines(scan: SecretScan | None) -> list[str]:
@@ -209,6 +227,14 @@ def publish_summary(
         key=key,
         description=f"What request {request.request_id} published",
     )
+    if published.pull_request_url:
+        create_link_artifact(
+            published.pull_request_url,
+            link_text=f"{published.name}: pull request from {published.branch}",
+            key=f"{key}-repository",
+            description="The pull request of this publish",
+        )
+        return
     create_link_artifact(
         published.url,
         link_text=f"{published.name} @ {published.commit_sha[:12]}",

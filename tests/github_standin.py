@@ -46,6 +46,10 @@ class GitHubState:
     # GitHub push protection: secret type -> regex; a push whose new tree matches one
     # is rejected with GitHub's GH013 "repository rule violations" message.
     push_protection: dict[str, str] = field(default_factory=dict)
+    # (owner, name) -> pull requests, in the order they were opened
+    pulls: dict[tuple[str, str], list[dict]] = field(default_factory=dict)
+    # the next this many pull-request lists answer [] (GitHub's lists lag its writes)
+    stale_pull_lists: int = 0
     # When set, a push is held after it has landed, before its answer goes back:
     # push_landed is set, and the answer waits for release_push (a kill lands here).
     hold_pushes: bool = False
@@ -88,6 +92,11 @@ class GitHubState:
             for m, path, _ in self.requests
             if m == method and path.startswith("/api/v3/") and path.endswith(path_suffix)
         )
+
+    def close_pull(self, owner: str, name: str, number: int, *, merged: bool = False) -> None:
+        pull = next(p for p in self.pulls[(owner, name)] if p["number"] == number)
+        pull["state"] = "closed"
+        pull["merged_at"] = "2026-11-28T10:00:00Z" if merged else None
 
     def bare_path(self, owner: str, name: str) -> Path:
         return self.root / owner / f"{name}.git"
@@ -229,6 +238,96 @@ def build_app(state: GitHubState) -> Starlette:
             return error(404, "Not Found")
         return await create(request, org)
 
+    def pull_list(request: Request) -> list[dict] | None:
+        key = (request.path_params["owner"], request.path_params["name"])
+        return state.pulls.setdefault(key, []) if key in state.repos else None
+
+    async def list_pulls(request: Request) -> Response:
+        pulls = pull_list(request)
+        if pulls is None:
+            return error(404, "Not Found")
+        if state.stale_pull_lists:
+            state.stale_pull_lists -= 1
+            return JSONResponse([])
+        query = request.query_params
+        wanted = query.get("state", "open")
+        found = [
+            p
+            for p in reversed(pulls)
+            if (wanted == "all" or p["state"] == wanted)
+            and query.get("head", p["head"]["label"]) == p["head"]["label"]
+            and query.get("base", p["base"]["ref"]) == p["base"]["ref"]
+        ]
+        return JSONResponse(found)
+
+    async def create_pull(request: Request) -> Response:
+        pulls = pull_list(request)
+        if pulls is None:
+            return error(404, "Not Found")
+        owner, name = request.path_params["owner"], request.path_params["name"]
+        body = await request.json()
+        label = f"{owner}:{body['head']}"
+        exists = subprocess.run(
+            [
+                "git",
+                f"--git-dir={state.bare_path(owner, name)}",
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                f"refs/heads/{body['head']}",
+            ],
+            capture_output=True,
+        )
+        if exists.returncode != 0:
+            return validation_failed(
+                {"resource": "PullRequest", "field": "head", "code": "invalid"}
+            )
+        if any(p["state"] == "open" and p["head"]["label"] == label for p in pulls):
+            return validation_failed(
+                {
+                    "resource": "PullRequest",
+                    "code": "custom",
+                    "message": f"A pull request already exists for {label}.",
+                }
+            )
+        number = len(pulls) + 1
+        pull = {
+            "number": number,
+            "state": "open",
+            "title": body["title"],
+            "body": body.get("body"),
+            "html_url": f"{state.base_url}/{owner}/{name}/pull/{number}",
+            "head": {"ref": body["head"], "label": label},
+            "base": {"ref": body["base"]},
+            "merged_at": None,
+        }
+        pulls.append(pull)
+        return JSONResponse(pull, status_code=201)
+
+    async def update_pull(request: Request) -> Response:
+        pulls = pull_list(request) or []
+        number = int(request.path_params["number"])
+        pull = next((p for p in pulls if p["number"] == number), None)
+        if pull is None:
+            return error(404, "Not Found")
+        body = await request.json()
+        if body.get("state") == "open" and pull["merged_at"]:
+            return validation_failed(
+                {"resource": "PullRequest", "code": "custom", "message": "merged"}
+            )
+        pull.update({k: v for k, v in body.items() if k in ("state", "title", "body")})
+        return JSONResponse(pull)
+
+    def validation_failed(*errors: dict) -> JSONResponse:
+        return JSONResponse(
+            {
+                "message": "Validation Failed",
+                "errors": list(errors),
+                "documentation_url": "https://docs.github.com/rest/pulls/pulls",
+            },
+            status_code=422,
+        )
+
     async def installation_token(request: Request) -> Response:
         state.requests.append(
             (request.method, request.url.path, request.headers.get("authorization", ""))
@@ -305,6 +404,17 @@ def build_app(state: GitHubState) -> Starlette:
         routes=[
             Route("/api/v3/users/{owner}", api(get_user, "user")),
             Route("/api/v3/repos/{owner}/{name}", api(get_repo, "repo")),
+            Route("/api/v3/repos/{owner}/{name}/pulls", api(list_pulls, "pulls")),
+            Route(
+                "/api/v3/repos/{owner}/{name}/pulls",
+                api(create_pull, "pulls", "repo"),
+                methods=["POST"],
+            ),
+            Route(
+                "/api/v3/repos/{owner}/{name}/pulls/{number}",
+                api(update_pull, "pulls", "repo"),
+                methods=["PATCH"],
+            ),
             Route("/api/v3/user/repos", api(create_for_user, "create", "repo"), methods=["POST"]),
             Route(
                 "/api/v3/orgs/{org}/repos", api(create_for_org, "create", "repo"), methods=["POST"]

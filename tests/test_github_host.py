@@ -204,9 +204,12 @@ def test_a_republish_lands_on_top_and_others_commits_are_never_overwritten(githu
     )
     subprocess.run(["git", "-C", str(human), "push", "-q", "origin", "main"], check=True)
     human_head = bare_git(github, "tally", "rev-parse", "main")
-    with pytest.raises(PublishError, match=r"moved on.*never overwrites"):
-        generate_and_publish("a counter with undo", request_id=9)
+    # It goes to the request's branch and a pull request instead (issue 12).
+    third = generate_and_publish("a counter with undo", request_id=9)
     assert bare_git(github, "tally", "rev-parse", "main") == human_head
+    assert third.branch == "appgen/request-9"
+    assert third.pull_request_url == f"{github.base_url}/acme/tally/pull/1"
+    assert bare_git(github, "tally", "rev-parse", "appgen/request-9") == third.commit_sha
 
 
 # -- GitHub's own failures: 5xx answers, lost responses, no answer at all -------------
