@@ -50,6 +50,8 @@ class GitHubState:
     pulls: dict[tuple[str, str], list[dict]] = field(default_factory=dict)
     # the next this many pull-request lists answer [] (GitHub's lists lag its writes)
     stale_pull_lists: int = 0
+    # pull request numbers GitHub will not reopen (their branch was recreated)
+    unreopenable: set[int] = field(default_factory=set)
     # When set, a push is held after it has landed, before its answer goes back:
     # push_landed is set, and the answer waits for release_push (a kill lands here).
     hold_pushes: bool = False
@@ -311,7 +313,7 @@ def build_app(state: GitHubState) -> Starlette:
         if pull is None:
             return error(404, "Not Found")
         body = await request.json()
-        if body.get("state") == "open" and pull["merged_at"]:
+        if body.get("state") == "open" and (pull["merged_at"] or number in state.unreopenable):
             return validation_failed(
                 {"resource": "PullRequest", "code": "custom", "message": "merged"}
             )

@@ -143,6 +143,17 @@ def test_a_closed_pull_request_is_reopened_and_a_merged_one_replaced(github, tmp
     assert (pull.number, pull.action) == (2, "opened")
 
 
+def test_a_closed_pull_request_github_will_not_reopen_is_replaced(github, tmp_path):
+    publisher = Publisher(tmp_path, "pull-request")
+    publisher.publish({"app.js": "v1"})
+    publisher.publish({"app.js": "v2"})
+    github.close_pull("acme", "shop", 1)
+    github.unreopenable.add(1)
+    _, pull = publisher.publish({"app.js": "v3"})
+    assert (pull.number, pull.action) == (2, "opened")
+    assert [p["state"] for p in github.pulls[("acme", "shop")]] == ["closed", "open"]
+
+
 def test_main_mode_falls_back_to_the_branch_when_main_moved_on(github, tmp_path):
     publisher = Publisher(tmp_path, "main")
     publisher.publish({"app.js": "v1"})
