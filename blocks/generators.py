@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import ctypes
 import functools
 import importlib.util
 import logging
@@ -42,7 +41,6 @@ SANDBOX_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "
 GENERATION_PREFIX = "g-"
 # How long a stopped generator has to stop what its agent started before SIGKILL.
 STOP_GRACE_SECONDS = 5.0
-_PR_SET_PDEATHSIG = 1
 # After the generator exits, how long its last output lines may take to arrive.
 OUTPUT_DRAIN_SECONDS = 5.0
 
@@ -223,75 +221,99 @@ class ProcessGenerator(GeneratorBlock):
     def run(self, spec: GenerationSpec, logger: logging.LoggerAdapter) -> GeneratorRun:
         with generation_directory(self.workspace, spec.request_id) as generation:
             app_dir = generation / "app"
-            argv = self._command(spec, app_dir, logger)
+            launch = self._launch(spec, generation, logger)
             try:
                 process = subprocess.Popen(
-                    argv,
+                    launch.command,
                     cwd=app_dir,
-                    env=self._unconfined_env(spec, app_dir),
+                    env=launch.env,
+                    pass_fds=launch.pass_fds,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                     text=True,
                     errors="replace",
                     start_new_session=True,  # its own process group, stopped as a whole
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=sandbox.die_with_parent,
                 )
             except OSError as exc:
-                raise GeneratorFailed(f"could not start the generator ({argv[0]}): {exc}") from exc
+                launch.close()
+                raise GeneratorFailed(
+                    f"could not start the generator ({launch.command[0]}): {exc}"
+                ) from exc
             stop = functools.partial(_stop, process)
             with process, OutputFollower(logger, self.timeout_seconds, stop) as output:
                 try:
+                    launch.started()
                     output.follow_until_exit(process)
+                except sandbox.SandboxError as exc:
+                    raise GeneratorFailed(f"the sandbox could not start: {exc}") from exc
                 finally:
-                    if process.poll() is None:  # cancelled or crashed while streaming
+                    if process.poll() is None:  # cancelled, crashed, or no sandbox
                         stop()
+                    launch.close()
             artifact = ArtifactRef(kind="volume", location=str(app_dir))
             return output.result(spec, process.returncode, artifact)
 
-    def _command(self, spec: GenerationSpec, app_dir: Path, logger) -> list[str]:
+    def _launch(
+        self, spec: GenerationSpec, generation: Path, logger: logging.LoggerAdapter
+    ) -> sandbox.SandboxLaunch | _UnconfinedLaunch:
         """``python -m generator``: in the sandbox, unless the agent is trusted (or is
         the built-in template agent and the sandbox cannot start)."""
-        unconfined = [self.python_executable, "-m", "generator", "--fresh"]
+        app_dir = generation / "app"
         if self.trust_agent:
             logger.warning(
                 "running the %r agent UNCONFINED (APPGEN_TRUST_AGENT=true): it can read and "
                 "write whatever this user can",
                 spec.agent,
             )
-            return unconfined
-        unavailable = sandbox.unavailable_reason()
+            return self._unconfined(spec, app_dir)
+        network = self.network and spec.agent != "template"  # the scaffold is offline
+        unavailable = sandbox.unavailable_reason(network)
         if unavailable is None:
             env = dict(SANDBOX_ENV)
             env |= allowed_environment(self.env_allowlist)
             env |= generator_environment(spec, sandbox.APP_DIR, self.timeout_seconds)
             env["PYTHONPATH"] = sandbox.GENERATOR_ROOT
-            return sandbox.sandboxed_command(
+            return sandbox.SandboxLaunch(
                 [sandbox.sandbox_python(), "-m", "generator", "--fresh"],
                 app_dir=app_dir,
                 generator_package=_generator_package(),
                 env=env,
-                network=self.network,
+                network=network,
+                scratch=generation,
             )
         if spec.agent == "template":  # appgen's own offline scaffold, not model-written
-            return unconfined
+            return self._unconfined(spec, app_dir)
         raise GeneratorFailed(
             f"the {spec.agent!r} agent runs model-written commands and the sandbox cannot "
-            f"start: {unavailable}. Install bubblewrap (Debian: apt-get install bubblewrap), "
-            "use APPGEN_GENERATOR=docker, or set APPGEN_TRUST_AGENT=true to run it unconfined"
+            f"start: {unavailable}. Install bubblewrap and slirp4netns (Debian: apt-get "
+            "install bubblewrap slirp4netns), set APPGEN_AGENT_NETWORK=none for an offline "
+            "agent, use APPGEN_GENERATOR=docker, or set APPGEN_TRUST_AGENT=true to run it "
+            "unconfined"
         )
 
-    def _unconfined_env(self, spec: GenerationSpec, app_dir: Path) -> dict[str, str]:
-        """The environment of an unconfined generator (the sandbox sets its own)."""
+    def _unconfined(self, spec: GenerationSpec, app_dir: Path) -> _UnconfinedLaunch:
         env = allowed_environment((*PROCESS_ENV_ALLOWLIST, *self.env_allowlist))
         env |= generator_environment(spec, str(app_dir), self.timeout_seconds)
         env["PYTHONPATH"] = str(_generator_package().parent)
-        return env
+        return _UnconfinedLaunch([self.python_executable, "-m", "generator", "--fresh"], env)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: be told (SIGTERM) when the orchestrator dies."""
-    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+class _UnconfinedLaunch:
+    """The generator started as a plain child process (a trusted agent)."""
+
+    pass_fds: tuple[int, ...] = ()
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.command = command
+        self.env = env
+
+    def started(self) -> None:
+        """Nothing to set up around a plain process."""
+
+    def close(self) -> None:
+        """Nothing to tear down."""
 
 
 def _stop(process: subprocess.Popen[str]) -> None:

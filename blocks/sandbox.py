@@ -6,22 +6,34 @@ few files of ``/etc`` (name resolution, CA certificates) read-only, its own app
 directory at ``/app`` the only place it can write, a private ``/tmp``, and a
 ``/proc`` that shows its own processes only. It does not see the orchestrator's
 home, ``APPGEN_HOME`` (the database, the repositories, other requests), ``PREFECT_HOME``
-or any other process's environment. When the orchestrator dies, or stops it, the
-whole sandbox dies with it: killing a PID namespace's first process kills every
-process in it, ``setsid`` children included.
+or any other process's environment.
+
+Its network is its own too: a network namespace whose only way out is slirp4netns
+with the host's loopback disabled, so an agent reaches its model's API but none of
+the services listening on the host's 127.0.0.1 (a Prefect API that serves saved
+blocks' secrets, a database). Without a network it has none at all.
+
+When the orchestrator dies, or stops it, the whole sandbox dies with it: killing a
+PID namespace's first process kills every process in it, ``setsid`` children included.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 APP_DIR = "/app"
+_SLIRP_DNS = "10.0.2.3"  # slirp4netns's DNS forwarder, inside the sandbox's network
+_PR_SET_PDEATHSIG = 1
 GENERATOR_ROOT = "/opt/appgen"
 # What of /etc a program needs to resolve names, trust TLS servers and know users.
 _ETC_ENTRIES = (
@@ -42,13 +54,18 @@ _ETC_ENTRIES = (
 
 
 @functools.cache
-def unavailable_reason() -> str | None:
+def unavailable_reason(network: bool) -> str | None:
     """Why the sandbox cannot start on this machine, or None when it can."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return "bubblewrap (`bwrap`) is not installed"
+    if network and shutil.which("slirp4netns") is None:
+        return (
+            "slirp4netns is not installed (it gives a networked sandbox a network of its "
+            "own, without the host's loopback services)"
+        )
     probe = subprocess.run(
-        [bwrap, *_system_binds(), *_namespaces(network=True), "--", "/bin/true"],
+        [bwrap, *_system_binds(), *_namespaces(), "--", "/bin/true"],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
@@ -59,28 +76,139 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def sandboxed_command(
-    argv: list[str],
-    *,
-    app_dir: Path,
-    generator_package: Path,
-    env: Mapping[str, str],
-    network: bool,
-) -> list[str]:
-    """``argv`` wrapped in bwrap: it runs with ``app_dir`` at /app, the generator
-    package at /opt/appgen/generator, and exactly ``env`` as its environment."""
-    bwrap = shutil.which("bwrap")
-    assert bwrap is not None, "check unavailable_reason() first"
-    binds = [*_system_binds()]
-    python_home = Path(sys.base_prefix).resolve()
-    if not python_home.is_relative_to("/usr"):
-        binds += ["--ro-bind", str(python_home), str(python_home)]
-    binds += ["--ro-bind", str(generator_package), f"{GENERATOR_ROOT}/generator"]
-    binds += ["--bind", str(app_dir), APP_DIR, "--chdir", APP_DIR]
-    environment = ["--clearenv"]
-    for name, value in env.items():
-        environment += ["--setenv", name, value]
-    return [bwrap, *binds, *_namespaces(network), *environment, "--", *argv]
+class SandboxLaunch:
+    """One start of ``argv`` in the sandbox: ``command`` and ``pass_fds`` go to Popen,
+    then ``started`` (with a network: bwrap reports its namespace, slirp4netns
+    attaches to it, and only then does bwrap run ``argv``), and ``close`` at the end.
+
+    ``scratch`` is a directory outside the app dir for the sandbox's own files."""
+
+    def __init__(
+        self,
+        argv: list[str],
+        *,
+        app_dir: Path,
+        generator_package: Path,
+        env: Mapping[str, str],
+        network: bool,
+        scratch: Path,
+    ) -> None:
+        bwrap = shutil.which("bwrap")
+        assert bwrap is not None, "check unavailable_reason() first"
+        binds = [*_system_binds()]
+        python_home = Path(sys.base_prefix).resolve()
+        if not python_home.is_relative_to("/usr"):
+            binds += ["--ro-bind", str(python_home), str(python_home)]
+        binds += ["--ro-bind", str(generator_package), f"{GENERATOR_ROOT}/generator"]
+        binds += ["--bind", str(app_dir), APP_DIR, "--chdir", APP_DIR]
+        self._network: _SlirpNetwork | None = None
+        if network:
+            resolv = scratch / "resolv.conf"
+            resolv.write_text(f"nameserver {_SLIRP_DNS}\n")
+            binds += ["--ro-bind", str(resolv), "/etc/resolv.conf"]
+            self._network = _SlirpNetwork()
+            binds += self._network.bwrap_options()
+        environment = ["--clearenv"]
+        for name, value in env.items():
+            environment += ["--setenv", name, value]
+        self.command = [bwrap, *binds, *_namespaces(), *environment, "--", *argv]
+        self.env: dict[str, str] = {}  # bwrap's own; the sandbox gets only ``env``
+        self.pass_fds = self._network.child_fds() if self._network else ()
+
+    def started(self) -> None:
+        if self._network is not None:
+            self._network.attach()
+
+    def close(self) -> None:
+        if self._network is not None:
+            self._network.close()
+
+
+class _SlirpNetwork:
+    """slirp4netns for one sandbox: user-mode networking out of its network namespace,
+    host loopback disabled. bwrap waits (``--block-fd``) until it is attached."""
+
+    def __init__(self) -> None:
+        self._info_read, self._info_write = os.pipe()
+        self._block_read, self._block_write = os.pipe()
+        self._exit_write: int | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def bwrap_options(self) -> list[str]:
+        return ["--info-fd", str(self._info_write), "--block-fd", str(self._block_read)]
+
+    def child_fds(self) -> tuple[int, ...]:
+        return (self._info_write, self._block_read)
+
+    def attach(self) -> None:
+        """After bwrap started: give its namespace a network, then let it go on."""
+        os.close(self._info_write)
+        os.close(self._block_read)
+        try:
+            report = b""
+            while not report.rstrip().endswith(b"}") and (chunk := os.read(self._info_read, 4096)):
+                report += chunk
+            child = json.loads(report or b"{}").get("child-pid")
+            if not isinstance(child, int):
+                raise SandboxError(f"bubblewrap did not report its namespace ({report!r})")
+            ready_read, ready_write = os.pipe()
+            exit_read, self._exit_write = os.pipe()
+            try:
+                self._process = subprocess.Popen(
+                    [
+                        shutil.which("slirp4netns") or "slirp4netns",
+                        "--configure",
+                        "--mtu=65520",
+                        "--disable-host-loopback",
+                        "--ready-fd",
+                        str(ready_write),
+                        "--exit-fd",
+                        str(exit_read),
+                        str(child),
+                        "tap0",
+                    ],
+                    pass_fds=(ready_write, exit_read),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    preexec_fn=die_with_parent,
+                )
+            finally:
+                os.close(ready_write)
+                os.close(exit_read)
+            with os.fdopen(ready_read, "rb") as ready:
+                if ready.read(1) != b"1":
+                    _, errors = self._process.communicate(timeout=5)
+                    raise SandboxError(
+                        f"slirp4netns could not give the sandbox a network: "
+                        f"{errors.decode(errors='replace').strip() or 'no output'}"
+                    )
+        finally:
+            os.close(self._info_read)
+            os.close(self._block_write)  # bwrap runs the command now
+
+    def close(self) -> None:
+        for fd in (self._info_write, self._block_read, self._info_read, self._block_write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if self._exit_write is not None:
+            os.close(self._exit_write)  # slirp4netns exits when this closes
+            self._exit_write = None
+        if self._process is not None:
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+
+class SandboxError(Exception):
+    """The sandbox could not be set up."""
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: be told (SIGTERM) when the orchestrator dies."""
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def sandbox_python() -> str:
@@ -102,7 +230,7 @@ def _system_binds() -> list[str]:
     return [*binds, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
 
 
-def _namespaces(network: bool) -> list[str]:
+def _namespaces() -> list[str]:
     uid, gid = str(os.getuid()), str(os.getgid())
     namespaces = [
         "--unshare-user",
@@ -113,12 +241,11 @@ def _namespaces(network: bool) -> list[str]:
         "--unshare-pid",
         "--unshare-ipc",
         "--unshare-uts",
+        "--unshare-net",
         "--unshare-cgroup-try",
         "--cap-drop",
         "ALL",
         "--die-with-parent",
         "--new-session",
     ]
-    if not network:
-        namespaces.append("--unshare-net")
     return namespaces

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import sys
 import time
 from pathlib import Path
 
@@ -118,3 +120,30 @@ def test_an_unusable_interpreter_is_a_clear_failure(tmp_path, run_logger):
     )
     with pytest.raises(GeneratorFailed, match="could not start the generator"):
         generator.run(command_spec(5, "true"), run_logger)
+
+
+PROBE = (
+    '"{python}" -c "import socket, sys\n'
+    "for host in sys.argv[1:]:\n"
+    "    try:\n"
+    "        socket.create_connection((host, {port}), 3).close(); print(host, 'reached')\n"
+    "    except OSError as exc:\n"
+    "        print(host, 'refused', exc.errno)\n"
+    '" 127.0.0.1 10.0.2.2 > probe.txt; cat /proc/net/dev > interfaces.txt'
+)
+
+
+@pytest.mark.parametrize("network", [True, False])
+def test_a_sandboxed_agent_cannot_reach_the_hosts_loopback_services(tmp_path, run_logger, network):
+    require_sandbox(network)
+    with socket.socket() as service:  # a Prefect API, a database: anything on 127.0.0.1
+        service.bind(("127.0.0.1", 0))
+        service.listen()
+        port = service.getsockname()[1]
+        generator = ProcessGenerator(workspace=tmp_path, network=network)
+        command = PROBE.format(python=sys.executable, port=port)
+        run = generator.run(command_spec(5, command), run_logger)
+    app = Path(run.artifact.location)
+    assert "reached" not in (app / "probe.txt").read_text()
+    interfaces = (app / "interfaces.txt").read_text()
+    assert ("tap0" in interfaces) is network  # a network of its own, or none at all
