@@ -251,14 +251,14 @@ def test_the_flow_in_pull_request_mode_records_the_branch_and_the_pull_request(g
     from flows.publish import generate_and_publish
 
     monkeypatch.setenv("APPGEN_PUBLISH_MODE", "pull-request")
-    first = generate_and_publish("a counter", request_id=41, app_name="tally")
+    first = generate_and_publish("a counter", request_id=741, app_name="tally")
     assert (first.branch, first.pull_request_url) == (None, None)
 
-    second = generate_and_publish("a counter with a reset button", request_id=41)
-    branch = request_branch(41)
+    second = generate_and_publish("a counter with a reset button", request_id=741)
+    branch = request_branch(741)
     assert second.branch == branch
     assert second.pull_request_url == f"{github.base_url}/acme/tally/pull/1"
-    row = defaults.database(Settings()).get(41)
+    row = defaults.database(Settings()).get(741)
     assert (row.status, row.branch, row.pull_request_url, row.commit_sha) == (
         RequestStatus.PUBLISHED,
         branch,
@@ -266,9 +266,9 @@ def test_the_flow_in_pull_request_mode_records_the_branch_and_the_pull_request(g
         second.commit_sha,
     )
     assert heads(github, "tally") == {"main": first.commit_sha, branch: second.commit_sha}
-    assert second.pull_request_url in link_artifact(41)
+    assert second.pull_request_url in link_artifact(741)
 
-    again = generate_and_publish("a counter with a reset button", request_id=41)
+    again = generate_and_publish("a counter with a reset button", request_id=741)
     assert (again.commit_sha, again.pull_request_url) == (
         second.commit_sha,
         second.pull_request_url,

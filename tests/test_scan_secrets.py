@@ -175,16 +175,16 @@ def test_warn_publishes_and_lists_the_findings_in_the_outcome_and_the_summary(
         tmp_path / "runs",
         plant("config/deploy/settings.json", TOKEN_HEAD, TOKEN_TAIL, line='{"token": "%s%s"}'),
     )
-    outcome = generate_and_publish("a counter app", request_id=34)
+    outcome = generate_and_publish("a counter app", request_id=734)
     assert outcome.status is RequestStatus.PUBLISHED
     assert outcome.secret_findings == [
         SecretFinding(path="config/deploy/settings.json", line=1, rule="GitHub token")
     ]
-    summary = summary_of(34)
+    summary = summary_of(734)
     assert "### Secret scan" in summary
     assert "| `config/deploy/settings.json` | 1 | GitHub token |" in summary
     assert "published anyway" in summary and TOKEN not in summary
-    row = record(34)
+    row = record(734)
     logs = logs_mentioning(row.flow_run_id, "config/deploy/settings.json:1 (GitHub token)")
     assert not [m for m in logs if TOKEN in m]
     assert files_holding(tmp_path / "results", TOKEN) == []
@@ -194,9 +194,9 @@ def test_warn_publishes_and_lists_the_findings_in_the_outcome_and_the_summary(
 def test_off_skips_the_scan(monkeypatch, tmp_path):
     monkeypatch.setenv("APPGEN_SECRET_SCAN", "off")
     trusted_agent(monkeypatch, tmp_path / "runs", plant("a.js", TOKEN_HEAD, TOKEN_TAIL))
-    outcome = generate_and_publish("a counter app", request_id=35)
+    outcome = generate_and_publish("a counter app", request_id=735)
     assert outcome.status is RequestStatus.PUBLISHED and outcome.secret_findings == []
-    assert "Skipped" in summary_of(35)
+    assert "Skipped" in summary_of(735)
 
 
 @pytest.mark.usefixtures("flow_env")
