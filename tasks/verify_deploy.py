@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from core.errors import PublishError
 from core.models import DeployCheck, DeployFiles, StagedTree
 
 LOG_TAIL_LINES = 30
+_STEP_IMAGE = re.compile(r"^ ---> ([0-9a-f]{12})$", re.MULTILINE)
 POLL_SECONDS = 0.5
 LABEL = "org.appgen.verify"
 
@@ -81,6 +83,16 @@ def verify(
     finally:
         with contextlib.suppress(docker.errors.DockerException):
             client.images.remove(tag, force=True)
+        _remove_stages(client, log)
+
+
+def _remove_stages(client: docker.DockerClient, log: list[str]) -> None:
+    """Remove the untagged images the build's earlier stages left (the classic
+    builder keeps them); ones still in use by another image are left alone."""
+    for image_id in reversed(_STEP_IMAGE.findall("\n".join(log))):
+        with contextlib.suppress(docker.errors.DockerException):
+            if not client.images.get(image_id).tags:
+                client.images.remove(image_id)
 
 
 def _failed(mode: str, started: float, why: str, log: list[str]) -> DeployCheck:

@@ -45,11 +45,13 @@ def content() -> str:
 def ensure_deploy_base(client: docker.DockerClient, mirror: str = DEFAULT_MIRROR) -> list[str]:
     """Make sure every name in ``TAGS`` points at the stand-in base; return the tags."""
     digest = content()
-    found = client.images.list(filters={"label": f"{CONTENT_LABEL}={digest}"})
-    if not found:
+    # By its own tag: images built FROM the base inherit its label.
+    base = f"{REPOSITORY}:{digest[:12]}"
+    try:
+        image = client.images.get(base)
+    except docker.errors.ImageNotFound:
         _build(client, digest, mirror)
-        found = client.images.list(filters={"label": f"{CONTENT_LABEL}={digest}"})
-    image = found[0]
+        image = client.images.get(base)
     for tag in TAGS:
         repository, _, version = tag.partition(":")
         image.tag(repository, version)
