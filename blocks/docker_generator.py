@@ -165,7 +165,9 @@ class DockerGenerator(GeneratorBlock):
                     with contextlib.suppress(docker.errors.NotFound):
                         container.remove(force=True)
             artifact = ArtifactRef(kind="volume", location=str(generation / "app"))
-            return output.result(spec, exit_code, artifact)
+            return output.result(
+                spec, exit_code, artifact, f"in a Docker container of {self.image}"
+            )
 
     def reap(self) -> list[ReapedContainer]:
         """Remove generator containers whose orchestrator process is gone (on this

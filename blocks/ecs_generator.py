@@ -122,7 +122,8 @@ class EcsGenerator(GeneratorBlock):
                 f"{task.get('stoppedReason') or container.get('reason') or 'no reason given'})"
             )
         artifact = ArtifactRef(kind="s3", location=self.artifacts.location(key))
-        return output.result(spec, exit_code if exit_code is not None else -1, artifact)
+        exit_code = exit_code if exit_code is not None else -1
+        return output.result(spec, exit_code, artifact, f"in the ECS task {task_arn}")
 
     def _start(self, ecs, spec: GenerationSpec, environment: dict[str, str]) -> str:
         overrides = {

@@ -110,7 +110,9 @@ class OutputFollower:
     def tail(self) -> list[str]:
         return list(self._tail)
 
-    def result(self, spec: GenerationSpec, exit_code: int, artifact: ArtifactRef) -> GeneratorRun:
+    def result(
+        self, spec: GenerationSpec, exit_code: int, artifact: ArtifactRef, confinement: str
+    ) -> GeneratorRun:
         """The generation, or GeneratorFailed for a timeout or a non-zero exit."""
         if self.timed_out:
             self._fail(spec, f"timed out after {self._timeout:g}s and was killed")
@@ -121,6 +123,7 @@ class OutputFollower:
             artifact=artifact,
             duration_seconds=round(time.monotonic() - self.started, 3),
             log_tail=self.tail,
+            confinement=confinement,
         )
 
     def _fail(self, spec: GenerationSpec, what: str) -> None:
@@ -253,7 +256,7 @@ class ProcessGenerator(GeneratorBlock):
                         stop()
                     launch.close()
             artifact = ArtifactRef(kind="volume", location=str(app_dir))
-            return output.result(spec, process.returncode, artifact)
+            return output.result(spec, process.returncode, artifact, launch.confinement)
 
     def _launch(
         self, spec: GenerationSpec, generation: Path, logger: logging.LoggerAdapter
@@ -267,7 +270,7 @@ class ProcessGenerator(GeneratorBlock):
                 "write whatever this user can",
                 spec.agent,
             )
-            return self._unconfined(spec, app_dir)
+            return self._unconfined(spec, app_dir, "UNCONFINED (APPGEN_TRUST_AGENT=true)")
         network = self.network and spec.agent != "template"  # the scaffold is offline
         unavailable = sandbox.unavailable_reason(network)
         if unavailable is None:
@@ -284,7 +287,7 @@ class ProcessGenerator(GeneratorBlock):
                 scratch=generation,
             )
         if spec.agent == "template":  # appgen's own offline scaffold, not model-written
-            return self._unconfined(spec, app_dir)
+            return self._unconfined(spec, app_dir, f"unconfined (built-in template; {unavailable})")
         raise GeneratorFailed(
             f"the {spec.agent!r} agent runs model-written commands and the sandbox cannot "
             f"start: {unavailable}. Install bubblewrap and slirp4netns (Debian: apt-get "
@@ -293,11 +296,14 @@ class ProcessGenerator(GeneratorBlock):
             "unconfined"
         )
 
-    def _unconfined(self, spec: GenerationSpec, app_dir: Path) -> _UnconfinedLaunch:
+    def _unconfined(
+        self, spec: GenerationSpec, app_dir: Path, confinement: str
+    ) -> _UnconfinedLaunch:
         env = allowed_environment((*PROCESS_ENV_ALLOWLIST, *self.env_allowlist))
         env |= generator_environment(spec, str(app_dir), self.timeout_seconds)
         env["PYTHONPATH"] = str(_generator_package().parent)
-        return _UnconfinedLaunch([self.python_executable, "-m", "generator", "--fresh"], env)
+        command = [self.python_executable, "-m", "generator", "--fresh"]
+        return _UnconfinedLaunch(command, env, confinement)
 
 
 class _UnconfinedLaunch:
@@ -305,9 +311,10 @@ class _UnconfinedLaunch:
 
     pass_fds: tuple[int, ...] = ()
 
-    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+    def __init__(self, command: list[str], env: dict[str, str], confinement: str) -> None:
         self.command = command
         self.env = env
+        self.confinement = confinement
 
     def started(self) -> None:
         """Nothing to set up around a plain process."""

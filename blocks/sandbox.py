@@ -113,6 +113,9 @@ class SandboxLaunch:
             environment += ["--setenv", name, value]
         self.command = [bwrap, *binds, *_namespaces(), *environment, "--", *argv]
         self.env: dict[str, str] = {}  # bwrap's own; the sandbox gets only ``env``
+        self.confinement = "in a bubblewrap sandbox " + (
+            "with a network of its own (no host loopback)" if network else "without a network"
+        )
         self.pass_fds = self._network.child_fds() if self._network else ()
 
     def started(self) -> None:

@@ -141,6 +141,9 @@ class GeneratorRun(Frozen):
     artifact: ArtifactRef
     duration_seconds: float
     log_tail: list[str] = Field(default_factory=list)
+    confinement: str = Field(
+        default="", description="How the agent was confined, for the run log and summary."
+    )
 
 
 class SourceTree(Frozen):

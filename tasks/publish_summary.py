@@ -97,6 +97,8 @@ def summary_markdown(
         f"Published [{published.url}]({published.url}) at `{published.commit_sha[:12]}`: {commit}.",
         *_branch_lines(published),
         "",
+        f"The agent ran {generation.confinement or 'in an unrecorded way (an older generation)'}.",
+        "",
         "| | paths | bytes |",
         "|---|---:|---:|",
         f"| kept | {staged.kept_files} files, {staged.kept_links} links | {staged.kept_bytes:,} |",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,10 @@ from core.errors import GeneratorFailed, InvalidRequest, PublishError
 from core.models import RequestStatus
 from core.settings import Settings
 from flows.publish import generate_and_publish
-from tests.conftest import agent_runs, generation_of
+from tests.conftest import agent_runs, generation_of, require_sandbox
 
 pytestmark = pytest.mark.usefixtures("flow_env")
+TEMPLATE_AGENT = f'"{sys.executable}" -m generator --agent template'
 
 
 def clone(url: str, into: Path) -> Path:
@@ -225,3 +227,26 @@ def test_changing_limits_between_a_failure_and_its_rerun_does_not_generate_again
     monkeypatch.setenv("APPGEN_LEASE_SECONDS", "30")
     assert generate_and_publish("a recipe book", request_id=13).status is RequestStatus.PUBLISHED
     assert agent_runs(counting_agent) == ["13"]
+
+
+def test_the_summary_says_how_the_agent_was_confined(monkeypatch):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    require_sandbox(network=False)
+    generate_and_publish("a counter", request_id=14)
+    monkeypatch.setenv("APPGEN_AGENT", "command")
+    monkeypatch.setenv("APPGEN_AGENT_COMMAND", TEMPLATE_AGENT)
+    monkeypatch.setenv("APPGEN_TRUST_AGENT", "true")
+    generate_and_publish("a counter", request_id=15)
+    with get_client(sync_client=True) as client:
+        summaries = {
+            key: client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), limit=1
+            )[0].data
+            for key in ("appgen-request-14", "appgen-request-15")
+        }
+    assert (
+        "The agent ran in a bubblewrap sandbox without a network." in summaries["appgen-request-14"]
+    )
+    assert "The agent ran UNCONFINED (APPGEN_TRUST_AGENT=true)." in summaries["appgen-request-15"]
