@@ -19,7 +19,6 @@ PID namespace's first process kills every process in it, ``setsid`` children inc
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import json
@@ -28,12 +27,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 APP_DIR = "/app"
 _SLIRP_DNS = "10.0.2.3"  # slirp4netns's DNS forwarder, inside the sandbox's network
 _PR_SET_PDEATHSIG = 1
+_LOOPBACK_WAIT_SECONDS = 10.0
 GENERATOR_ROOT = "/opt/appgen"
 # What of /etc a program needs to resolve names, trust TLS servers and know users.
 _ETC_ENTRIES = (
@@ -129,33 +130,42 @@ class SandboxLaunch:
 
 class _SlirpNetwork:
     """slirp4netns for one sandbox: user-mode networking out of its network namespace,
-    host loopback disabled. bwrap waits (``--block-fd``) until it is attached."""
+    host loopback disabled. bwrap waits (``--block-fd``) until it is attached.
+
+    Every descriptor is closed exactly once and forgotten: in a process that starts
+    sandboxes from several threads, closing a number twice would close another
+    sandbox's pipe."""
 
     def __init__(self) -> None:
-        self._info_read, self._info_write = os.pipe()
-        self._block_read, self._block_write = os.pipe()
-        self._exit_write: int | None = None
+        info_read, info_write = os.pipe()
+        block_read, block_write = os.pipe()
+        self._fds: dict[str, int] = {
+            "info_read": info_read,
+            "info_write": info_write,
+            "block_read": block_read,
+            "block_write": block_write,
+        }
         self._process: subprocess.Popen[bytes] | None = None
 
     def bwrap_options(self) -> list[str]:
-        return ["--info-fd", str(self._info_write), "--block-fd", str(self._block_read)]
+        return [
+            "--info-fd",
+            str(self._fds["info_write"]),
+            "--block-fd",
+            str(self._fds["block_read"]),
+        ]
 
     def child_fds(self) -> tuple[int, ...]:
-        return (self._info_write, self._block_read)
+        return (self._fds["info_write"], self._fds["block_read"])
 
     def attach(self) -> None:
         """After bwrap started: give its namespace a network, then let it go on."""
-        os.close(self._info_write)
-        os.close(self._block_read)
+        self._close("info_write", "block_read")  # the child's ends
         try:
-            report = b""
-            while not report.rstrip().endswith(b"}") and (chunk := os.read(self._info_read, 4096)):
-                report += chunk
-            child = json.loads(report or b"{}").get("child-pid")
-            if not isinstance(child, int):
-                raise SandboxError(f"bubblewrap did not report its namespace ({report!r})")
+            child = self._child_pid()
+            _wait_for_loopback(child)
             ready_read, ready_write = os.pipe()
-            exit_read, self._exit_write = os.pipe()
+            exit_read, self._fds["exit_write"] = os.pipe()
             try:
                 self._process = subprocess.Popen(
                     [
@@ -187,22 +197,52 @@ class _SlirpNetwork:
                         f"{errors.decode(errors='replace').strip() or 'no output'}"
                     )
         finally:
-            os.close(self._info_read)
-            os.close(self._block_write)  # bwrap runs the command now
+            self._close("info_read", "block_write")  # bwrap runs the command now
+
+    def _child_pid(self) -> int:
+        """The sandbox's first process, as bwrap reports it (JSON on --info-fd)."""
+        report = b""
+        while not report.rstrip().endswith(b"}"):
+            chunk = os.read(self._fds["info_read"], 4096)
+            if not chunk:
+                break
+            report += chunk
+        try:
+            child = json.loads(report).get("child-pid")
+        except ValueError:
+            child = None
+        if not isinstance(child, int):
+            raise SandboxError(f"bubblewrap did not report its namespace ({report!r})")
+        return child
 
     def close(self) -> None:
-        for fd in (self._info_write, self._block_read, self._info_read, self._block_write):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        if self._exit_write is not None:
-            os.close(self._exit_write)  # slirp4netns exits when this closes
-            self._exit_write = None
+        self._close(*list(self._fds))  # exit_write among them: slirp4netns then exits
         if self._process is not None:
             try:
                 self._process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+
+    def _close(self, *names: str) -> None:
+        for name in names:
+            fd = self._fds.pop(name, None)
+            if fd is not None:
+                os.close(fd)
+
+
+def _wait_for_loopback(child: int) -> None:
+    """Wait (bounded) until bwrap has set up the sandbox's loopback: slirp4netns
+    configuring the namespace at the same time makes bwrap's setup fail."""
+    deadline = time.monotonic() + _LOOPBACK_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{child}/net/fib_trie") as routes:
+                if "127.0.0.1" in routes.read():
+                    return
+        except OSError:
+            return  # gone already: its exit says why
+        time.sleep(0.002)
 
 
 class SandboxError(Exception):
