@@ -90,6 +90,23 @@ def counting_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return counter
 
 
+@pytest.fixture
+def appgen(prefect_api: str):
+    """Runs the `appgen` command in a process of its own, against the tests' Prefect API."""
+    import subprocess
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "appgen", *args],
+            env=os.environ | {"PREFECT_API_URL": prefect_api} | env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    return run
+
+
 def generation_of(workspace: Path, request_id: int) -> Path:
     """The directory of a request's current generation ({workspace}/{id}/g-…)."""
     generations = sorted((workspace / str(request_id)).glob("g-*"))

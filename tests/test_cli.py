@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,20 +10,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import agent_runs
-
-
-@pytest.fixture
-def appgen(prefect_api: str):
-    def run(*args: str, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "appgen", *args],
-            env=os.environ | {"PREFECT_API_URL": prefect_api} | env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-
-    return run
 
 
 def last_json(result: subprocess.CompletedProcess) -> dict:

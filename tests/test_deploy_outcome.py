@@ -5,9 +5,7 @@ and a failed deploy check stop the publish before anything is pushed."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -74,20 +72,6 @@ def test_require_deployable_fails_before_anything_is_pushed(monkeypatch, appgen_
     assert row.deployable is False and "adapter-node" in row.deploy_reason
     assert "adapter-auto" in row.error
     assert commits(appgen_home, "kit") == []
-
-
-@pytest.fixture
-def appgen(prefect_api: str):
-    def run(*args: str, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "appgen", *args],
-            env=os.environ | {"PREFECT_API_URL": prefect_api} | env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
-    return run
 
 
 def test_the_cli_warns_and_json_carries_the_deploy_fields(appgen):

@@ -259,25 +259,11 @@ def test_a_gh013_answer_is_parsed_and_any_other_failure_is_not():
     assert push_protection_rejection("u", "remote: error: denied by a hook\n") is None
 
 
-@pytest.fixture
-def appgen_cli(prefect_api: str):
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "appgen", *args],
-            env=os.environ | {"PREFECT_API_URL": prefect_api},
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-
-    return run
-
-
 def test_cli_block_exits_1_with_the_findings_in_json_and_no_key_anywhere(
-    appgen_cli, monkeypatch, tmp_path
+    appgen, monkeypatch, tmp_path
 ):
     trusted_agent(monkeypatch, tmp_path / "runs", plant(".env.example", TOKEN_HEAD, TOKEN_TAIL))
-    result = appgen_cli("publish", "--prompt", "a counter app", "--request-id", "38", "--json")
+    result = appgen("publish", "--prompt", "a counter app", "--request-id", "38", "--json")
     assert result.returncode == 1, result.stderr
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome["status"] == "failed" and outcome["repo_url"] is None
@@ -289,10 +275,10 @@ def test_cli_block_exits_1_with_the_findings_in_json_and_no_key_anywhere(
     assert TOKEN not in result.stdout + result.stderr
 
 
-def test_cli_warn_lists_the_findings_in_json(appgen_cli, monkeypatch, tmp_path):
+def test_cli_warn_lists_the_findings_in_json(appgen, monkeypatch, tmp_path):
     monkeypatch.setenv("APPGEN_SECRET_SCAN", "warn")
     trusted_agent(monkeypatch, tmp_path / "runs", plant("a.js", TOKEN_HEAD, TOKEN_TAIL))
-    result = appgen_cli("publish", "--prompt", "a counter app", "--json")
+    result = appgen("publish", "--prompt", "a counter app", "--json")
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome["status"] == "published"
