@@ -26,7 +26,7 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,12 +120,18 @@ class KnownSecret:
         ]
 
 
-def scan_tree(root: Path, known: Iterable[KnownSecret] = ()) -> tuple[int, list[SecretFinding]]:
-    """Scan every regular file under ``root`` (links are not followed): the number of
-    text files scanned and the findings, sorted by path and line."""
+def scan_tree(
+    root: Path, known: Iterable[KnownSecret] = (), texts: Mapping[str, str] | None = None
+) -> tuple[int, list[SecretFinding]]:
+    """Scan every regular file under ``root`` (links are not followed), and ``texts``
+    (name → text published beside the tree, such as the commit message): the number
+    of text files scanned and the findings, sorted by path and line."""
     needles = [(secret.source, needle) for secret in known for needle in secret.needles()]
     files = sorted(_text_files(root))
     findings: dict[tuple[str, int], list[str]] = {}
+    for name, text in (texts or {}).items():
+        for line_number, rule in _own_findings(name, text, needles):
+            findings.setdefault((name, line_number), []).append(rule)
     for relative in files:
         text = (root / relative).read_bytes().decode("utf-8", errors="replace")
         for line_number, rule in _own_findings(relative, text, needles):

@@ -107,7 +107,7 @@ def generate_and_publish(
             temp.callback(_remove, source.path)
         staged = filtered_stage(source.path, settings.max_file_bytes, settings.staging_dir)
         temp.callback(_remove, staged.path)
-        scan = scan_secrets(staged, settings.secret_scan, spec.agent_env)
+        scan = scan_secrets(staged, settings.secret_scan, spec.agent_env, request.prompt)
         host = defaults.git_host(settings)
         repository = create_repository(request, host)
         update_db(

@@ -20,6 +20,8 @@ from core.redaction import register_secret
 from core.secret_scan import held_secrets, scan_tree
 from core.settings import Settings
 
+# How a finding in the prompt (published in the commit message) is named.
+PROMPT_NAME = "(the prompt, in the commit message)"
 # Findings listed in one error message; the rest are counted.
 _LISTED = 20
 
@@ -34,10 +36,11 @@ def findings_text(findings: list[SecretFinding]) -> str:
 
 @task(cache_policy=NO_CACHE)
 def scan_secrets(
-    staged: StagedTree, mode: SecretScanMode, agent_env: tuple[str, ...] = ()
+    staged: StagedTree, mode: SecretScanMode, agent_env: tuple[str, ...] = (), prompt: str = ""
 ) -> SecretScan:
     """Scan the staged tree for secrets (``agent_env``: names of the variables the
-    agent was given, whose key values are looked for too)."""
+    agent was given, whose key values are looked for too), and the prompt, which the
+    commit message carries."""
     logger = get_run_logger()
     if mode == "off":
         logger.info("secret scan skipped (APPGEN_SECRET_SCAN=off)")
@@ -45,7 +48,7 @@ def scan_secrets(
     held = held_secrets(Settings(), agent_env)
     register_secret(*(secret.value for secret in held))  # and masked in every log line
     started = time.monotonic()
-    scanned, findings = scan_tree(staged.path, held)
+    scanned, findings = scan_tree(staged.path, held, {PROMPT_NAME: prompt})
     took = time.monotonic() - started
     if not findings:
         logger.info("no secrets in %d files (%.2fs)", scanned, took)

@@ -285,3 +285,13 @@ def test_cli_warn_lists_the_findings_in_json(appgen, monkeypatch, tmp_path):
     assert outcome["secret_findings"] == [{"path": "a.js", "line": 1, "rule": "GitHub token"}]
     assert "a.js:1 (GitHub token), published anyway" in result.stderr
     assert TOKEN not in result.stdout + result.stderr
+
+
+@pytest.mark.usefixtures("flow_env")
+def test_a_key_pasted_into_the_prompt_never_reaches_the_commit_message(github):
+    prompt = f"a counter app; deploy with token {TOKEN}"
+    with pytest.raises(SecretsFound, match=r"\(the prompt, in the commit message\):1") as found:
+        generate_and_publish(prompt, request_id=737, app_name="counter")
+    assert TOKEN not in str(found.value)
+    assert github.repos == {}
+    assert [path for _, path, _ in github.requests if ".git/" in path] == []
