@@ -368,6 +368,10 @@ _COMMANDS = {
 }
 
 
+# Prefect's own modules that log each run's state changes.
+_ENGINE_MODULES = frozenset({"task_engine", "flow_engine"})
+
+
 class _ProgressDisplay(logging.Handler):
     """Shows the run's steps on stderr in place of Prefect's console log, which
     would print tracebacks for expected failures. The Prefect API still receives
@@ -398,6 +402,8 @@ class _ProgressDisplay(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.levelno >= logging.ERROR:
             return  # the failure is reported once, after the run
+        if record.levelno < logging.WARNING and record.module in _ENGINE_MODULES:
+            return  # "Finished in state Completed()" after every step says nothing
         step = getattr(record, "task_name", None)
         if step:  # a task run's record; flow-level ones would repeat the final error
             stderr.print(Text.assemble((f"{step:<20} ", "dim"), record.getMessage()))
