@@ -226,6 +226,31 @@ def _plan(project: NodeProject, stack: str, port: int, **fields: Any) -> LaunchP
     )
 
 
+def _static_plan(
+    project: NodeProject,
+    stack: str,
+    reason: str,
+    output: str,
+    build: tuple[str, ...],
+    *,
+    spa: bool = False,
+) -> LaunchPlan:
+    """A Node build whose output (``output``/) is a static site, served by Caddy."""
+    return LaunchPlan(
+        stack=stack,
+        deployable=True,
+        reason=reason,
+        runtime="static",
+        version=project.version,
+        port=8080,
+        folder=project.folder,
+        node=project.build(output=output),
+        build_commands=build,
+        static_dir=output,
+        spa=spa,
+    )
+
+
 def _next(project: NodeProject) -> LaunchPlan | None:
     if not project.has("next"):
         return None
@@ -289,17 +314,12 @@ def _sveltekit(project: NodeProject) -> LaunchPlan | None:
         )
     if name == "static":
         spa = bool(re.search(r"fallback\s*:", config))
-        return LaunchPlan(
-            stack="sveltekit-static",
-            deployable=True,
-            reason="SvelteKit app with adapter-static, served by Caddy",
-            runtime="static",
-            version=project.version,
-            port=8080,
-            folder=project.folder,
-            node=project.build(output="build"),
-            build_commands=build,
-            static_dir="build",
+        return _static_plan(
+            project,
+            "sveltekit-static",
+            "SvelteKit app with adapter-static, served by Caddy",
+            "build",
+            build,
             spa=spa,
         )
     return not_deployable(
@@ -342,17 +362,8 @@ def _astro(project: NodeProject) -> LaunchPlan | None:
             start=("node", "./dist/server/entry.mjs"),
             env={"PORT": "4321", "HOST": "0.0.0.0"},
         )
-    return LaunchPlan(
-        stack="astro-static",
-        deployable=True,
-        reason="Astro static site, served by Caddy",
-        runtime="static",
-        version=project.version,
-        port=8080,
-        folder=project.folder,
-        node=project.build(output="dist"),
-        build_commands=build,
-        static_dir="dist",
+    return _static_plan(
+        project, "astro-static", "Astro static site, served by Caddy", "dist", build
     )
 
 
@@ -411,17 +422,12 @@ def _spa(project: NodeProject) -> LaunchPlan | None:
         return not_deployable(
             stack, f"{project.where} has no build script", runtime="node", folder=project.folder
         )
-    return LaunchPlan(
-        stack=stack,
-        deployable=True,
-        reason=f"{stack} single-page app: its build ({output}/) served by Caddy",
-        runtime="static",
-        version=project.version,
-        port=8080,
-        folder=project.folder,
-        node=project.build(output=output),
-        build_commands=(" ".join(project.run("build")),),
-        static_dir=output,
+    return _static_plan(
+        project,
+        stack,
+        f"{stack} single-page app: its build ({output}/) served by Caddy",
+        output,
+        (" ".join(project.run("build")),),
         spa=True,
     )
 
