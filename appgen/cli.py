@@ -2,7 +2,8 @@
 
     appgen publish --prompt TEXT [--request-id N] [--app-name NAME] [--regenerate] [--json]
     appgen status [N] [--json]
-    appgen setup [--no-deploy]          blocks, work pools, slots, deployments
+    appgen setup [--no-deploy] [--overwrite]   blocks, work pools, deployments
+    appgen config [--json]              the blocks and settings a run would use
     appgen build-image | appgen reap    the Docker generator's image and leftovers
 
 Exit codes: 0 published (or found), 1 failed, 2 bad usage or bad input. Expected
@@ -21,7 +22,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
@@ -32,9 +33,14 @@ from rich.text import Text
 from core.errors import AppgenError, DatabaseError, InvalidRequest, SecretsFound, describe
 from core.models import RequestRecord, RequestStatus, check_app_name, check_prompt
 from core.processes import make_non_dumpable
-from core.settings import Settings
+from core.settings import Settings, ignored_variables
+
+if TYPE_CHECKING:
+    from blocks.configuration import RunBlocks
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# The flow's parameters that name saved blocks.
+_BLOCK_PARTS = ("generator", "git_host", "artifact_store", "database")
 MAX_REQUEST_ID = 2**63 - 1  # request ids are 64-bit database keys
 _RESULT_FIELDS = (
     "request_id",
@@ -92,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
         "--regenerate", action="store_true", help="run the generator even if cached"
     )
     publish.add_argument("--json", action="store_true", help="end with one JSON object")
+    _block_arguments(publish)
 
     status = commands.add_parser("status", help="the recorded state of requests")
     status.add_argument("request_id", nargs="?", type=_positive_int, metavar="N")
@@ -114,7 +121,29 @@ def _parser() -> argparse.ArgumentParser:
     setup.add_argument(
         "--no-deploy", action="store_true", help="skip applying prefect.yaml's deployments"
     )
+    setup.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace saved appgen-*/default blocks with the settings (default: keep them)",
+    )
+
+    config = commands.add_parser(
+        "config", help="the configuration a run would use: each block and where it comes from"
+    )
+    _block_arguments(config)
+    config.add_argument("--json", action="store_true", help="print JSON")
     return parser
+
+
+def _block_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flow's block parameters: a saved block's "block-type-slug/name" each."""
+    for part in _BLOCK_PARTS:
+        parser.add_argument(
+            f"--{part.replace('_', '-')}",
+            metavar="BLOCK",
+            help=f"saved {part.replace('_', ' ')} block (default: its appgen-*/default, "
+            "else the settings)",
+        )
 
 
 class _Stopped(KeyboardInterrupt):
@@ -171,8 +200,6 @@ def _load_settings() -> Settings:
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
-    from blocks import defaults  # Prefect is imported only when it is needed
-
     try:
         check_prompt(args.prompt)
         if args.app_name is not None:
@@ -181,12 +208,11 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
         # or a place appgen cannot use is bad input too: refuse it before anything
         # is created.
         settings.check_usable()
-        defaults.generator(settings)
-        defaults.git_host(settings)
+        blocks = _run_blocks(args, settings)
     except InvalidRequest as exc:
         raise _UsageError(str(exc)) from None
     try:
-        defaults.database(settings).migrate()  # the URL is good: creating the file is fine
+        blocks.database.migrate()  # the URL is good: creating the file is fine
     except DatabaseError as exc:  # unreachable, say: the request did not start
         _say(exc, "error: ", "red")
         if args.json:
@@ -201,12 +227,13 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
             request_id=args.request_id,
             app_name=args.app_name,
             regenerate=args.regenerate,
+            **{part: getattr(args, part) for part in _BLOCK_PARTS},
             return_state=True,
         )
         progress.stop()
     flow_run_id = str(state.state_details.flow_run_id)
     try:
-        record = defaults.database(settings).request_of_flow_run(flow_run_id)
+        record = blocks.database.request_of_flow_run(flow_run_id)
     except DatabaseError:  # the run's own error says so; the JSON line still comes
         record = None
     if state.is_completed():
@@ -297,7 +324,7 @@ def _build_image(args: argparse.Namespace, settings: Settings) -> int:
     with defaults.docker_generator(settings).docker_client() as client:
         build = build_generator_image(
             client,
-            tag=args.tag or settings.docker_image,
+            tag=args.tag or settings.docker.image,
             mirror=args.mirror or DEFAULT_MIRROR,
             force=args.force,
             log=lambda line: _say(line, style="dim"),
@@ -354,12 +381,69 @@ def _not_started(args: argparse.Namespace, error: str) -> dict[str, Any]:
 def _setup(args: argparse.Namespace, settings: Settings) -> int:
     from deployments.setup import setup
 
-    setup(settings, deploy=not args.no_deploy, log=_say)
+    setup(settings, deploy=not args.no_deploy, overwrite=args.overwrite, log=_say)
     _say("setup complete", style="green")
     return EXIT_OK
 
 
+def _run_blocks(args: argparse.Namespace, settings: Settings) -> RunBlocks:
+    """The blocks a run with these arguments uses (Prefect is imported only here)."""
+    from blocks.configuration import run_blocks
+
+    return run_blocks(settings, **{part: getattr(args, part) for part in _BLOCK_PARTS})
+
+
+def _config(args: argparse.Namespace, settings: Settings) -> int:
+    """Each part a run would use, where it comes from and its fields (secrets
+    masked), the run's own settings, and APPGEN_* variables that are ignored."""
+    try:
+        blocks = _run_blocks(args, settings)
+    except InvalidRequest as exc:
+        raise _UsageError(str(exc)) from None
+    parts = [
+        part.model_dump()
+        | {
+            "source": part.source,
+            "fields": _flat(block.model_dump(mode="json", exclude={"block_type_slug"})),
+        }
+        for part, block in blocks.chosen()
+    ]
+    run_settings = _flat(settings.model_dump(mode="json"))
+    ignored = ignored_variables(os.environ)
+    if args.json:
+        print(json.dumps({"parts": parts, "settings": run_settings, "ignored": ignored}))
+        return EXIT_OK
+    out = Console(width=None if sys.stdout.isatty() else 240, highlight=False)
+    for part in parts:
+        table = Table(
+            "field", "value", title=f"{part['part']}: {part['kind']}", title_justify="left"
+        )
+        for field, value in part["fields"].items():
+            table.add_row(field, Text(json.dumps(value) if not isinstance(value, str) else value))
+        out.print(table)
+        out.print(Text(f"  from the {part['source']}\n", style="dim"))
+    table = Table("setting", "value", title="run settings (APPGEN_*)", title_justify="left")
+    for field, value in run_settings.items():
+        table.add_row(f"APPGEN_{field.upper()}", Text(str(value)))
+    out.print(table)
+    for line in ignored:
+        _say(line, "ignored: ", "yellow")
+    return EXIT_OK
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested fields as dotted names."""
+    flat: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, dict) and value:
+            flat |= _flat(value, f"{prefix}{name}.")
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
 _COMMANDS = {
+    "config": _config,
     "publish": _publish,
     "status": _status,
     "build-image": _build_image,

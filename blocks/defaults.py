@@ -1,10 +1,13 @@
-"""The blocks the settings describe, for runs that name no saved block."""
+"""The blocks the settings describe: what a run uses where no block is saved, and
+what ``appgen setup`` saves. Each part's fields are read under its prefix
+(``APPGEN_DOCKER_*`` …) with the block's own field names, so each block is built in
+one call; only what the settings derive (paths under ``APPGEN_HOME``, the agent's
+variables, the AWS endpoints) is put together here."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from prefect.blocks.core import Block
 from prefect_aws import AwsClientParameters, AwsCredentials
 from pydantic import ValidationError
 
@@ -18,23 +21,39 @@ from blocks.s3_artifact_store import S3ArtifactStore
 from core.errors import InvalidRequest
 from core.settings import Settings
 
-B = TypeVar("B", bound=Block)
+B = TypeVar("B")
 
 _CLAUDE_KEYS = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN")
+# The settings' variables of each block kind, as `appgen config` names them.
+ENV_PREFIXES: dict[type, str] = {
+    ProcessGenerator: "APPGEN_",
+    DockerGenerator: "APPGEN_DOCKER_",
+    EcsGenerator: "APPGEN_ECS_",
+    S3ArtifactStore: "APPGEN_S3_",
+    LocalGitHost: "APPGEN_GIT_",
+    GitHubHost: "APPGEN_GITHUB_",
+    Database: "APPGEN_DATABASE_",
+}
 
 
-def generator(settings: Settings, saved: str | None = None) -> GeneratorBlock:
-    """The saved generator block named ``saved`` ("type-slug/name"), or the one the
-    settings describe."""
-    if saved:
-        return _load(saved, GeneratorBlock)
+def generator_kind(settings: Settings) -> type[GeneratorBlock]:
+    return {"process": ProcessGenerator, "docker": DockerGenerator, "ecs": EcsGenerator}[
+        settings.generator
+    ]
+
+
+def git_host_kind(settings: Settings) -> type[GitHost]:
+    return {"local": LocalGitHost, "github": GitHubHost}[settings.git_host]
+
+
+def generator(settings: Settings) -> GeneratorBlock:
+    """The generator APPGEN_GENERATOR names, from the settings."""
     if settings.generator == "process":
         return ProcessGenerator(
             workspace=settings.workspace,
-            timeout_seconds=settings.generator_timeout,
-            env_allowlist=_agent_allowlist(settings),
             trust_agent=settings.trust_agent,
             network=settings.agent_network == "on",
+            **_generator_fields(settings),
         )
     if settings.generator == "docker":
         return docker_generator(settings)
@@ -42,55 +61,51 @@ def generator(settings: Settings, saved: str | None = None) -> GeneratorBlock:
 
 
 def docker_generator(settings: Settings) -> DockerGenerator:
-    return DockerGenerator(
-        image=settings.docker_image,
+    return _build(
+        DockerGenerator,
+        settings.docker.model_dump(),
         workspace=settings.workspace,
-        host_workspace=settings.docker_host_workspace,
-        env_allowlist=_agent_allowlist(settings),
-        user=settings.docker_user,
-        cpus=settings.docker_cpus,
-        memory=settings.docker_memory,
-        network_mode=settings.docker_network,
-        timeout_seconds=settings.generator_timeout,
+        **_generator_fields(settings),
     )
 
 
-def ecs_generator(settings: Settings) -> EcsGenerator:
-    missing = [
-        name
-        for name, value in (
-            ("APPGEN_ECS_CLUSTER", settings.ecs_cluster),
-            ("APPGEN_ECS_TASK_DEFINITION", settings.ecs_task_definition),
-            ("APPGEN_ECS_SUBNETS", settings.ecs_subnets),
-        )
-        if not value
-    ]
-    if missing:
-        raise InvalidRequest(f"APPGEN_GENERATOR=ecs needs {', '.join(missing)}")
-    return EcsGenerator(
+def ecs_generator(settings: Settings, artifacts: S3ArtifactStore | None = None) -> EcsGenerator:
+    return _build(
+        EcsGenerator,
+        settings.ecs.model_dump(),
         credentials=_aws_credentials(settings.aws_endpoint_url),
-        artifacts=s3_artifact_store(settings),
-        cluster=settings.ecs_cluster,
-        task_definition=settings.ecs_task_definition,
-        container_name=settings.ecs_container,
-        subnets=settings.ecs_subnets,
-        security_groups=settings.ecs_security_groups,
-        assign_public_ip=settings.ecs_assign_public_ip,
-        env_allowlist=_agent_allowlist(settings),
-        timeout_seconds=settings.generator_timeout,
-        poll_seconds=settings.ecs_poll_seconds,
+        artifacts=artifacts or s3_artifact_store(settings),
+        **_generator_fields(settings),
     )
 
 
 def s3_artifact_store(settings: Settings) -> S3ArtifactStore:
-    if not settings.s3_bucket:
-        raise InvalidRequest("AWS mode needs APPGEN_S3_BUCKET: the bucket for generator tarballs")
-    return S3ArtifactStore(
+    return _build(
+        S3ArtifactStore,
+        settings.s3.model_dump(),
         credentials=_aws_credentials(settings.s3_endpoint_url),
-        bucket=settings.s3_bucket,
-        prefix=settings.s3_prefix,
-        max_file_bytes=settings.max_file_bytes,
     )
+
+
+def git_host(settings: Settings) -> GitHost:
+    """The Git host APPGEN_GIT_HOST names, from the settings."""
+    if settings.git_host == "local":
+        assert settings.git_root is not None  # derived from home by the settings
+        return LocalGitHost(root=settings.git_root)
+    return _build(GitHubHost, settings.github.model_dump())
+
+
+def database(settings: Settings) -> Database:
+    assert settings.database_url is not None  # derived from home by the settings
+    return Database(url=settings.database_url)
+
+
+def _generator_fields(settings: Settings) -> dict[str, Any]:
+    """The fields every generator takes from the general settings."""
+    return {
+        "timeout_seconds": settings.generator_timeout,
+        "env_allowlist": _agent_allowlist(settings),
+    }
 
 
 def _aws_credentials(endpoint_url: str | None) -> AwsCredentials:
@@ -106,41 +121,10 @@ def _agent_allowlist(settings: Settings) -> list[str]:
     return allowlist
 
 
-def git_host(settings: Settings) -> GitHost:
-    if settings.git_host == "local":
-        assert settings.git_root is not None  # derived from home by the settings
-        return LocalGitHost(root=settings.git_root)
-    if not settings.github_owner:
-        raise InvalidRequest("APPGEN_GIT_HOST=github needs APPGEN_GITHUB_OWNER (user or org)")
+def _build(kind: type[B], fields: dict[str, Any], **derived: Any) -> B:
+    """``kind`` from a part's settings; a combination the block refuses (say a GitHub
+    host with neither a token nor an App) is an ``InvalidRequest``."""
     try:
-        return GitHubHost(
-            owner=settings.github_owner,
-            token=settings.github_token,
-            app_id=settings.github_app_id,
-            app_private_key=settings.github_app_private_key,
-            installation_id=settings.github_installation_id,
-            private=settings.github_private,
-            api_url=settings.github_api_url,
-            git_url=settings.github_git_url,
-        )
+        return kind(**fields, **derived)
     except ValidationError as exc:
         raise InvalidRequest(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
-
-
-def database(settings: Settings) -> Database:
-    assert settings.database_url is not None  # derived from home by the settings
-    return Database(url=settings.database_url)
-
-
-def _load(slug: str, kind: type[B]) -> B:
-    try:
-        block = Block.load(slug)
-    except ValueError as exc:
-        raise InvalidRequest(
-            f"no saved block {slug!r} (use 'block-type-slug/name'; `prefect block ls` lists them)"
-        ) from exc
-    if not isinstance(block, kind):
-        raise InvalidRequest(
-            f"the saved block {slug!r} is a {type(block).__name__}, not a {kind.__name__}"
-        )
-    return block

@@ -32,6 +32,7 @@ from blocks.generators import (
 )
 from core.errors import GeneratorFailed
 from core.models import ArtifactRef, GenerationSpec, GeneratorRun
+from core.options import DockerOptions
 
 # Note `import docker`, never `import docker.errors`: Prefect registers docker as a lazy
 # module, and a submodule import beside it executes docker/errors.py a second time, so
@@ -43,7 +44,6 @@ LABEL_DEADLINE = "org.appgen.deadline"
 # An orchestrator removes its container right after the deadline kill; past this
 # grace nobody will.
 _DEADLINE_GRACE_SECONDS = 60
-DEFAULT_PIDS_LIMIT = 1024
 # Writable scratch space of a container whose root filesystem is read-only (HOME is
 # /tmp): programs, caches and build steps may run from it.
 _TMPFS = {"/tmp": "rw,exec,nosuid,nodev,mode=1777"}
@@ -55,7 +55,7 @@ class ReapedContainer(BaseModel):
     reason: str
 
 
-class DockerGenerator(GeneratorBlock):
+class DockerGenerator(GeneratorBlock, DockerOptions):
     """Runs the generator in a container per request on a Docker engine. The
     container sees only its request's generation directory and no credentials: just
     the generator's own variables and the names in ``env_allowlist``. It has its own
@@ -78,59 +78,12 @@ class DockerGenerator(GeneratorBlock):
     docker_host: DockerHost = Field(
         default_factory=DockerHost, description="The Docker engine to run containers on."
     )
-    image: str = Field(
-        default="appgen-generator:local",
-        description="Generator image; its entrypoint is `python3 -m generator`.",
-        examples=["appgen-generator:local", "123456789012.dkr.ecr.us-east-1.amazonaws.com/gen:1"],
-    )
     workspace: Path = Field(
         description="The shared workspace as the orchestrator sees it.",
         examples=["/home/me/.appgen/workspace"],
     )
-    host_workspace: Path | None = Field(
-        default=None,
-        description="The same directory as the Docker engine sees it, when that differs "
-        "(for example an orchestrator that itself runs in a container).",
-    )
-    container_workspace: str = Field(
-        default="/workspace", description="Where the workspace is mounted in the container."
-    )
-    env_allowlist: list[str] = Field(
-        default_factory=list,
-        description="Orchestrator environment variables passed into the container (for "
-        "example an agent's API key). Nothing else of its environment is passed.",
-    )
-    user: str | None = Field(
-        default=None,
-        description="uid:gid the container runs as; default: the orchestrator's own, so "
-        "the files it writes belong to the orchestrator.",
-        examples=["1000:1000", "0:0"],
-    )
-    cpus: float | None = Field(default=2.0, gt=0, description="CPU limit (cores).")
-    memory: str | None = Field(default="4g", description="Memory limit.", examples=["4g"])
-    network_mode: str | None = Field(
-        default=None,
-        description="Docker network mode; default: the engine's (bridge). `none` suits "
-        "offline agents.",
-        examples=["bridge", "none"],
-    )
-    timeout_seconds: float = Field(
-        default=1800.0, gt=0, description="Kill and remove the container after this long."
-    )
     labels: dict[str, str] = Field(
         default_factory=dict, description="Extra labels on every generator container."
-    )
-    read_only_root: bool = Field(
-        default=True,
-        description="Mount the image's root filesystem read-only: the agent writes only "
-        "its app directory and a private /tmp (its HOME). Turn off for an agent that must "
-        "install into the image (for example `npm install -g`).",
-    )
-    pids_limit: int | None = Field(
-        default=DEFAULT_PIDS_LIMIT,
-        gt=0,
-        description=f"Most processes the container may run at once (default "
-        f"{DEFAULT_PIDS_LIMIT}); None: the engine's default.",
     )
 
     def artifact_store(self) -> ArtifactStore:

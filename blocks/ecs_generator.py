@@ -29,6 +29,7 @@ from blocks.generators import (
 from blocks.s3_artifact_store import S3ArtifactStore
 from core.errors import GeneratorFailed
 from core.models import ArtifactRef, GenerationSpec, GeneratorRun
+from core.options import EcsOptions
 
 # The presigned URL must outlive the generation: upload happens at its very end.
 _UPLOAD_URL_MARGIN_SECONDS = 900
@@ -37,7 +38,7 @@ _MAX_POLL_SECONDS = 30.0
 _MAX_OVERRIDES_BYTES = 8192
 
 
-class EcsGenerator(GeneratorBlock):
+class EcsGenerator(GeneratorBlock, EcsOptions):
     """Runs the generator as an ECS Fargate task per request; the app comes back as a
     tarball through the S3 artifact store.
 
@@ -57,28 +58,6 @@ class EcsGenerator(GeneratorBlock):
         default_factory=AwsCredentials, description="Credentials for ECS and CloudWatch Logs."
     )
     artifacts: S3ArtifactStore = Field(description="Where the task uploads the app.")
-    cluster: str = Field(description="ECS cluster name or ARN.", examples=["appgen"])
-    task_definition: str = Field(
-        description="Task definition family[:revision] or ARN; its container runs "
-        "`python3 -m generator` and logs with the awslogs driver.",
-        examples=["appgen-generator:3"],
-    )
-    container_name: str = Field(default="generator", description="The generator container.")
-    subnets: list[str] = Field(description="Subnets for the task's network interface.")
-    security_groups: list[str] = Field(default_factory=list, description="Security groups.")
-    assign_public_ip: bool = Field(
-        default=True, description="Give the task a public IP (needed without a NAT gateway)."
-    )
-    container_app_dir: str = Field(
-        default="/home/generator/app", description="Where the app is written in the task."
-    )
-    env_allowlist: list[str] = Field(
-        default_factory=list,
-        description="Orchestrator environment variables passed as overrides (prefer ECS "
-        "secrets in the task definition for an agent's key).",
-    )
-    timeout_seconds: float = Field(default=1800.0, gt=0, description="Stop the task after this.")
-    poll_seconds: float = Field(default=5.0, gt=0, description="First polling interval.")
 
     def artifact_store(self) -> ArtifactStore:
         return self.artifacts

@@ -31,6 +31,7 @@ from blocks import sandbox
 from blocks.artifact_stores import ArtifactStore, VolumeArtifactStore
 from core.errors import GeneratorFailed
 from core.models import ArtifactRef, GenerationSpec, GeneratorRun
+from core.options import DEFAULT_GENERATOR_TIMEOUT
 
 LOG_TAIL_LINES = 20
 # What an unconfined generator process may see of the orchestrator's environment
@@ -136,6 +137,18 @@ class OutputFollower:
 class GeneratorBlock(Block, abc.ABC):
     """A place to run the generator. ``run`` returns where the app was left."""
 
+    timeout_seconds: float = Field(
+        default=DEFAULT_GENERATOR_TIMEOUT,
+        gt=0,
+        description="Stop the generator after this many seconds; it also gets this "
+        "deadline itself, kept even if the orchestrator dies.",
+    )
+    env_allowlist: list[str] = Field(
+        default_factory=list,
+        description="Names of orchestrator environment variables passed to the generator "
+        "(for example an agent's API key). Nothing else of its environment is passed.",
+    )
+
     @abc.abstractmethod
     def run(self, spec: GenerationSpec, logger: logging.LoggerAdapter) -> GeneratorRun:
         """Run the generator to completion or raise ``GeneratorFailed``."""
@@ -193,14 +206,6 @@ class ProcessGenerator(GeneratorBlock):
     workspace: Path = Field(
         description="Directory the generator writes into, as {workspace}/{request_id}/...",
         examples=["/home/me/.appgen/workspace"],
-    )
-    timeout_seconds: float = Field(
-        default=1800.0, gt=0, description="Kill the generator after this many seconds."
-    )
-    env_allowlist: list[str] = Field(
-        default_factory=list,
-        description="Names of orchestrator environment variables passed to the generator "
-        "in addition to PATH and the locale (for example an agent's API key).",
     )
     python_executable: str = Field(
         default_factory=lambda: sys.executable,

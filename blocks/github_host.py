@@ -29,11 +29,12 @@ import httpx
 import jwt
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_logger, get_run_logger
-from pydantic import Field, PrivateAttr, SecretStr, model_validator
+from pydantic import PrivateAttr, model_validator
 
 from blocks.git_hosts import MAX_NAME_ATTEMPTS, GitHost, candidate_names
 from core.errors import PublishError
 from core.models import PullRequest, RemoteRepository
+from core.options import GitHubOptions
 from core.redaction import redact, register_secret
 
 _API_VERSION = "2022-11-28"
@@ -69,7 +70,7 @@ def request_marker(request_id: int) -> str:
     return f"[appgen:request={request_id}]"
 
 
-class GitHubHost(GitHost):
+class GitHubHost(GitHost, GitHubOptions):
     """Publishes to GitHub or GitHub Enterprise under one owner (user or
     organisation), authenticated with a token or as a GitHub App installation.
 
@@ -85,38 +86,6 @@ class GitHubHost(GitHost):
     _block_type_slug = "appgen-github-host"
     _description = "Creates repositories on GitHub and pushes to them without exposing the token."
 
-    owner: str = Field(
-        description="User or organisation that owns the repositories.", examples=["acme-apps"]
-    )
-    token: SecretStr | None = Field(
-        default=None,
-        description="Token with the `repo` scope (classic) or Administration and Contents "
-        "write (fine-grained). Leave empty to authenticate as a GitHub App.",
-    )
-    app_id: str | None = Field(default=None, description="GitHub App id (App authentication).")
-    app_private_key: SecretStr | None = Field(
-        default=None, description="The GitHub App's PEM private key."
-    )
-    installation_id: int | None = Field(
-        default=None, description="The App's installation id on the owner."
-    )
-    private: bool = Field(default=True, description="Create repositories as private.")
-    api_url: str = Field(
-        default="https://api.github.com",
-        description="REST API base URL.",
-        examples=["https://api.github.com", "https://github.example.com/api/v3"],
-    )
-    git_url: str = Field(
-        default="https://github.com",
-        description="Base URL git pushes to.",
-        examples=["https://github.com", "https://github.example.com"],
-    )
-    max_rate_limit_wait_seconds: float = Field(
-        default=300.0,
-        ge=0,
-        description="Longest total wait for GitHub rate limits before giving up.",
-    )
-
     _installation_token: tuple[str, float] | None = PrivateAttr(default=None)
     _token_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
@@ -125,9 +94,10 @@ class GitHubHost(GitHost):
         app = (self.app_id, self.app_private_key, self.installation_id)
         if self.token is None and not all(app):
             raise ValueError(
-                "GitHub needs a token (APPGEN_GITHUB_TOKEN) or a GitHub App: app id, "
-                "private key and installation id (APPGEN_GITHUB_APP_ID, "
-                "APPGEN_GITHUB_APP_PRIVATE_KEY, APPGEN_GITHUB_INSTALLATION_ID)"
+                "GitHub needs a token or a GitHub App (app id, private key and installation "
+                "id): the appgen-github-host block's fields, or APPGEN_GITHUB_TOKEN, "
+                "APPGEN_GITHUB_APP_ID, APPGEN_GITHUB_APP_PRIVATE_KEY and "
+                "APPGEN_GITHUB_INSTALLATION_ID"
             )
         return self
 

@@ -20,13 +20,14 @@ from blocks.artifact_stores import ArtifactStore
 from blocks.tarballs import Limits, extract_tarball
 from core.errors import ArtifactError, SetupError
 from core.models import GeneratorRun, SourceTree
+from core.options import S3Options
 from core.processes import temp_prefix
 
 CONTENT_TYPE = "application/gzip"  # what the generator sends; the URL is signed for it
 LIFECYCLE_RULE_ID = "appgen-expire-generations"
 
 
-class S3ArtifactStore(ArtifactStore):
+class S3ArtifactStore(ArtifactStore, S3Options):
     """Generator tarballs in an S3 bucket (or any S3-compatible endpoint, through the
     credentials' client parameters), kept for ``retention_days``.
 
@@ -47,16 +48,6 @@ class S3ArtifactStore(ArtifactStore):
         default_factory=AwsCredentials,
         description="AWS credentials; set aws_client_parameters.endpoint_url for an "
         "S3-compatible server.",
-    )
-    bucket: str = Field(description="Bucket for generator tarballs.", examples=["appgen-artifacts"])
-    prefix: str = Field(default="generations", description="Key prefix of the tarballs.")
-    retention_days: int = Field(default=30, gt=0, description="Lifecycle expiry of tarballs.")
-    max_members: int = Field(default=50_000, gt=0, description="Most entries in a tarball.")
-    max_file_bytes: int = Field(
-        default=100 * 1024 * 1024, gt=0, description="Largest file accepted from a tarball."
-    )
-    max_total_bytes: int = Field(
-        default=2 * 1024**3, gt=0, description="Most bytes extracted from one tarball."
     )
 
     def new_key(self, request_id: int) -> str:

@@ -376,3 +376,26 @@ class PublishOutcome(Frozen):
         default=None, description="The branch pushed instead of main (its pull request's head)."
     )
     pull_request_url: str | None = None
+
+
+class ConfiguredPart(Frozen):
+    """Where a run's part (generator, git host, artifact store, database) came from: a
+    saved block, or the settings when none is saved."""
+
+    part: str
+    kind: str  # the block class, e.g. DockerGenerator
+    block: str | None = None  # "block-type-slug/name" of a saved block
+    env_prefix: str | None = None  # the settings' variables, e.g. APPGEN_DOCKER_
+
+    @property
+    def source(self) -> str:
+        if self.block:
+            return f"saved block {self.block}"
+        return f"settings ({self.env_prefix}*)" if self.env_prefix else "settings"
+
+    def field_label(self, field: str) -> str:
+        """How a field of this part is named to people: ``APPGEN_GITHUB_TOKEN`` for
+        settings, ``appgen-github-host/default: token`` for a saved block."""
+        if self.block:
+            return f"{self.block}: {field}"
+        return f"{self.env_prefix or 'APPGEN_'}{field.replace('.', '_').upper()}"

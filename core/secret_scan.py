@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import os
 import re
 import threading
@@ -32,7 +31,6 @@ from pathlib import Path
 
 from core.models import SecretFinding
 from core.paths import display_path
-from core.settings import Settings
 
 # Only the first part of a file is looked at for a NUL byte, as git does.
 _BINARY_SNIFF_BYTES = 8000
@@ -249,28 +247,32 @@ HELD_VARIABLES = (
 _KEY_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
 
 
-def held_secrets(settings: Settings, agent_env: Iterable[str] = ()) -> list[KnownSecret]:
-    """The secrets the orchestrator holds: the values core.redaction registered, the
-    APPGEN_* secret settings (the database URL's password), and the key variables
-    of the agent (``agent_env``: the names the generator passes) and of
-    ``HELD_VARIABLES`` that are set."""
+def url_password(url: str) -> str | None:
+    """The password in a URL such as a database URL, if it has one."""
     import sqlalchemy as sa
-    from pydantic import SecretStr
 
+    try:
+        return sa.make_url(url).password
+    except sa.exc.ArgumentError:
+        return None
+
+
+def held_secrets(
+    configured: Iterable[KnownSecret] = (), agent_env: Iterable[str] = ()
+) -> list[KnownSecret]:
+    """The secrets the orchestrator holds: those of the run's blocks (``configured``:
+    a token, an App key, the database's password …), the values core.redaction
+    registered, and the key variables of the agent (``agent_env``: the names the
+    generator passes) and of ``HELD_VARIABLES`` that are set."""
     from core.redaction import registered_secrets
 
-    held = [KnownSecret("a credential appgen uses", value) for value in registered_secrets()]
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if not isinstance(value, SecretStr):
-            continue
-        secret = value.get_secret_value()
-        if name == "database_url":
-            with contextlib.suppress(sa.exc.ArgumentError):
-                secret = sa.make_url(secret).password or ""
-        held.append(KnownSecret(f"APPGEN_{name.upper()}", secret))
+    held = list(configured)
+    held += [KnownSecret("a credential appgen uses", value) for value in registered_secrets()]
     names = [n for n in agent_env if _KEY_NAME.search(n)] + list(HELD_VARIABLES)
     for name in dict.fromkeys(names):
         if os.environ.get(name):
             held.append(KnownSecret(name, os.environ[name]))
-    return [secret for secret in held if secret.needles()]
+    first_by_value = {}
+    for secret in held:  # a value is named by where it is configured, once
+        first_by_value.setdefault(secret.value, secret)
+    return [secret for secret in first_by_value.values() if secret.needles()]

@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar, get_origin
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.errors import InvalidRequest
 from core.excludes import MAX_FILE_BYTES
+from core.options import (
+    DEFAULT_GENERATOR_TIMEOUT,
+    DockerOptions,
+    EcsOptions,
+    GitHubOptions,
+    S3Options,
+)
 from core.paths import display_path
 
 GeneratorKind = Literal["process", "docker", "ecs"]
@@ -19,9 +36,81 @@ AgentKind = Literal["template", "command", "claude"]
 GitHostKind = Literal["local", "github"]
 # The database backends blocks/database.py implements.
 DATABASE_BACKENDS = ("sqlite", "postgresql")
-# A list setting is JSON; this field decodes it itself, so that bad JSON is a
-# validation error naming the variable rather than pydantic-settings' SettingsError.
+# A list setting is JSON, decoded by _decode_json_list.
 JsonList = Annotated[list[str], NoDecode]
+
+
+def _decode_json_list(value: object) -> object:
+    """A list setting is JSON; decoded here so that bad JSON is a validation error
+    naming the variable rather than pydantic-settings' SettingsError."""
+    if not isinstance(value, str):
+        return value
+    if not value.strip():
+        return []
+    try:
+        return json.loads(value)
+    except ValueError:
+        raise ValueError(
+            'not valid JSON: give a JSON list of strings, such as ["A", "B"]'
+        ) from None
+
+
+class _PartSettings(BaseSettings):
+    """A configurable part's fields (declared once in ``core.options``) read from the
+    environment under the part's prefix. Read only when the part is used, so that a
+    part's required fields are required only then."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", enable_decoding=False
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _json_lists(cls, value: object, info: ValidationInfo) -> object:
+        field = cls.model_fields[info.field_name] if info.field_name else None
+        if field is not None and get_origin(field.annotation) is list:
+            return _decode_json_list(value)
+        return value
+
+
+class DockerSettings(DockerOptions, _PartSettings):
+    model_config = SettingsConfigDict(env_prefix="APPGEN_DOCKER_")
+
+
+class EcsSettings(EcsOptions, _PartSettings):
+    model_config = SettingsConfigDict(env_prefix="APPGEN_ECS_")
+
+
+class S3Settings(S3Options, _PartSettings):
+    model_config = SettingsConfigDict(env_prefix="APPGEN_S3_")
+
+
+class GitHubSettings(GitHubOptions, _PartSettings):
+    model_config = SettingsConfigDict(env_prefix="APPGEN_GITHUB_")
+
+
+P = TypeVar("P", bound=_PartSettings)
+
+
+def _read_part(part: type[P]) -> P:
+    """``part`` read from the environment; a missing or bad value is an
+    ``InvalidRequest`` naming its variable."""
+    try:
+        return part()
+    except ValidationError as exc:
+        raise InvalidRequest(
+            describe_settings_error(exc, part.model_config["env_prefix"])
+        ) from None
+
+
+def describe_settings_error(error: ValidationError, prefix: str = "APPGEN_") -> str:
+    """One line naming each bad variable and what is wrong with it."""
+    problems = "; ".join(
+        f"{prefix}{'_'.join(map(str, e['loc'])).upper()}: "
+        + ("not set" if e["type"] == "missing" else e["msg"].removeprefix("Value error, "))
+        for e in error.errors()
+    )
+    return f"invalid settings: {problems}"
 
 
 class Settings(BaseSettings):
@@ -48,7 +137,9 @@ class Settings(BaseSettings):
     )
     generator: GeneratorKind = Field(default="process", description="Where the generator runs.")
     generator_timeout: float = Field(
-        default=1800.0, gt=0, description="Seconds before a generation is killed."
+        default=DEFAULT_GENERATOR_TIMEOUT,
+        gt=0,
+        description="Seconds before a generation is killed.",
     )
     generator_slots: int = Field(
         default=4,
@@ -80,61 +171,16 @@ class Settings(BaseSettings):
         "(for example an agent's API key). Nothing else of the orchestrator's "
         "environment reaches it.",
     )
-    docker_image: str = Field(
-        default="appgen-generator:local",
-        description="Generator image for APPGEN_GENERATOR=docker (`appgen build-image`).",
-    )
-    docker_cpus: float | None = Field(default=2.0, gt=0, description="CPU limit per container.")
-    docker_memory: str | None = Field(default="4g", description="Memory limit per container.")
-    docker_network: str | None = Field(
-        default=None, description="Docker network mode of generator containers."
-    )
-    docker_user: str | None = Field(
-        default=None, description="uid:gid of generator containers (default: the orchestrator's)."
-    )
-    docker_host_workspace: Path | None = Field(
-        default=None,
-        description="The workspace as the Docker engine sees it, when that differs from here.",
-    )
     git_host: GitHostKind = Field(default="local", description="Where repositories live.")
     git_root: Path | None = Field(
         default=None, description="Directory of bare repositories for the local Git host."
     )
-    ecs_cluster: str | None = Field(default=None, description="ECS cluster of generator tasks.")
-    ecs_task_definition: str | None = Field(
-        default=None, description="Task definition of the generator (family[:revision] or ARN)."
-    )
-    ecs_container: str = Field(default="generator", description="The generator container name.")
-    ecs_subnets: JsonList = Field(default_factory=list, description="Subnets of generator tasks.")
-    ecs_security_groups: JsonList = Field(
-        default_factory=list, description="Security groups of generator tasks."
-    )
-    ecs_assign_public_ip: bool = Field(default=True, description="Public IP for generator tasks.")
-    ecs_poll_seconds: float = Field(
-        default=5.0, gt=0, description="First interval between ECS task status checks."
-    )
     aws_endpoint_url: str | None = Field(
         default=None, description="ECS and CloudWatch Logs endpoint (a local stand-in)."
     )
-    s3_bucket: str | None = Field(default=None, description="Bucket of generator tarballs.")
-    s3_prefix: str = Field(default="generations", description="Key prefix of the tarballs.")
     s3_endpoint_url: str | None = Field(
         default=None, description="S3 endpoint (an S3-compatible server)."
     )
-    github_owner: str | None = Field(
-        default=None, description="User or organisation that owns published repositories."
-    )
-    github_token: SecretStr | None = Field(default=None, description="GitHub token.")
-    github_app_id: str | None = Field(default=None, description="GitHub App id.")
-    github_app_private_key: SecretStr | None = Field(
-        default=None, description="GitHub App private key (PEM)."
-    )
-    github_installation_id: int | None = Field(
-        default=None, description="GitHub App installation id."
-    )
-    github_private: bool = Field(default=True, description="Create private repositories.")
-    github_api_url: str = Field(default="https://api.github.com", description="REST API base.")
-    github_git_url: str = Field(default="https://github.com", description="git base URL.")
     git_author_name: str = Field(default="appgen", description="Author of published commits.")
     git_author_email: str = Field(
         default="appgen@localhost", description="Author e-mail of published commits."
@@ -180,19 +226,10 @@ class Settings(BaseSettings):
         "(GitHub refuses files over 100 MB).",
     )
 
-    @field_validator("agent_env", "ecs_subnets", "ecs_security_groups", mode="before")
+    @field_validator("agent_env", mode="before")
     @classmethod
     def _json_list(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        if not value.strip():
-            return []
-        try:
-            return json.loads(value)
-        except ValueError:
-            raise ValueError(
-                'not valid JSON: give a JSON list of strings, such as ["A", "B"]'
-            ) from None
+        return _decode_json_list(value)
 
     @field_validator("home", "git_root", "staging_dir")
     @classmethod
@@ -211,6 +248,27 @@ class Settings(BaseSettings):
                 "writes the app (it runs with the app directory as its working directory)"
             )
         return self
+
+    @cached_property
+    def docker(self) -> DockerSettings:
+        """The Docker generator's fields (``APPGEN_DOCKER_*``)."""
+        return _read_part(DockerSettings)
+
+    @cached_property
+    def ecs(self) -> EcsSettings:
+        """The ECS generator's fields (``APPGEN_ECS_*``); raises ``InvalidRequest``
+        naming what is missing."""
+        return _read_part(EcsSettings)
+
+    @cached_property
+    def s3(self) -> S3Settings:
+        """The S3 artifact store's fields (``APPGEN_S3_*``)."""
+        return _read_part(S3Settings)
+
+    @cached_property
+    def github(self) -> GitHubSettings:
+        """The GitHub host's fields (``APPGEN_GITHUB_*``)."""
+        return _read_part(GitHubSettings)
 
     @property
     def workspace(self) -> Path:
@@ -302,3 +360,22 @@ def _check_directory(
             )
     except OSError as exc:
         raise InvalidRequest(f"{what} cannot be checked ({exc.strerror}); {fix}") from None
+
+
+_PARTS: tuple[type[_PartSettings], ...] = (DockerSettings, EcsSettings, S3Settings, GitHubSettings)
+
+
+def ignored_variables(environ: Mapping[str, str]) -> list[str]:
+    """A line for each variable under a part's prefix (``APPGEN_DOCKER_*`` …) that is
+    no setting, such as a misspelt or renamed one, with the nearest real name."""
+    top_level = {f"APPGEN_{name.upper()}" for name in Settings.model_fields}
+    lines = []
+    for part in _PARTS:
+        prefix = part.model_config["env_prefix"]
+        known = {f"{prefix}{name.upper()}" for name in part.model_fields}
+        for name in sorted(environ):
+            if name.startswith(prefix) and name not in known | top_level:
+                near = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+                hint = f"; did you mean {near[0]}?" if near else ""
+                lines.append(f"{name} is not a setting{hint}")
+    return lines

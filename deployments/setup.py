@@ -2,8 +2,9 @@
 step safe to repeat:
 
 1. register the project's block types;
-2. save default blocks from the settings (``appgen-*/default``); in AWS mode, create
-   the artifact bucket and its expiry rule;
+2. save default blocks from the settings (``appgen-*/default``), keeping any already
+   saved unless ``--overwrite``; in AWS mode, create the artifact bucket and its
+   expiry rule;
 3. create the work pools (``appgen-local`` process, ``appgen-ecs`` ECS);
 4. apply the deployments in ``prefect.yaml`` (``prefect deploy``).
 
@@ -18,6 +19,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from prefect import get_client
 from prefect.blocks.core import Block
@@ -28,6 +30,7 @@ from prefect.workers.utilities import get_default_base_job_template_for_infrastr
 
 from blocks import defaults
 from blocks.artifact_stores import VolumeArtifactStore
+from blocks.configuration import DEFAULT_BLOCK_NAME, read_saved_block
 from blocks.database import Database
 from blocks.docker_generator import DockerGenerator
 from blocks.ecs_generator import EcsGenerator
@@ -50,23 +53,23 @@ BLOCK_TYPES: tuple[type[Block], ...] = (
     Database,
 )
 WORK_POOLS = {"appgen-local": "process", "appgen-ecs": "ecs"}
-DEFAULT_BLOCK_NAME = "default"
+B = TypeVar("B", bound=Block)
 
 
-def setup(settings: Settings, *, deploy: bool = True, log: Callable[[str], None] = print) -> None:
+def setup(
+    settings: Settings,
+    *,
+    deploy: bool = True,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+) -> None:
     for block_type in BLOCK_TYPES:
         block_type.register_type_and_schema()
     log(f"registered {len(BLOCK_TYPES)} block types")
 
     database = defaults.database(settings)
     database.migrate()
-    if settings.generator == "ecs":
-        store = defaults.s3_artifact_store(settings)
-        store.ensure_bucket()
-        log(f"bucket {store.bucket}: tarballs expire after {store.retention_days} days")
-    for block in (defaults.generator(settings), defaults.git_host(settings), database):
-        block.save(DEFAULT_BLOCK_NAME, overwrite=True)
-        log(f"saved {block.get_block_type_slug()}/{DEFAULT_BLOCK_NAME}")
+    save_default_blocks(settings, overwrite=overwrite, log=log)
 
     with get_client(sync_client=True) as client:
         for name, pool_type in WORK_POOLS.items():
@@ -84,6 +87,42 @@ def setup(settings: Settings, *, deploy: bool = True, log: Callable[[str], None]
 
     if deploy:
         apply_deployments(log)
+
+
+def save_default_blocks(
+    settings: Settings, *, overwrite: bool = False, log: Callable[[str], None] = print
+) -> None:
+    """Save the blocks the settings describe as ``appgen-<type>/default``, which runs
+    then use. A saved block is kept (someone may have edited it in the UI) unless
+    ``overwrite``. In AWS mode the S3 store is a block of its own that the ECS
+    generator block refers to, and its bucket is made ready."""
+    if settings.generator == "ecs":
+        store = _save_default(defaults.s3_artifact_store(settings), overwrite, log)
+        store.ensure_bucket()
+        log(f"bucket {store.bucket}: tarballs expire after {store.retention_days} days")
+        _save_default(defaults.ecs_generator(settings, artifacts=store), overwrite, log)
+    else:
+        _save_default(defaults.generator(settings), overwrite, log)
+    _save_default(defaults.git_host(settings), overwrite, log)
+    _save_default(defaults.database(settings), overwrite, log)
+
+
+def _save_default(block: B, overwrite: bool, log: Callable[[str], None]) -> B:
+    """``block`` saved as the default of its type, or the saved one kept."""
+    name = f"{block.get_block_type_slug()}/{DEFAULT_BLOCK_NAME}"
+    saved = read_saved_block(name)
+    if saved is not None and not overwrite:
+        if saved.model_dump() == block.model_dump():
+            log(f"kept {name} (the same as the settings)")
+        else:
+            log(
+                f"kept {name}: it differs from the settings (edited in the UI?); "
+                "`appgen setup --overwrite` replaces it with them"
+            )
+        return saved  # type: ignore[return-value]
+    block.save(DEFAULT_BLOCK_NAME, overwrite=True)
+    log(f"{'replaced' if saved is not None else 'saved'} {name}")
+    return block
 
 
 def apply_deployments(log: Callable[[str], None] = print) -> None:

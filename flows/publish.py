@@ -20,7 +20,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from blocks import defaults
+from blocks.configuration import run_blocks
+from core.errors import InvalidRequest
 from core.models import (
     CommitAuthor,
     GenerationSpec,
@@ -61,6 +62,10 @@ def generate_and_publish(
     request_id: int | None = None,
     app_name: str | None = None,
     regenerate: bool = False,
+    generator: str | None = None,
+    git_host: str | None = None,
+    artifact_store: str | None = None,
+    database: str | None = None,
     generator_block: str | None = None,
 ) -> PublishOutcome:
     """Generate the app a prompt asks for and publish it as a Git repository.
@@ -71,47 +76,64 @@ def generate_and_publish(
             (a retry of this flow run keeps the one its first attempt registered).
         app_name: repository and Fly app name; derived from the prompt when omitted.
         regenerate: run the generator again even if this request was generated before.
-        generator_block: a saved generator block ("block-type-slug/name") to use instead
-            of the one APPGEN_GENERATOR describes.
+        generator: the saved generator block to run ("block-type-slug/name"); default:
+            the saved appgen-<type>-generator/default of APPGEN_GENERATOR's type, else
+            the one the settings describe. So are the next three.
+        git_host: the saved Git host block to publish to.
+        artifact_store: the saved S3 artifact store of an ECS generator.
+        database: the saved database block that records the request.
+        generator_block: the former name of ``generator``.
     """
     make_non_dumpable()  # a worker's process too: no agent reads its environment
     settings = Settings()
-    database = defaults.database(settings)
-    generator = defaults.generator(settings, saved=generator_block)
+    blocks = run_blocks(
+        settings,
+        generator=_one_of("generator", generator, "generator_block", generator_block),
+        git_host=git_host,
+        artifact_store=artifact_store,
+        database=database,
+    )
+    get_run_logger().info("configuration:\n%s", blocks.describe())
+    records = blocks.database
     holder = LeaseHolder(flow_run_id=str(flow_run.id), process=current_process())
     lease = timedelta(seconds=settings.lease_seconds)
-    request = register_request(database, prompt, request_id, app_name, holder.flow_run_id)
+    request = register_request(records, prompt, request_id, app_name, holder.flow_run_id)
     rid = request.request_id
-    with Heartbeat(database, holder, interval=settings.lease_seconds / 4), ExitStack() as temp:
-        claimed = claim_request(database, rid, holder, lease, get_run_logger())
+    with Heartbeat(records, holder, interval=settings.lease_seconds / 4), ExitStack() as temp:
+        claimed = claim_request(records, rid, holder, lease, get_run_logger())
         # What an earlier run of the request pushed and created may be newer than the
         # registration: a run that waited for the claim must build on it.
         request = request.model_copy(
             update={"published_sha": claimed.commit_sha, "repo_id": claimed.repo_id}
         )
-        update_db(database, RequestUpdate(request_id=rid, status=RequestStatus.GENERATING))
+        update_db(records, RequestUpdate(request_id=rid, status=RequestStatus.GENERATING))
         spec = GenerationSpec(
             request_id=rid,
             registered_at=request.registered_at,
             prompt=request.prompt,
             agent=settings.agent,
             agent_command=settings.agent_command,
-            agent_env=tuple(generator.env_allowlist),
-            output=generator.output_location(),
+            agent_env=tuple(blocks.generator.env_allowlist),
+            output=blocks.generator.output_location(),
         )
         generation = run_generator.with_options(refresh_cache=regenerate)(
-            spec, generator, database, holder, settings.generator_slots, lease
+            spec, blocks.generator, records, holder, settings.generator_slots, lease
         )
-        source = fetch_artifact(generation, generator.artifact_store())
+        source = fetch_artifact(generation, blocks.artifact_store)
         if source.temporary:
             temp.callback(_remove, source.path)
         staged = filtered_stage(source.path, settings.max_file_bytes, settings.staging_dir)
         temp.callback(_remove, staged.path)
-        scan = scan_secrets(staged, settings.secret_scan, spec.agent_env, request.prompt)
-        host = defaults.git_host(settings)
-        repository = create_repository(request, host)
+        scan = scan_secrets(
+            staged,
+            settings.secret_scan,
+            spec.agent_env,
+            request.prompt,
+            tuple(blocks.known_secrets()),
+        )
+        repository = create_repository(request, blocks.git_host)
         update_db(
-            database,
+            records,
             RequestUpdate(
                 request_id=rid,
                 status=RequestStatus.PUBLISHING,
@@ -125,7 +147,7 @@ def generate_and_publish(
             staged, deploy, settings.verify, settings.verify_timeout, settings.verify_answer_seconds
         )
         update_db(
-            database,
+            records,
             RequestUpdate(
                 request_id=rid,
                 status=RequestStatus.PUBLISHING,
@@ -136,12 +158,21 @@ def generate_and_publish(
         )
         enforce(deploy, check, require_deployable=settings.require_deployable)  # before the push
         author = CommitAuthor(name=settings.git_author_name, email=settings.git_author_email)
-        published = git_push(staged, request, repository, host, author, settings.publish_mode)
+        published = git_push(
+            staged, request, repository, blocks.git_host, author, settings.publish_mode
+        )
         publish_summary(
-            request, generation, staged, deploy, published, scan=scan, deploy_check=check
+            request,
+            generation,
+            staged,
+            deploy,
+            published,
+            scan=scan,
+            deploy_check=check,
+            configuration=blocks.parts,
         )
         finish_request(
-            database,
+            records,
             holder,
             RequestUpdate(
                 request_id=rid,
@@ -166,6 +197,15 @@ def generate_and_publish(
         branch=published.branch,
         pull_request_url=published.pull_request_url,
     )
+
+
+def _one_of(name: str, value: str | None, alias: str, alias_value: str | None) -> str | None:
+    if value and alias_value and value != alias_value:
+        raise InvalidRequest(
+            f"{name}={value!r} and {alias}={alias_value!r} name different blocks; "
+            f"{alias} is the former name of {name}: give only {name}"
+        )
+    return value or alias_value
 
 
 def _remove(path: Path) -> None:

@@ -18,6 +18,7 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.runtime import flow_run
 
 from core.models import (
+    ConfiguredPart,
     DeployCheck,
     DeployFiles,
     GeneratorRun,
@@ -89,6 +90,7 @@ def summary_markdown(
     task_runs: list[TaskRun],
     scan: SecretScan | None = None,
     deploy_check: DeployCheck | None = None,
+    configuration: tuple[ConfiguredPart, ...] = (),
 ) -> str:
     commit = "a new commit" if published.new_commit else "no new commit (unchanged tree)"
     lines = [
@@ -123,6 +125,7 @@ def summary_markdown(
             f"- {_code(item.path, in_table=False)}: {display_path(item.detail)}" for item in skipped
         ]
     lines += _secret_scan_lines(scan)
+    lines += _configuration_lines(configuration)
     lines += [
         "",
         "### Deploy files",
@@ -141,6 +144,14 @@ def summary_markdown(
             state += f" (generation took {generation.duration_seconds:.1f}s)"
         lines.append(f"| {run.name} | {state} | {seconds:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def _configuration_lines(parts: tuple[ConfiguredPart, ...]) -> list[str]:
+    if not parts:
+        return []
+    lines = ["", "### Configuration", "", "| part | block | from |", "|---|---|---|"]
+    lines += [f"| {part.part} | {part.kind} | {_cell(part.source)} |" for part in parts]
+    return lines
 
 
 def _branch_lines(published: PublishedRepo) -> list[str]:
@@ -219,12 +230,21 @@ def publish_summary(
     published: PublishedRepo,
     scan: SecretScan | None = None,
     deploy_check: DeployCheck | None = None,
+    configuration: tuple[ConfiguredPart, ...] = (),
 ) -> None:
     task_runs = _finished_task_runs(flow_run.id, expected=len(STEPS))
     key = f"appgen-request-{request.request_id}"
     create_markdown_artifact(
         summary_markdown(
-            request, generation, staged, deploy, published, task_runs, scan, deploy_check
+            request,
+            generation,
+            staged,
+            deploy,
+            published,
+            task_runs,
+            scan,
+            deploy_check,
+            configuration,
         ),
         key=key,
         description=f"What request {request.request_id} published",

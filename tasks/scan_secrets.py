@@ -17,8 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from core.errors import SecretsFound
 from core.models import SecretFinding, SecretScan, SecretScanMode, StagedTree
 from core.redaction import register_secret
-from core.secret_scan import held_secrets, scan_tree
-from core.settings import Settings
+from core.secret_scan import KnownSecret, held_secrets, scan_tree
 
 # How a finding in the prompt (published in the commit message) is named.
 PROMPT_NAME = "(the prompt, in the commit message)"
@@ -36,16 +35,21 @@ def findings_text(findings: list[SecretFinding]) -> str:
 
 @task(cache_policy=NO_CACHE)
 def scan_secrets(
-    staged: StagedTree, mode: SecretScanMode, agent_env: tuple[str, ...] = (), prompt: str = ""
+    staged: StagedTree,
+    mode: SecretScanMode,
+    agent_env: tuple[str, ...] = (),
+    prompt: str = "",
+    configured: tuple[KnownSecret, ...] = (),
 ) -> SecretScan:
-    """Scan the staged tree for secrets (``agent_env``: names of the variables the
-    agent was given, whose key values are looked for too), and the prompt, which the
-    commit message carries."""
+    """Scan the staged tree for secrets and the prompt, which the commit message
+    carries. Besides the rules, the values looked for are those of ``configured`` (the
+    run's blocks' secrets) and the keys among ``agent_env`` (names of the variables
+    the agent was given)."""
     logger = get_run_logger()
     if mode == "off":
         logger.info("secret scan skipped (APPGEN_SECRET_SCAN=off)")
         return SecretScan(mode=mode)
-    held = held_secrets(Settings(), agent_env)
+    held = held_secrets(configured, agent_env)
     register_secret(*(secret.value for secret in held))  # and masked in every log line
     started = time.monotonic()
     scanned, findings = scan_tree(staged.path, held, {PROMPT_NAME: prompt})

@@ -20,7 +20,7 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.exceptions import MissingContextError, TerminationSignal
 from prefect.states import Cancelled
 
-from blocks import defaults
+from blocks.configuration import choose_database
 from blocks.database import Database
 from core.errors import AppgenError, describe
 from core.models import (
@@ -156,7 +156,7 @@ def _record_end(flow_run: FlowRun, status: RequestStatus, error: str) -> None:
     delay = HOOK_FIRST_DELAY_SECONDS
     for attempt in range(1, HOOK_ATTEMPTS + 1):
         try:
-            database = defaults.database(Settings())
+            database, _ = choose_database(Settings(), flow_run.parameters.get("database"))
             request = database.request_of_flow_run(flow_run_id)
             if request is not None and database.finish(
                 request.request_id, flow_run_id, status=status, error=error

@@ -221,7 +221,7 @@ def docker_settings(generator_image: str, monkeypatch: pytest.MonkeyPatch) -> st
     """APPGEN_GENERATOR=docker with the test image, offline containers."""
     monkeypatch.setenv("APPGEN_GENERATOR", "docker")
     monkeypatch.setenv("APPGEN_DOCKER_IMAGE", generator_image)
-    monkeypatch.setenv("APPGEN_DOCKER_NETWORK", "none")
+    monkeypatch.setenv("APPGEN_DOCKER_NETWORK_MODE", "none")
     return generator_image
 
 

@@ -31,7 +31,7 @@ def test_a_fargate_generation_is_published_through_s3(aws, s3_server, tmp_path, 
     assert (clone / "server.js").exists() and (clone / "fly.toml").exists()
     keys = [
         o["Key"]
-        for o in s3_server.client().list_objects_v2(Bucket=Settings().s3_bucket)["Contents"]
+        for o in s3_server.client().list_objects_v2(Bucket=Settings().s3.bucket)["Contents"]
     ]
     assert len(keys) == 1 and keys[0].startswith("generations/") and keys[0].endswith("/1.tar.gz")
     assert "template: wrote package.json" in caplog.text  # tailed from CloudWatch Logs
@@ -120,9 +120,9 @@ def test_results_in_s3_let_another_worker_resume(aws, s3_server, monkeypatch, tm
     )
     from prefect_aws import AwsClientParameters, AwsCredentials, S3Bucket
 
-    s3_server.client().create_bucket(Bucket=f"{Settings().s3_bucket}-results")
+    s3_server.client().create_bucket(Bucket=f"{Settings().s3.bucket}-results")
     S3Bucket(
-        bucket_name=f"{Settings().s3_bucket}-results",
+        bucket_name=f"{Settings().s3.bucket}-results",
         credentials=AwsCredentials(
             aws_client_parameters=AwsClientParameters(endpoint_url=s3_server.endpoint)
         ),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from blocks.configuration import run_blocks
 from core.secret_scan import KnownSecret, held_secrets, scan_tree
 from core.settings import Settings
 
@@ -222,13 +223,18 @@ def test_exact_values_the_orchestrator_holds_are_found_whatever_their_shape(tmp_
     assert "plain-token-value-123" not in repr(held)
 
 
-def test_held_secrets_are_the_secret_settings_and_the_agents_key_variables(monkeypatch):
+def test_held_secrets_are_the_blocks_secrets_and_the_agents_key_variables(
+    monkeypatch, prefect_api
+):
+    monkeypatch.setenv("APPGEN_GIT_HOST", "github")
+    monkeypatch.setenv("APPGEN_GITHUB_OWNER", "acme")
     monkeypatch.setenv("APPGEN_GITHUB_TOKEN", "settings-token-value")
     monkeypatch.setenv("APPGEN_DATABASE_URL", "postgresql+psycopg://u:db-password-1@db/appgen")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "agent-key-value-1234")
     monkeypatch.setenv("MY_AGENT_TOKEN", "my-agent-token-value")
     monkeypatch.setenv("NODE_ENV", "production")  # passed to the agent, but no key
-    held = {s.source: s.value for s in held_secrets(Settings(), ("MY_AGENT_TOKEN", "NODE_ENV"))}
+    configured = run_blocks(Settings()).known_secrets()
+    held = {s.source: s.value for s in held_secrets(configured, ("MY_AGENT_TOKEN", "NODE_ENV"))}
     assert held["APPGEN_GITHUB_TOKEN"] == "settings-token-value"
     assert held["APPGEN_DATABASE_URL"] == "db-password-1"  # the password, not the whole URL
     assert held["ANTHROPIC_API_KEY"] == "agent-key-value-1234"
@@ -236,8 +242,9 @@ def test_held_secrets_are_the_secret_settings_and_the_agents_key_variables(monke
     assert "NODE_ENV" not in held
 
 
-def test_a_sqlite_url_without_a_password_is_no_secret():
-    assert "APPGEN_DATABASE_URL" not in {s.source for s in held_secrets(Settings())}
+def test_a_sqlite_url_without_a_password_is_no_secret(prefect_api):
+    configured = run_blocks(Settings()).known_secrets()
+    assert "APPGEN_DATABASE_URL" not in {s.source for s in held_secrets(configured)}
 
 
 def test_the_scan_makes_no_network_connection(tmp_path, monkeypatch):

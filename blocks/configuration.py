@@ -1,0 +1,209 @@
+"""Which blocks a run uses.
+
+Each part of a run (generator, Git host, artifact store, database) is the saved
+block a flow parameter names (``"block-type-slug/name"``); else the saved
+``appgen-<type>/default`` of the kind the settings choose (``APPGEN_GENERATOR``,
+``APPGEN_GIT_HOST``); else the block the settings describe. So a block edited in
+the Prefect UI is what the next run uses, and a worker with saved blocks needs no
+credential in its environment. Every secret of a chosen block is registered for
+redaction as soon as it is chosen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+from prefect.blocks.core import Block
+from pydantic import BaseModel, ValidationError
+
+from blocks import defaults
+from blocks.artifact_stores import ArtifactStore, VolumeArtifactStore
+from blocks.database import Database
+from blocks.ecs_generator import EcsGenerator
+from blocks.generators import GeneratorBlock
+from blocks.git_hosts import GitHost
+from blocks.s3_artifact_store import S3ArtifactStore
+from core.errors import InvalidRequest
+from core.models import ConfiguredPart
+from core.redaction import register_secret, secret_fields
+from core.secret_scan import KnownSecret, url_password
+from core.settings import Settings
+
+DEFAULT_BLOCK_NAME = "default"
+B = TypeVar("B", bound=Block)
+
+
+@dataclass(frozen=True)
+class RunBlocks:
+    """The blocks one run uses, and where each came from."""
+
+    generator: GeneratorBlock
+    git_host: GitHost
+    artifact_store: ArtifactStore
+    database: Database
+    parts: tuple[ConfiguredPart, ...]
+
+    def chosen(self) -> Iterator[tuple[ConfiguredPart, Block]]:
+        blocks = (self.generator, self.git_host, self.artifact_store, self.database)
+        yield from zip(self.parts, blocks, strict=True)
+
+    def describe(self) -> str:
+        """One line per part: what it is and where it came from."""
+        return "\n".join(
+            f"  {part.part}: {part.kind} from the {part.source}" for part in self.parts
+        )
+
+    def known_secrets(self) -> list[KnownSecret]:
+        """Every secret these blocks hold, named by where it is configured."""
+        return [secret for part, block in self.chosen() for secret in _known_secrets(part, block)]
+
+
+def run_blocks(
+    settings: Settings,
+    *,
+    generator: str | None = None,
+    git_host: str | None = None,
+    artifact_store: str | None = None,
+    database: str | None = None,
+) -> RunBlocks:
+    """The blocks a run with these parameters uses (each a saved block's name or None)."""
+    generator_block, generator_part = _choose(
+        "generator",
+        generator,
+        GeneratorBlock,
+        defaults.generator_kind(settings),
+        lambda: defaults.generator(settings),
+    )
+    store, store_part = _artifact_store(settings, generator_block, generator_part, artifact_store)
+    if isinstance(generator_block, EcsGenerator) and store is not generator_block.artifacts:
+        assert isinstance(store, S3ArtifactStore)
+        generator_block = generator_block.model_copy(update={"artifacts": store})
+    host, host_part = _choose(
+        "git_host",
+        git_host,
+        GitHost,
+        defaults.git_host_kind(settings),
+        lambda: defaults.git_host(settings),
+    )
+    database_block, database_part = choose_database(settings, database)
+    return RunBlocks(
+        generator=generator_block,
+        git_host=host,
+        artifact_store=store,
+        database=database_block,
+        parts=(generator_part, host_part, store_part, database_part),
+    )
+
+
+def choose_database(settings: Settings, name: str | None = None) -> tuple[Database, ConfiguredPart]:
+    """The database a run with ``database=name`` records its request in."""
+    return _choose("database", name, Database, Database, lambda: defaults.database(settings))
+
+
+def _artifact_store(
+    settings: Settings,
+    generator: GeneratorBlock,
+    generator_part: ConfiguredPart,
+    name: str | None,
+) -> tuple[ArtifactStore, ConfiguredPart]:
+    """An ECS generator's S3 store may be a block of its own; the other generators
+    leave the app in their workspace, which implies the store."""
+    if not isinstance(generator, EcsGenerator):
+        if name:
+            raise InvalidRequest(
+                f"artifact_store={name!r}: the {type(generator).__name__} leaves the app in "
+                "its workspace; an artifact store is chosen only for the ECS generator"
+            )
+        return generator.artifact_store(), ConfiguredPart(
+            part="artifact_store",
+            kind=VolumeArtifactStore.__name__,
+            block=generator_part.block,
+            env_prefix=generator_part.env_prefix,
+        )
+    if name is None and generator_part.block:
+        # A saved ECS generator brings its own store (a reference to a saved one).
+        return generator.artifacts, ConfiguredPart(
+            part="artifact_store", kind=S3ArtifactStore.__name__, block=generator_part.block
+        )
+    return _choose(
+        "artifact_store",
+        name,
+        S3ArtifactStore,
+        S3ArtifactStore,
+        lambda: defaults.s3_artifact_store(settings),
+    )
+
+
+def _choose(
+    part: str,
+    name: str | None,
+    kind: type[B],
+    default_kind: type[B],
+    from_settings: Callable[[], B],
+) -> tuple[B, ConfiguredPart]:
+    if name:
+        block = _load(part, name, kind)
+        chosen = ConfiguredPart(part=part, kind=type(block).__name__, block=name)
+    else:
+        default_name = f"{default_kind.get_block_type_slug()}/{DEFAULT_BLOCK_NAME}"
+        saved = read_saved_block(default_name)
+        if saved is not None:
+            block = saved  # type: ignore[assignment]
+            chosen = ConfiguredPart(part=part, kind=type(block).__name__, block=default_name)
+        else:
+            block = from_settings()
+            chosen = ConfiguredPart(
+                part=part,
+                kind=type(block).__name__,
+                env_prefix=defaults.ENV_PREFIXES.get(type(block), "APPGEN_"),
+            )
+    for secret in _known_secrets(chosen, block):
+        register_secret(secret.value)
+    return block, chosen
+
+
+def _load(part: str, name: str, kind: type[B]) -> B:
+    slug, _, document = name.partition("/")
+    if not slug or not document:
+        raise InvalidRequest(
+            f"{part}={name!r}: name a saved block as 'block-type-slug/name', for example "
+            f"'{kind.get_block_type_slug() if kind is not Block else 'appgen-database'}/"
+            f"{DEFAULT_BLOCK_NAME}' (`prefect block ls` lists them)"
+        )
+    block = read_saved_block(name)
+    if block is None:
+        raise InvalidRequest(f"{part}: no saved block {name!r} (`prefect block ls` lists them)")
+    if not isinstance(block, kind):
+        raise InvalidRequest(
+            f"{part}: the saved block {name!r} is a {type(block).__name__}, not a {kind.__name__}"
+        )
+    return block
+
+
+def read_saved_block(name: str) -> Block | None:
+    """The saved block ``name``, or None when there is none."""
+    try:
+        return Block.load(name)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        raise InvalidRequest(
+            f"the saved block {name!r} does not fit its type ({'.'.join(map(str, problem['loc']))}"
+            f": {problem['msg']}); fix it in the Prefect UI or save it again with "
+            "`appgen setup --overwrite`"
+        ) from None
+    except ValueError as exc:
+        if "Unable to find block document" in str(exc):
+            return None
+        raise InvalidRequest(f"cannot load the saved block {name!r}: {exc}") from None
+
+
+def _known_secrets(part: ConfiguredPart, block: BaseModel) -> list[KnownSecret]:
+    """The secret fields' values; of a URL (the database's), only its password."""
+    secrets = []
+    for field, value in secret_fields(block):
+        if "://" in value:
+            value = url_password(value) or ""
+        secrets.append(KnownSecret(part.field_label(field), value))
+    return [secret for secret in secrets if secret.needles()]
