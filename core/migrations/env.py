@@ -1,8 +1,8 @@
-"""alembic environment: migrations run on the connection the Database block passes."""
+"""alembic environment: migrations run on the connection the request store passes."""
 
 from alembic import context
 
-from blocks.database import Base
+from core.database import Base
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
