@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from prefect.blocks.core import Block
 from pydantic import BaseModel, ValidationError
@@ -180,6 +180,13 @@ def _load(part: str, name: str, kind: type[B]) -> B:
             f"{part}: the saved block {name!r} is a {type(block).__name__}, not a {kind.__name__}"
         )
     return block
+
+
+def block_fields(block: Block, mode: str = "python") -> dict[str, Any]:
+    """A block's own fields, without what Prefect adds to a loaded block's dump
+    (its document id and name, its type slug)."""
+    dumped = block.model_dump(mode=mode, exclude={"block_type_slug"})
+    return {name: value for name, value in dumped.items() if not name.startswith("_")}
 
 
 def read_saved_block(name: str) -> Block | None:

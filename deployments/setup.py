@@ -30,7 +30,7 @@ from prefect.workers.utilities import get_default_base_job_template_for_infrastr
 
 from blocks import defaults
 from blocks.artifact_stores import VolumeArtifactStore
-from blocks.configuration import DEFAULT_BLOCK_NAME, read_saved_block
+from blocks.configuration import DEFAULT_BLOCK_NAME, block_fields, read_saved_block
 from blocks.database import Database
 from blocks.docker_generator import DockerGenerator
 from blocks.ecs_generator import EcsGenerator
@@ -112,7 +112,7 @@ def _save_default(block: B, overwrite: bool, log: Callable[[str], None]) -> B:
     name = f"{block.get_block_type_slug()}/{DEFAULT_BLOCK_NAME}"
     saved = read_saved_block(name)
     if saved is not None and not overwrite:
-        if saved.model_dump() == block.model_dump():
+        if block_fields(saved) == block_fields(block):
             log(f"kept {name} (the same as the settings)")
         else:
             log(

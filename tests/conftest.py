@@ -248,6 +248,19 @@ def github(github_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return state
 
 
+def delete_default_blocks(api_url: str) -> None:
+    """Remove the ``appgen-*/default`` blocks `appgen setup` saved on the shared test
+    server: every later run there would otherwise use them instead of its settings."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        for document in client.read_block_documents():
+            slug = document.block_type.slug if document.block_type else ""
+            if document.name == "default" and slug.startswith("appgen-"):
+                client.delete_block_document(document.id)
+
+
 def flow_run_logs(
     flow_run_ids: list[str], *, expect: set[str] = frozenset(), timeout: float = 15.0
 ) -> list[str]:

@@ -4,6 +4,7 @@ run without generating again."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -18,7 +19,14 @@ import pytest
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-from tests.conftest import REPO_ROOT, agent_runs, unique_sleep, wait_until_gone
+from tests.conftest import (
+    REPO_ROOT,
+    agent_runs,
+    delete_default_blocks,
+    flow_run_logs,
+    unique_sleep,
+    wait_until_gone,
+)
 
 DEPLOYMENT = "generate-and-publish/local"
 
@@ -54,9 +62,12 @@ def run(env: dict[str, str], *args: str, check: bool = True) -> subprocess.Compl
 
 
 @pytest.fixture(scope="module")
-def setup_done(server_env: dict[str, str]) -> subprocess.CompletedProcess:
-    run(server_env, sys.executable, "-m", "appgen", "setup")
-    return run(server_env, sys.executable, "-m", "appgen", "setup")  # idempotent
+def setup_done(server_env: dict[str, str]) -> Iterator[list[str]]:
+    """`appgen setup`, twice (it is idempotent): the stderr of each."""
+    delete_default_blocks(server_env["PREFECT_API_URL"])
+    outputs = [run(server_env, sys.executable, "-m", "appgen", "setup").stderr for _ in range(2)]
+    yield outputs
+    delete_default_blocks(server_env["PREFECT_API_URL"])
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +132,9 @@ def status(env: dict[str, str], request_id: int) -> dict:
 
 
 def test_setup_registers_blocks_pools_and_the_deployment(setup_done, client):
-    assert "saved appgen-process-generator/default" in setup_done.stdout + setup_done.stderr
+    first, second = setup_done
+    assert "saved appgen-process-generator/default" in first
+    assert "kept appgen-process-generator/default (the same as the settings)" in second
     assert {pool.name for pool in client.read_work_pools()} >= {"appgen-local", "appgen-ecs"}
     deployment = client.read_deployment_by_name(DEPLOYMENT)
     assert deployment.work_pool_name == "appgen-local"
@@ -160,15 +173,9 @@ def test_a_failed_run_retried_with_flow_run_retry_does_not_generate_again(
 ):
     blocker = tmp_path / "not-yet-a-directory"
     blocker.write_text("")
-    env_override = json.dumps({"APPGEN_GIT_ROOT": str(blocker / "repos")})
+    host = saved_host(server_env, blocker / "repos")
     flow_run_id = deployment_run(
-        server_env,
-        "-p",
-        "prompt=a recipe book",
-        "-p",
-        "request_id=2",
-        "--job-variable",
-        f"env={env_override}",
+        server_env, "-p", "prompt=a recipe book", "-p", "request_id=2", "-p", f"git_host={host}"
     )
     assert wait_final(client, flow_run_id).is_failed()
     assert status(server_env, 2)["status"] == "failed"
@@ -188,10 +195,10 @@ def test_a_retry_of_a_run_started_without_request_id_continues_the_same_request(
 ):
     blocker = tmp_path / "not-yet-a-directory"
     blocker.write_text("")
-    env_override = json.dumps({"APPGEN_GIT_ROOT": str(blocker / "repos")})
+    host = saved_host(server_env, blocker / "repos")
     prompt = f"a tide table {uuid.uuid4().hex[:6]}"
     flow_run_id = deployment_run(
-        server_env, "-p", f"prompt={prompt}", "--job-variable", f"env={env_override}"
+        server_env, "-p", f"prompt={prompt}", "-p", f"git_host={host}"
     )  # the README's own example: no request_id
     assert wait_final(client, flow_run_id).is_failed()
     rows = [r for r in all_rows(server_env) if r["prompt"] == prompt]
@@ -245,3 +252,158 @@ def test_cancelling_a_run_from_the_api_stops_the_generator_and_records_it(
 
 def all_rows(env: dict[str, str]) -> list[dict]:
     return json.loads(run(env, sys.executable, "-m", "appgen", "status", "--json").stdout)
+
+
+# -- saved blocks are the configuration ----------------------------------------------
+
+
+def saved_host(env: dict[str, str], root: Path) -> str:
+    """A saved local Git host block on ``root``, by name: a run given it as its
+    ``git_host`` parameter publishes there, whatever the worker's settings say."""
+    from blocks.git_hosts import LocalGitHost
+
+    name = saved_name("appgen-local-git-host")
+    with prefect_api(env):
+        save_block(LocalGitHost(root=root), name)
+    return name
+
+
+def saved_name(kind: str) -> str:
+    return f"{kind}/t-{uuid.uuid4().hex[:8]}"
+
+
+def save_block(block, name: str) -> None:
+    block.save(name.split("/", 1)[1], overwrite=True)
+
+
+def test_a_saved_github_host_publishes_with_no_token_in_the_workers_environment(
+    worker, server_env, client, github_server, tmp_path
+):
+    from blocks.github_host import GitHubHost
+
+    state = github_server.reset(tmp_path / "github-repos")
+    state.add_account("acme", "Organization")
+    assert not any(name.startswith("APPGEN_GITHUB") for name in server_env)
+    host = saved_name("appgen-github-host")
+    with prefect_api(server_env):
+        save_block(
+            GitHubHost(
+                owner="acme",
+                token=state.token,
+                api_url=github_server.api_url,
+                git_url=github_server.git_url,
+            ),
+            host,
+        )
+    flow_run_id = deployment_run(
+        server_env, "-p", "prompt=A counter app", "-p", "request_id=21", "-p", f"git_host={host}"
+    )
+    assert wait_final(client, flow_run_id).is_completed()
+    row = status(server_env, 21)
+    assert row["status"] == "published"
+    assert row["repo_url"].startswith(f"{github_server.git_url}/acme/")
+    main = run(
+        server_env,
+        "git",
+        f"--git-dir={state.bare_path('acme', row['app_name'])}",
+        "rev-parse",
+        "main",
+    )
+    assert main.stdout.strip() == row["commit_sha"]
+    # The token the block holds reaches no log line, artifact or parameter.
+    logs = flow_run_logs([str(flow_run_id)])
+    artifacts = client.read_artifacts(
+        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+    )
+    seen = "\n".join(logs) + "".join(str(a.data) for a in artifacts)
+    seen += json.dumps(client.read_flow_run(flow_run_id).parameters)
+    assert f"git_host: GitHubHost from the saved block {host}" in seen
+    assert state.token not in seen + json.dumps(row)
+
+
+def test_two_deployments_of_the_flow_publish_to_their_own_saved_hosts(
+    worker, server_env, client, tmp_path
+):
+    local = client.read_deployment_by_name(DEPLOYMENT)
+    runs = {}
+    for team in ("blue", "green"):
+        host = saved_host(server_env, tmp_path / team)
+        deployment_id = client.create_deployment(
+            flow_id=local.flow_id,
+            name=f"{team}-{uuid.uuid4().hex[:6]}",
+            entrypoint=local.entrypoint,
+            path=local.path,
+            pull_steps=local.pull_steps,
+            work_pool_name=local.work_pool_name,
+            parameters={"git_host": host},
+        )
+        runs[team] = client.create_flow_run_from_deployment(
+            deployment_id, parameters={"prompt": f"A {team} counter app", "app_name": team}
+        ).id
+    for team, flow_run_id in runs.items():
+        assert wait_final(client, flow_run_id).is_completed(), team
+    assert [p.name for p in (tmp_path / "blue").iterdir()] == ["blue.git"]
+    assert [p.name for p in (tmp_path / "green").iterdir()] == ["green.git"]
+
+
+def test_setup_keeps_an_edited_default_block_until_overwrite(server_env, tmp_path):
+    from blocks.git_hosts import LocalGitHost
+
+    env = server_env | {"APPGEN_HOME": str(tmp_path / "home")}
+    setup = (sys.executable, "-m", "appgen", "setup", "--no-deploy")
+    delete_default_blocks(server_env["PREFECT_API_URL"])  # the module's, from other settings
+    try:
+        first = run(env, *setup)
+        assert "appgen-local-git-host/default" in first.stderr
+        edited = tmp_path / "edited-root"
+        with prefect_api(server_env):
+            host = LocalGitHost.load("default")
+            host.root = edited
+            host.save("default", overwrite=True)
+        again = run(env, *setup)
+        assert "kept appgen-local-git-host/default: it differs from the settings" in again.stderr
+        assert "kept appgen-database/default (the same as the settings)" in again.stderr
+        with prefect_api(server_env):
+            assert LocalGitHost.load("default").root == edited
+        configured = json.loads(run(env, sys.executable, "-m", "appgen", "config", "--json").stdout)
+        (git_host,) = [part for part in configured["parts"] if part["part"] == "git_host"]
+        assert git_host["block"] == "appgen-local-git-host/default"
+        assert git_host["fields"]["root"] == str(edited)
+        replaced = run(env, *setup, "--overwrite")
+        assert "replaced appgen-local-git-host/default" in replaced.stderr
+        with prefect_api(server_env):
+            assert LocalGitHost.load("default").root == tmp_path / "home/repos"
+    finally:
+        delete_default_blocks(server_env["PREFECT_API_URL"])
+
+
+def test_block_documents_never_show_a_secret_in_the_apis_answers(server_env):
+    import httpx
+
+    from blocks.database import Database
+    from blocks.github_host import GitHubHost
+
+    token, password = "ghp_blockSecretToken0123456789", "db-password-0123"
+    host, database = saved_name("appgen-github-host"), saved_name("appgen-database")
+    with prefect_api(server_env):
+        save_block(GitHubHost(owner="acme", token=token), host)
+        save_block(Database(url=f"postgresql+psycopg://appgen:{password}@db/appgen"), database)
+    api = server_env["PREFECT_API_URL"]
+    answers = [httpx.post(f"{api}/block_documents/filter", json={}).text]
+    for name in (host, database):
+        slug, document = name.split("/")
+        answers.append(
+            httpx.get(f"{api}/block_types/slug/{slug}/block_documents/name/{document}").text
+        )
+    assert all(answer.startswith(("[", "{")) for answer in answers)
+    assert document in answers[-1]
+    for answer in answers:
+        assert token not in answer and password not in answer
+
+
+@contextlib.contextmanager
+def prefect_api(env: dict[str, str]) -> Iterator[None]:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
+        yield

@@ -6,6 +6,7 @@ import os
 import subprocess
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -61,6 +62,41 @@ def test_generator_lines_reach_the_flow_run_log(flow_env):
         "template: wrote package.json",
     }
     assert expected <= set(flow_run_logs([flow_run_id], expect=expected))
+
+
+def test_an_edited_docker_generator_block_is_what_the_next_run_uses(
+    flow_env, docker_engine, generator_image, appgen_home
+):
+    from blocks import defaults
+    from core.settings import Settings
+
+    edited_image = "appgen-generator:edited-in-the-ui"
+    docker_engine.images.get(generator_image).tag(edited_image)  # another tag, same image
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    block(generator_image, appgen_home / "workspace").save(name)
+    images = []
+    for request_id in (107, 108):
+        generate_and_publish(
+            "a counter", request_id=request_id, generator=f"appgen-docker-generator/{name}"
+        )
+        flow_run_id = defaults.database(Settings()).get(request_id).flow_run_id
+        images.append(created_from(flow_run_id))
+        saved = DockerGenerator.load(name)  # as the UI's form would change it
+        saved.image = edited_image
+        saved.save(name, overwrite=True)
+    assert images == [generator_image, edited_image]
+    docker_engine.images.remove(edited_image)
+
+
+def created_from(flow_run_id: str) -> str:
+    """The image the run's container was created from, as its log says."""
+    deadline = time.monotonic() + 30
+    while True:
+        for message in flow_run_logs([flow_run_id]):
+            if message.startswith("created container "):
+                return message.rsplit(" from ", 1)[1]
+        assert time.monotonic() < deadline, "no 'created container' line in the run log"
+        time.sleep(0.5)
 
 
 def test_a_failing_agent_reports_the_exit_code_and_last_lines(
