@@ -261,6 +261,14 @@ def delete_default_blocks(api_url: str) -> None:
                 client.delete_block_document(document.id)
 
 
+@pytest.fixture
+def default_blocks(prefect_api: str) -> Iterator[None]:
+    """For a test that saves appgen-*/default blocks: none before, none left after."""
+    delete_default_blocks(prefect_api)
+    yield
+    delete_default_blocks(prefect_api)
+
+
 def flow_run_logs(
     flow_run_ids: list[str], *, expect: set[str] = frozenset(), timeout: float = 15.0
 ) -> list[str]:

@@ -4,6 +4,7 @@ a fake agent running the real generator program), the app handed back through S3
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tarfile
 import time
@@ -35,6 +36,28 @@ def test_a_fargate_generation_is_published_through_s3(aws, s3_server, tmp_path, 
     ]
     assert len(keys) == 1 and keys[0].startswith("generations/") and keys[0].endswith("/1.tar.gz")
     assert "template: wrote package.json" in caplog.text  # tailed from CloudWatch Logs
+
+
+def test_saved_blocks_run_an_ecs_generation_with_no_aws_setting_left(
+    aws, s3_server, default_blocks, monkeypatch
+):
+    from blocks.configuration import run_blocks
+    from blocks.s3_artifact_store import S3ArtifactStore
+    from deployments.setup import save_default_blocks
+
+    save_default_blocks(Settings(), log=lambda line: None)
+    bucket = Settings().s3.bucket
+    store = S3ArtifactStore.load("default")  # edited in the UI: the generator refers to it
+    store.prefix = "edited"
+    store.save("default", overwrite=True)
+    for name in list(os.environ):
+        if name.startswith(("APPGEN_ECS_", "APPGEN_S3_", "APPGEN_AWS_")):
+            monkeypatch.delenv(name)
+    assert run_blocks(Settings()).generator.artifact_store().prefix == "edited"
+    outcome = generate_and_publish("Build me a counter app", request_id=7)
+    assert outcome.status is RequestStatus.PUBLISHED
+    keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket)["Contents"]]
+    assert len(keys) == 1 and keys[0].startswith("edited/") and keys[0].endswith("/7.tar.gz")
 
 
 def test_a_failed_push_then_a_rerun_starts_no_second_task(aws, monkeypatch, tmp_path):

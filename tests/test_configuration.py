@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,17 +15,8 @@ from core.errors import InvalidRequest
 from core.models import RequestStatus
 from core.settings import Settings
 from flows.publish import generate_and_publish
-from tests.conftest import delete_default_blocks
 
 pytestmark = pytest.mark.usefixtures("flow_env")
-
-
-@pytest.fixture
-def default_blocks(prefect_api: str) -> Iterator[None]:
-    """This test saves appgen-*/default blocks: none before, none left after."""
-    delete_default_blocks(prefect_api)
-    yield
-    delete_default_blocks(prefect_api)
 
 
 def test_a_saved_default_block_is_used_when_no_parameter_names_one(
