@@ -19,6 +19,7 @@ from blocks.git_hosts import GitHost, LocalGitHost
 from blocks.github_host import GitHubHost
 from blocks.s3_artifact_store import S3ArtifactStore
 from core.errors import InvalidRequest
+from core.options import ProcessOptions
 from core.settings import Settings
 
 B = TypeVar("B")
@@ -50,9 +51,8 @@ def generator(settings: Settings) -> GeneratorBlock:
     """The generator APPGEN_GENERATOR names, from the settings."""
     if settings.generator == "process":
         return ProcessGenerator(
+            **settings.model_dump(include=set(ProcessOptions.model_fields)),
             workspace=settings.workspace,
-            trust_agent=settings.trust_agent,
-            network=settings.agent_network == "on",
             **_generator_fields(settings),
         )
     if settings.generator == "docker":

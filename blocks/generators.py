@@ -31,7 +31,7 @@ from blocks import sandbox
 from blocks.artifact_stores import ArtifactStore, VolumeArtifactStore
 from core.errors import GeneratorFailed
 from core.models import ArtifactRef, GenerationSpec, GeneratorRun
-from core.options import DEFAULT_GENERATOR_TIMEOUT
+from core.options import DEFAULT_GENERATOR_TIMEOUT, ProcessOptions
 
 LOG_TAIL_LINES = 20
 # What an unconfined generator process may see of the orchestrator's environment
@@ -182,7 +182,7 @@ def generation_directory(workspace: Path, request_id: int) -> Iterator[Path]:
             shutil.rmtree(earlier, ignore_errors=True)
 
 
-class ProcessGenerator(GeneratorBlock):
+class ProcessGenerator(GeneratorBlock, ProcessOptions):
     """Runs the generator as a child process of the orchestrator, writing into the
     shared workspace (``{workspace}/{request_id}/{generation}/app``). The embedded
     default: no container engine or cloud account needed.
@@ -210,14 +210,6 @@ class ProcessGenerator(GeneratorBlock):
     python_executable: str = Field(
         default_factory=lambda: sys.executable,
         description="Python interpreter that runs `python -m generator` (unconfined runs).",
-    )
-    trust_agent: bool = Field(
-        default=False,
-        description="Run the agent unconfined, without the sandbox: it then sees everything "
-        "this user can. Only for agents you trust.",
-    )
-    network: bool = Field(
-        default=True, description="Let the agent reach the network (its model API)."
     )
 
     def artifact_store(self) -> ArtifactStore:
@@ -276,7 +268,7 @@ class ProcessGenerator(GeneratorBlock):
                 spec.agent,
             )
             return self._unconfined(spec, app_dir, "UNCONFINED (APPGEN_TRUST_AGENT=true)")
-        network = self.network and spec.agent != "template"  # the scaffold is offline
+        network = self.agent_network == "on" and spec.agent != "template"  # the scaffold is offline
         unavailable = sandbox.unavailable_reason(network)
         if unavailable is None:
             env = dict(SANDBOX_ENV)

@@ -10,6 +10,7 @@ a field of ``appgen config``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
@@ -20,6 +21,22 @@ DEFAULT_DOCKER_IMAGE = "appgen-generator:local"
 DEFAULT_PIDS_LIMIT = 1024
 DEFAULT_GITHUB_API_URL = "https://api.github.com"
 DEFAULT_GITHUB_GIT_URL = "https://github.com"
+
+
+class ProcessOptions(BaseModel):
+    """The process generator's own fields (top-level settings: ``APPGEN_TRUST_AGENT``,
+    ``APPGEN_AGENT_NETWORK``)."""
+
+    trust_agent: bool = Field(
+        default=False,
+        description="Run the agent unconfined, without the bubblewrap sandbox: it then "
+        "sees everything this user can. Only for agents you trust.",
+    )
+    agent_network: Literal["on", "none"] = Field(
+        default="on",
+        description="`on`: the sandboxed agent has a network of its own (outbound only, "
+        "no host loopback) to reach its model API; `none` cuts it off.",
+    )
 
 
 class DockerOptions(BaseModel):

@@ -27,6 +27,7 @@ from core.options import (
     DockerOptions,
     EcsOptions,
     GitHubOptions,
+    ProcessOptions,
     S3Options,
 )
 from core.paths import display_path
@@ -113,7 +114,7 @@ def describe_settings_error(error: ValidationError, prefix: str = "APPGEN_") -> 
     return f"invalid settings: {problems}"
 
 
-class Settings(BaseSettings):
+class Settings(ProcessOptions, BaseSettings):
     """Everything the orchestrator reads from its environment.
 
     Paths left unset are derived from ``home`` so that one variable
@@ -154,14 +155,6 @@ class Settings(BaseSettings):
         "for this long is taken over (a holder killed on this host is noticed at once).",
     )
     agent: AgentKind = Field(default="template", description="The coding agent to run.")
-    trust_agent: bool = Field(
-        default=False,
-        description="Run a process-mode agent unconfined, without the bubblewrap sandbox: "
-        "only for agents you trust.",
-    )
-    agent_network: Literal["on", "none"] = Field(
-        default="on", description="`none` cuts a process-mode agent off the network."
-    )
     agent_command: str | None = Field(
         default=None, description="Shell command run by the `command` agent in the app dir."
     )

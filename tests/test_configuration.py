@@ -31,8 +31,8 @@ def test_a_saved_default_block_is_used_when_no_parameter_names_one(
 
 def test_a_parameter_beats_the_saved_default(default_blocks, tmp_path):
     LocalGitHost(root=tmp_path / "default-root").save("default")
-    LocalGitHost(root=tmp_path / "named-root").save("named")
-    generate_and_publish("a counter", request_id=2, git_host="appgen-local-git-host/named")
+    LocalGitHost(root=tmp_path / "named-root").save(name := f"t-{uuid.uuid4().hex[:8]}")
+    generate_and_publish("a counter", request_id=2, git_host=f"appgen-local-git-host/{name}")
     assert (tmp_path / "named-root/counter.git").is_dir()
     assert not (tmp_path / "default-root").exists()
 

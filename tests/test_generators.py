@@ -141,7 +141,7 @@ def test_a_sandboxed_agent_cannot_reach_the_hosts_loopback_services(tmp_path, ru
         service.bind(("127.0.0.1", 0))
         service.listen()
         port = service.getsockname()[1]
-        generator = ProcessGenerator(workspace=tmp_path, network=network)
+        generator = ProcessGenerator(workspace=tmp_path, agent_network="on" if network else "none")
         command = PROBE.format(python=sys.executable, port=port)
         run = generator.run(command_spec(5, command), run_logger)
     app = Path(run.artifact.location)
