@@ -5,15 +5,22 @@
     appgen setup [--no-deploy] [--overwrite]   blocks, work pools, deployments
     appgen config [--json]              the blocks and settings a run would use
     appgen build-image | appgen reap    the Docker generator's image and leftovers
+    appgen server start|stop|status     the local Prefect server runs use (appgen/server.py)
 
 Exit codes: 0 published (or found), 1 failed, 2 bad usage or bad input. Expected
 failures are printed as one clear message; the full detail stays in the Prefect run
-log. With ``--json`` the last line of stdout is one JSON object.
+log. With ``--json`` the last line of stdout is one JSON object. ``server status``
+exits 0 when the server runs, 1 when it does not.
+
+Read-only commands (``status``, ``server``, ``--help``, bad usage) never import
+Prefect, and import the rest only where it is used: each costs a visible fraction
+of a second.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -24,19 +31,15 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
-from core.errors import AppgenError, DatabaseError, InvalidRequest, SecretsFound, describe
-from core.models import RequestRecord, RequestStatus, check_app_name, check_prompt
 from core.processes import make_non_dumpable
-from core.settings import Settings, ignored_variables
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
+    from appgen.server import ServerState
     from blocks.configuration import RunBlocks
+    from core.models import RequestRecord
+    from core.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # The flow's parameters that name saved blocks.
@@ -57,13 +60,20 @@ _RESULT_FIELDS = (
     "verified",
 )
 
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+@functools.cache
+def _stderr() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _say(text: object, label: str = "", style: str = "") -> None:
     """One line on stderr: an optional styled label, then ``text`` as plain text
     (never parsed as markup: errors, names and prompts may contain ``[...]``)."""
-    stderr.print(Text.assemble((label, style), str(text)) if label else Text(str(text), style))
+    from rich.text import Text
+
+    _stderr().print(Text.assemble((label, style), str(text)) if label else Text(str(text), style))
 
 
 class _UsageError(Exception):
@@ -115,6 +125,11 @@ def _parser() -> argparse.ArgumentParser:
         "reap", help="repair rows, slots, temp dirs and containers that killed runs left"
     )
 
+    server = commands.add_parser(
+        "server", help="the local Prefect server runs use when PREFECT_API_URL is not set"
+    )
+    server.add_argument("action", choices=("start", "stop", "status"))
+
     setup = commands.add_parser(
         "setup", help="register blocks, create work pools and slots, apply deployments"
     )
@@ -159,13 +174,17 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     make_non_dumpable()  # no agent of this user reads our environment or memory
-    # The temporary Prefect API a publish starts inherits this: no telemetry attempts
-    # (and no "Failed to send telemetry" error on a machine without internet access).
+    # A temporary Prefect API this process might start inherits this: no telemetry
+    # attempts (and no "Failed to send telemetry" error without internet access).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    from core.errors import AppgenError
+
     try:
         settings = _load_settings()
+        if args.command in _PREFECT_API_COMMANDS:
+            _use_managed_server(settings)
         code = _COMMANDS[args.command](args, settings)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM through _stop_on_sigterm
         stopped_by = signal.Signals(getattr(exc, "signal", signal.SIGINT))
@@ -186,6 +205,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _load_settings() -> Settings:
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from core.settings import Settings
+
     try:
         return Settings()
     except ValidationError as exc:
@@ -200,6 +224,10 @@ def _load_settings() -> Settings:
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    from appgen.server import ServerError
+    from core.errors import DatabaseError, InvalidRequest, SecretsFound, describe
+    from core.models import RequestStatus, check_app_name, check_prompt
+
     try:
         check_prompt(args.prompt)
         if args.app_name is not None:
@@ -208,16 +236,16 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
         # or a place appgen cannot use is bad input too: refuse it before anything
         # is created.
         settings.check_usable()
+        server = _use_managed_server(settings)
         blocks = _run_blocks(args, settings)
     except InvalidRequest as exc:
         raise _UsageError(str(exc)) from None
+    except ServerError as exc:  # no Prefect server to run on: the request did not start
+        return _not_started(args, exc)
     try:
         blocks.database.migrate()  # the URL is good: creating the file is fine
     except DatabaseError as exc:  # unreachable, say: the request did not start
-        _say(exc, "error: ", "red")
-        if args.json:
-            print(json.dumps(_not_started(args, str(exc))))
-        return EXIT_FAILED
+        return _not_started(args, exc)
 
     from flows.publish import generate_and_publish
 
@@ -269,7 +297,8 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
         result["secret_findings"] = [finding.model_dump() for finding in findings]
         where = f"request {record.request_id}" if record else "the request"
         _say(message, f"{where} failed: ", "red")
-        _say(f"full log: prefect flow-run logs {flow_run_id}", style="dim")
+        api = f"PREFECT_API_URL={server.api_url} " if server else ""
+        _say(f"full log: {api}prefect flow-run logs {flow_run_id}", style="dim")
         code = EXIT_USAGE if isinstance(error, InvalidRequest) else EXIT_FAILED
     if args.json:
         result = {field: result.get(field) for field in _RESULT_FIELDS} | {
@@ -280,13 +309,16 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    from blocks import defaults
+    # The settings' database, read without Prefect: the block is the same store.
+    from core.database import RequestStore
+    from core.errors import InvalidRequest
 
     try:
         settings.check_database_url()
     except InvalidRequest as exc:
         raise _UsageError(str(exc)) from None
-    database = defaults.database(settings)
+    assert settings.database_url is not None  # derived from APPGEN_HOME
+    database = RequestStore(settings.database_url)
     if args.request_id is not None:
         record = database.get(args.request_id)
         if record is None:
@@ -298,6 +330,10 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         payload: Any = [_record_json(r) for r in records]
         print(json.dumps(payload[0] if args.request_id is not None else payload))
         return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table("id", "status", "app", "repository", "commit", "updated", "error")
     for r in records:
         colour = {"published": "green", "failed": "red"}.get(r.status.value, "yellow")
@@ -315,6 +351,51 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         table if records else "no requests yet"
     )
     return EXIT_OK
+
+
+def _server(args: argparse.Namespace, settings: Settings) -> int:
+    """``appgen server start|stop|status``: the managed Prefect server (appgen/server.py)."""
+    from appgen.server import ManagedServer, start_timeout
+    from core.errors import InvalidRequest
+
+    server = ManagedServer(settings.home)
+    if dead := server.forget_if_dead():
+        _say(
+            f"the server (pid {dead.pid}) had stopped without `appgen server stop`; "
+            "removed its state file",
+            style="dim",
+        )
+    if args.action == "status":
+        state = server.running()
+        if state is None:
+            print("not running")
+            return EXIT_FAILED
+        answers = "" if server.healthy(state) else f"; not answering yet, see {server.log}"
+        print(f"running at {state.ui_url} (API {state.api_url}, pid {state.pid}{answers})")
+        return EXIT_OK
+    if args.action == "stop":
+        stopped = server.stop()
+        print(f"stopped the server at {stopped.ui_url}" if stopped else "not running")
+        return EXIT_OK
+    try:
+        timeout = start_timeout()
+    except InvalidRequest as exc:
+        raise _UsageError(str(exc)) from None
+    state, started = server.ensure_started(timeout)
+    what = "started" if started else "already running"
+    print(f"{what} at {state.ui_url} (API {state.api_url}, pid {state.pid}; log {server.log})")
+    return EXIT_OK
+
+
+def _use_managed_server(settings: Settings) -> ServerState | None:
+    """Point Prefect at the managed server unless a Prefect API is configured."""
+    from appgen.server import use_for_prefect
+    from core.errors import InvalidRequest
+
+    try:
+        return use_for_prefect(settings.home, lambda line: _say(line, style="dim"))
+    except InvalidRequest as exc:  # APPGEN_SERVER_START_TIMEOUT
+        raise _UsageError(str(exc)) from None
 
 
 def _build_image(args: argparse.Namespace, settings: Settings) -> int:
@@ -367,15 +448,22 @@ def _record_json(record: RequestRecord) -> dict[str, Any]:
     return record.model_dump(mode="json")
 
 
-def _not_started(args: argparse.Namespace, error: str) -> dict[str, Any]:
-    """The --json result of a publish that failed before its flow run started."""
-    return dict.fromkeys(_RESULT_FIELDS) | {
-        "request_id": args.request_id,
-        "status": RequestStatus.FAILED.value,
-        "app_name": args.app_name,
-        "error": error,
-        "flow_run_id": None,
-    }
+def _not_started(args: argparse.Namespace, error: Exception) -> int:
+    """Report a publish that failed before its flow run started (with --json, as the
+    usual result object)."""
+    from core.models import RequestStatus
+
+    _say(error, "error: ", "red")
+    if args.json:
+        result = dict.fromkeys(_RESULT_FIELDS) | {
+            "request_id": args.request_id,
+            "status": RequestStatus.FAILED.value,
+            "app_name": args.app_name,
+            "error": str(error),
+            "flow_run_id": None,
+        }
+        print(json.dumps(result))
+    return EXIT_FAILED
 
 
 def _setup(args: argparse.Namespace, settings: Settings) -> int:
@@ -396,6 +484,13 @@ def _run_blocks(args: argparse.Namespace, settings: Settings) -> RunBlocks:
 def _config(args: argparse.Namespace, settings: Settings) -> int:
     """Each part a run would use, where it comes from and its fields (secrets
     masked), the run's own settings, and APPGEN_* variables that are ignored."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from core.errors import InvalidRequest
+    from core.settings import ignored_variables
+
     try:
         blocks = _run_blocks(args, settings)
     except InvalidRequest as exc:
@@ -449,7 +544,11 @@ _COMMANDS = {
     "build-image": _build_image,
     "reap": _reap,
     "setup": _setup,
+    "server": _server,
 }
+# Commands that talk to the Prefect API: without PREFECT_API_URL they use the managed
+# server (publish connects itself, after the checks that need no server).
+_PREFECT_API_COMMANDS = frozenset({"setup", "config"})
 
 
 # Prefect's own modules that log each run's state changes.
@@ -463,7 +562,7 @@ class _ProgressDisplay(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(level=logging.INFO)
-        self._status = stderr.status("starting", spinner="dots")
+        self._status = _stderr().status("starting", spinner="dots")
 
     def __enter__(self) -> _ProgressDisplay:
         from prefect.logging.handlers import PrefectConsoleHandler
@@ -484,13 +583,15 @@ class _ProgressDisplay(logging.Handler):
         self._status.stop()
 
     def emit(self, record: logging.LogRecord) -> None:
+        from rich.text import Text
+
         if record.levelno >= logging.ERROR:
             return  # the failure is reported once, after the run
         if record.levelno < logging.WARNING and record.module in _ENGINE_MODULES:
             return  # "Finished in state Completed()" after every step says nothing
         step = getattr(record, "task_name", None)
         if step:  # a task run's record; flow-level ones would repeat the final error
-            stderr.print(Text.assemble((f"{step:<20} ", "dim"), record.getMessage()))
+            _stderr().print(Text.assemble((f"{step:<20} ", "dim"), record.getMessage()))
             self._status.update(f"{step}")
         elif record.levelno >= logging.WARNING:
             _say(record.getMessage(), "warning: ", "yellow")

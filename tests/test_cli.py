@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from tests.conftest import agent_runs
 
@@ -287,3 +289,78 @@ def test_module_entry_points_agree():
     script = Path(sys.executable).with_name("appgen")
     if script.exists():  # installed with `pip install -e .`
         assert subprocess.run([str(script), "--help"], capture_output=True).returncode == 0
+
+
+# Prints which of these packages a command imported, whatever it exits with.
+_IMPORTED = """
+import sys
+from appgen.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+heavy = ("prefect", "prefect_aws", "boto3", "docker", "alembic", "sqlalchemy", "rich")
+print(sorted(name for name in heavy if name in sys.modules), file=sys.__stderr__)
+"""
+
+
+def imported_by(*args: str) -> list[str]:
+    env = {name: value for name, value in os.environ.items() if name != "PREFECT_API_URL"}
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORTED, *args], env=env, capture_output=True, text=True
+    )
+    return json.loads(result.stderr.strip().splitlines()[-1].replace("'", '"'))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["publish", "--prompt", ""],
+        ["status", "--json"],
+        ["status"],
+        ["status", "7"],
+        ["server", "status"],
+        ["server", "stop"],
+    ],
+)
+def test_read_only_commands_and_bad_input_do_not_import_prefect(args):
+    imported = imported_by(*args)
+    assert not {"prefect", "prefect_aws", "boto3", "docker"} & set(imported)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["publish"], ["status", "-1"]])
+def test_help_and_usage_errors_import_nothing_heavy(args):
+    assert imported_by(*args) == []
+
+
+def test_status_brings_a_database_of_an_older_appgen_up_to_date(appgen, appgen_home):
+    from alembic import command
+    from alembic.config import Config
+
+    from core.database import MIGRATIONS
+
+    url = f"sqlite:///{appgen_home}/appgen.db"
+    appgen_home.mkdir()
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url)
+    with sa.create_engine(url).begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0003")  # before pull requests had columns
+    result = appgen("status", "--json")
+    assert result.returncode == 0, result.stderr
+    with sa.create_engine(url).connect() as connection:
+        version = connection.execute(sa.text("SELECT version_num FROM alembic_version"))
+        assert version.scalar() == "0004"
+
+
+def test_migration_files_are_named_after_their_revision():
+    """core.database finds the newest revision by file name, without alembic."""
+    from alembic.script import ScriptDirectory
+
+    from core.database import MIGRATIONS, _newest_revision
+
+    scripts = ScriptDirectory(str(MIGRATIONS))
+    for script in scripts.walk_revisions():
+        assert Path(script.path).name.startswith(f"{script.revision}_")
+    assert _newest_revision() == scripts.get_current_head()

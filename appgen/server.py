@@ -1,0 +1,349 @@
+"""The managed local Prefect server: ``appgen server start|stop|status``.
+
+Without ``PREFECT_API_URL``, Prefect starts a temporary API in every process that
+needs one, which costs 5-12 s per ``appgen publish``. appgen instead keeps one
+``prefect server start`` running in the background, started on first use:
+
+    $APPGEN_HOME/server/
+        server.json     the running server: its URL, pid and process (host:pid:start)
+        server.log      its output, from its latest start
+        server.lock     held while a server is started or stopped
+        prefect/        its PREFECT_HOME: the SQLite database and the UI's files
+
+It listens on a free port of 127.0.0.1 only, runs in a session of its own (so it
+outlives the command that started it and Ctrl-C in that terminal does not reach it)
+and sends no telemetry. A start either leaves a server that answers ``/api/health``
+with its state file, or nothing: on a timeout, an early exit or an interruption it
+kills what it started and removes the state file. A run with a Prefect API of its
+own (``PREFECT_API_URL``, in the environment or a Prefect profile) never starts,
+stops or uses this server.
+
+Imports only the standard library: ``appgen server status`` must stay instant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from core.errors import AppgenError, InvalidRequest
+
+START_TIMEOUT_VARIABLE = "APPGEN_SERVER_START_TIMEOUT"
+# A first start creates the database: 4-8 s on an idle 2-core machine, 30 s when busy.
+DEFAULT_START_TIMEOUT = 120.0
+STOP_GRACE_SECONDS = 20.0  # SIGTERM lets it finish open requests; SIGKILL after this
+_KILL_WAIT_SECONDS = 10.0
+_HEALTH_POLL_SECONDS = 0.2
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
+
+
+class ServerError(AppgenError):
+    """The managed server could not be started, stopped or judged."""
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """A started server, as its state file records it."""
+
+    pid: int
+    process: str  # host:pid:start, as core.processes names processes
+    port: int
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class ManagedServer:
+    """The Prefect server of one ``APPGEN_HOME``."""
+
+    def __init__(self, appgen_home: Path) -> None:
+        self.directory = appgen_home / "server"
+        self.state_file = self.directory / "server.json"
+        self.log = self.directory / "server.log"
+        self.prefect_home = self.directory / "prefect"
+        self._lock_file = self.directory / "server.lock"
+
+    def running(self) -> ServerState | None:
+        """The server if it runs (it may still be starting)."""
+        state = self._read_state()
+        return state if state is not None and _is_alive(state) else None
+
+    def forget_if_dead(self) -> ServerState | None:
+        """Remove a state file whose server is no longer running (killed, or its
+        machine restarted), killing anything it left in its process group; return
+        what the file said, or None if there was nothing to clean."""
+        if self._read_state() is None:
+            return None
+        with self._lock():
+            state = self._read_state()  # a start may have replaced it meanwhile
+            if state is None or _is_alive(state):
+                return None
+            self._forget(state)
+            return state
+
+    def ensure_started(self, timeout: float) -> tuple[ServerState, bool]:
+        """The running server, started if none runs; and whether this call started it.
+        Two callers at once start one server: the second waits for the first."""
+        with self._lock():
+            state = self._read_state()
+            if state is not None and _is_alive(state):
+                # Started by a caller that was killed before the server answered, perhaps.
+                self._wait_healthy(state, None, timeout)
+                return state, False
+            if state is not None:
+                self._forget(state)
+            return self._start(timeout), True
+
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> ServerState | None:
+        """Stop the server (SIGTERM to its process group, SIGKILL after ``grace``) and
+        remove its state file; None if none was running."""
+        with self._lock():
+            state = self._read_state()
+            if state is None or not _is_alive(state):
+                if state is not None:
+                    self._forget(state)
+                return None
+            _end_group(state.pid, grace)
+            self._forget(state)
+            return state
+
+    def healthy(self, state: ServerState) -> bool:
+        try:
+            with _NO_PROXY.open(f"{state.api_url}/health", timeout=2) as response:
+                return response.status == 200
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def _start(self, timeout: float) -> ServerState:
+        try:
+            self.prefect_home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ServerError(f"cannot create {self.prefect_home}: {exc}") from exc
+        port = _free_port()
+        command = [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--analytics-off",
+        ]
+        with open(self.log, "wb") as log:
+            process = subprocess.Popen(
+                command,
+                env=self._environment(port),
+                cwd=self.directory,  # no .env or prefect.toml of the caller's is read
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            # Recorded at once: if this command is killed while waiting, the next one
+            # finds the server (and stops it or uses it) instead of losing it.
+            state = ServerState(pid=process.pid, process=_identity(process.pid), port=port)
+            self._write_state(state)
+            self._wait_healthy(state, process, timeout)
+        except BaseException:
+            _end_group(process.pid, grace=2.0)
+            process.wait()
+            self._forget(None)
+            raise
+        return state
+
+    def _wait_healthy(
+        self, state: ServerState, process: subprocess.Popen | None, timeout: float
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.healthy(state):
+            exited = process.poll() is not None if process else not _is_alive(state)
+            if exited:
+                raise ServerError(f"the Prefect server exited while starting; see {self.log}")
+            if time.monotonic() > deadline:
+                if process is None:  # not ours to give up on: a start we did not make
+                    raise ServerError(
+                        f"the Prefect server (pid {state.pid}) does not answer at "
+                        f"{state.api_url} after {timeout:g} s; see {self.log}, or "
+                        "`appgen server stop` it"
+                    )
+                raise ServerError(
+                    f"the Prefect server did not answer within {timeout:g} s "
+                    f"({START_TIMEOUT_VARIABLE}); it was stopped; see {self.log}"
+                )
+            time.sleep(_HEALTH_POLL_SECONDS)
+
+    def _environment(self, port: int) -> dict[str, str]:
+        """The caller's environment without appgen's settings (the server needs no
+        credential) or Prefect's (its configuration is appgen's alone)."""
+        inherited = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith(("APPGEN_", "PREFECT_"))
+        }
+        return inherited | {
+            "PREFECT_HOME": str(self.prefect_home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # The UI is served on this port, so it must call this port's API.
+            "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
+        }
+
+    def _read_state(self) -> ServerState | None:
+        try:
+            fields = json.loads(self.state_file.read_text())
+            state = ServerState(
+                pid=int(fields["pid"]), process=str(fields["process"]), port=int(fields["port"])
+            )
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ServerError(
+                f"{self.state_file} is unreadable ({exc}); if no server runs, remove it"
+            ) from exc
+        host = state.process.split(":", 1)[0]
+        if host != socket.gethostname():
+            raise ServerError(
+                f"{self.state_file} names a server on the host {host}, which this host cannot "
+                "judge: give each host an APPGEN_HOME of its own"
+            )
+        return state
+
+    def _write_state(self, state: ServerState) -> None:
+        partial = self.state_file.with_suffix(".json.partial")
+        partial.write_text(json.dumps(asdict(state)))
+        partial.replace(self.state_file)  # readers never see half a file
+
+    def _forget(self, state: ServerState | None) -> None:
+        """Remove the state file, and kill what a dead server left in its group."""
+        if state is not None and _group_members(state.pid):
+            _end_group(state.pid, grace=2.0)
+        self.state_file.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            handle = open(self._lock_file, "a")  # noqa: SIM115 (closed below)
+        except OSError as exc:
+            raise ServerError(f"cannot use {self.directory}: {exc}") from exc
+        with handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def start_timeout() -> float:
+    """Seconds a start waits for the server to answer (APPGEN_SERVER_START_TIMEOUT)."""
+    text = os.environ.get(START_TIMEOUT_VARIABLE)
+    if not text:
+        return DEFAULT_START_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise InvalidRequest(f"{START_TIMEOUT_VARIABLE}={text!r}: give a number of seconds")
+    return value
+
+
+def use_for_prefect(appgen_home: Path, say: Callable[[str], None]) -> ServerState | None:
+    """Point this process's Prefect at the managed server, started if none runs,
+    unless a Prefect API is configured (``PREFECT_API_URL`` in the environment, a
+    Prefect profile, ``.env`` or ``prefect.toml``): then that one is used and the
+    managed server is left alone. Imports Prefect."""
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return None
+    state, started = ManagedServer(appgen_home).ensure_started(start_timeout())
+    os.environ["PREFECT_API_URL"] = state.api_url
+    from prefect.context import refresh_global_settings_context
+
+    refresh_global_settings_context()  # Prefect was imported before the variable was set
+    if started:
+        say(
+            f"started a Prefect server for appgen at {state.ui_url}; it keeps running "
+            "for the next runs (`appgen server stop` stops it)"
+        )
+    else:
+        say(f"using the appgen Prefect server at {state.ui_url}")
+    return state
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: split after its end.
+    return stat[stat.rfind(b")") + 2 :].decode().split()
+
+
+def _identity(pid: int) -> str:
+    fields = _stat(pid)
+    return f"{socket.gethostname()}:{pid}:{fields[19] if fields else '?'}"
+
+
+def _is_alive(state: ServerState) -> bool:
+    """The recorded process still runs: same pid, same start time, not a zombie (an
+    orphaned server's zombie lingers where the init process does not reap)."""
+    fields = _stat(state.pid)
+    return fields is not None and fields[0] != "Z" and _identity(state.pid) == state.process
+
+
+def _group_members(group: int) -> list[int]:
+    """Live (not zombie) processes of the process group ``group``."""
+    members = []
+    for entry in os.listdir("/proc"):
+        fields = _stat(int(entry)) if entry.isdigit() else None
+        if fields and fields[2] == str(group) and fields[0] != "Z":
+            members.append(int(entry))
+    return members
+
+
+def _end_group(group: int, grace: float) -> None:
+    """SIGTERM to the process group, SIGKILL to what is left after ``grace``."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, _KILL_WAIT_SECONDS)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, sig)
+        deadline = time.monotonic() + wait
+        while _group_members(group):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        else:
+            return
+    if left := _group_members(group):
+        raise ServerError(f"processes {left} of the Prefect server survived SIGKILL")
