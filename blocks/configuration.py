@@ -21,10 +21,8 @@ from pydantic import BaseModel, ValidationError
 from blocks import defaults
 from blocks.artifact_stores import ArtifactStore, VolumeArtifactStore
 from blocks.database import Database
-from blocks.ecs_generator import EcsGenerator
 from blocks.generators import GeneratorBlock
 from blocks.git_hosts import GitHost
-from blocks.s3_artifact_store import S3ArtifactStore
 from core.errors import InvalidRequest
 from core.models import ConfiguredPart
 from core.redaction import register_secret, secret_fields
@@ -77,8 +75,10 @@ def run_blocks(
         lambda: defaults.generator(settings),
     )
     store, store_part = _artifact_store(settings, generator_block, generator_part, artifact_store)
-    if isinstance(generator_block, EcsGenerator) and store is not generator_block.artifacts:
-        assert isinstance(store, S3ArtifactStore)
+    if (
+        store is not generator_block.artifact_store()
+        and "artifacts" in type(generator_block).model_fields
+    ):
         generator_block = generator_block.model_copy(update={"artifacts": store})
     host, host_part = _choose(
         "git_host",
@@ -108,9 +108,9 @@ def _artifact_store(
     generator_part: ConfiguredPart,
     name: str | None,
 ) -> tuple[ArtifactStore, ConfiguredPart]:
-    """An ECS generator's S3 store may be a block of its own; the other generators
-    leave the app in their workspace, which implies the store."""
-    if not isinstance(generator, EcsGenerator):
+    """An ECS generator's S3 store (its ``artifacts``) may be a block of its own; the
+    other generators leave the app in their workspace, which implies the store."""
+    if "artifacts" not in type(generator).model_fields:
         if name:
             raise InvalidRequest(
                 f"artifact_store={name!r}: the {type(generator).__name__} leaves the app in "
@@ -124,15 +124,13 @@ def _artifact_store(
         )
     if name is None and generator_part.block:
         # A saved ECS generator brings its own store (a reference to a saved one).
-        return generator.artifacts, ConfiguredPart(
-            part="artifact_store", kind=S3ArtifactStore.__name__, block=generator_part.block
+        store = generator.artifact_store()
+        return store, ConfiguredPart(
+            part="artifact_store", kind=type(store).__name__, block=generator_part.block
         )
+    s3_store = defaults.block_type("appgen-s3-artifact-store")
     return _choose(
-        "artifact_store",
-        name,
-        S3ArtifactStore,
-        S3ArtifactStore,
-        lambda: defaults.s3_artifact_store(settings),
+        "artifact_store", name, s3_store, s3_store, lambda: defaults.s3_artifact_store(settings)
     )
 
 
@@ -157,7 +155,7 @@ def _choose(
             chosen = ConfiguredPart(
                 part=part,
                 kind=type(block).__name__,
-                env_prefix=defaults.ENV_PREFIXES.get(type(block), "APPGEN_"),
+                env_prefix=defaults.env_prefix(block.get_block_type_slug()),
             )
     for secret in _known_secrets(chosen, block):
         register_secret(secret.value)
@@ -191,6 +189,7 @@ def block_fields(block: Block, mode: str = "python") -> dict[str, Any]:
 
 def read_saved_block(name: str) -> Block | None:
     """The saved block ``name``, or None when there is none."""
+    defaults.block_type(name.partition("/")[0])  # its class must be known to load it
     try:
         return Block.load(name)
     except ValidationError as exc:

@@ -6,45 +6,67 @@ variables, the AWS endpoints) is put together here."""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import importlib
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from prefect_aws import AwsClientParameters, AwsCredentials
 from pydantic import ValidationError
 
 from blocks.database import Database
-from blocks.docker_generator import DockerGenerator
-from blocks.ecs_generator import EcsGenerator
 from blocks.generators import GeneratorBlock, ProcessGenerator
 from blocks.git_hosts import GitHost, LocalGitHost
-from blocks.github_host import GitHubHost
-from blocks.s3_artifact_store import S3ArtifactStore
 from core.errors import InvalidRequest
 from core.options import ProcessOptions
 from core.settings import Settings
 
 B = TypeVar("B")
 
+if TYPE_CHECKING:  # the backends are imported by the runs that use them
+    from prefect_aws import AwsCredentials
+
+    from blocks.docker_generator import DockerGenerator
+    from blocks.ecs_generator import EcsGenerator
+    from blocks.s3_artifact_store import S3ArtifactStore
+
 _CLAUDE_KEYS = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN")
-# The settings' variables of each block kind, as `appgen config` names them.
-ENV_PREFIXES: dict[type, str] = {
-    ProcessGenerator: "APPGEN_",
-    DockerGenerator: "APPGEN_DOCKER_",
-    EcsGenerator: "APPGEN_ECS_",
-    S3ArtifactStore: "APPGEN_S3_",
-    LocalGitHost: "APPGEN_GIT_",
-    GitHubHost: "APPGEN_GITHUB_",
-    Database: "APPGEN_DATABASE_",
+# Each block type: its module (imported on first use: the AWS, Docker and GitHub
+# libraries cost a second of start-up to runs that use none of them) and class, and
+# the prefix of its settings.
+BLOCK_TYPES: dict[str, tuple[str, str, str]] = {
+    "appgen-process-generator": ("blocks.generators", "ProcessGenerator", "APPGEN_"),
+    "appgen-docker-generator": ("blocks.docker_generator", "DockerGenerator", "APPGEN_DOCKER_"),
+    "appgen-ecs-generator": ("blocks.ecs_generator", "EcsGenerator", "APPGEN_ECS_"),
+    "appgen-volume-artifact-store": ("blocks.artifact_stores", "VolumeArtifactStore", "APPGEN_"),
+    "appgen-s3-artifact-store": ("blocks.s3_artifact_store", "S3ArtifactStore", "APPGEN_S3_"),
+    "appgen-local-git-host": ("blocks.git_hosts", "LocalGitHost", "APPGEN_GIT_"),
+    "appgen-github-host": ("blocks.github_host", "GitHubHost", "APPGEN_GITHUB_"),
+    "appgen-database": ("blocks.database", "Database", "APPGEN_DATABASE_"),
 }
+_GENERATOR_TYPES = {
+    "process": "appgen-process-generator",
+    "docker": "appgen-docker-generator",
+    "ecs": "appgen-ecs-generator",
+}
+_GIT_HOST_TYPES = {"local": "appgen-local-git-host", "github": "appgen-github-host"}
+
+
+def block_type(slug: str) -> type | None:
+    """The class of an appgen block type, its module imported (None for another type)."""
+    if slug not in BLOCK_TYPES:
+        return None
+    module, name, _ = BLOCK_TYPES[slug]
+    return getattr(importlib.import_module(module), name)
+
+
+def env_prefix(slug: str) -> str:
+    return BLOCK_TYPES[slug][2]
 
 
 def generator_kind(settings: Settings) -> type[GeneratorBlock]:
-    return {"process": ProcessGenerator, "docker": DockerGenerator, "ecs": EcsGenerator}[
-        settings.generator
-    ]
+    return block_type(_GENERATOR_TYPES[settings.generator])  # type: ignore[return-value]
 
 
 def git_host_kind(settings: Settings) -> type[GitHost]:
-    return {"local": LocalGitHost, "github": GitHubHost}[settings.git_host]
+    return block_type(_GIT_HOST_TYPES[settings.git_host])  # type: ignore[return-value]
 
 
 def generator(settings: Settings) -> GeneratorBlock:
@@ -61,6 +83,8 @@ def generator(settings: Settings) -> GeneratorBlock:
 
 
 def docker_generator(settings: Settings) -> DockerGenerator:
+    from blocks.docker_generator import DockerGenerator
+
     return _build(
         DockerGenerator,
         settings.docker.model_dump(),
@@ -70,6 +94,8 @@ def docker_generator(settings: Settings) -> DockerGenerator:
 
 
 def ecs_generator(settings: Settings, artifacts: S3ArtifactStore | None = None) -> EcsGenerator:
+    from blocks.ecs_generator import EcsGenerator
+
     return _build(
         EcsGenerator,
         settings.ecs.model_dump(),
@@ -80,6 +106,8 @@ def ecs_generator(settings: Settings, artifacts: S3ArtifactStore | None = None) 
 
 
 def s3_artifact_store(settings: Settings) -> S3ArtifactStore:
+    from blocks.s3_artifact_store import S3ArtifactStore
+
     return _build(
         S3ArtifactStore,
         settings.s3.model_dump(),
@@ -92,6 +120,8 @@ def git_host(settings: Settings) -> GitHost:
     if settings.git_host == "local":
         assert settings.git_root is not None  # derived from home by the settings
         return LocalGitHost(root=settings.git_root)
+    from blocks.github_host import GitHubHost
+
     return _build(GitHubHost, settings.github.model_dump())
 
 
@@ -110,6 +140,8 @@ def _generator_fields(settings: Settings) -> dict[str, Any]:
 
 def _aws_credentials(endpoint_url: str | None) -> AwsCredentials:
     """Credentials from the standard AWS chain (environment, profile, task role)."""
+    from prefect_aws import AwsClientParameters, AwsCredentials
+
     return AwsCredentials(aws_client_parameters=AwsClientParameters(endpoint_url=endpoint_url))
 
 

@@ -15,15 +15,17 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import docker
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect_docker import DockerHost
 
 from core.errors import PublishError
 from core.models import DeployCheck, DeployFiles, StagedTree
+
+if TYPE_CHECKING:
+    from prefect_docker import DockerHost
 
 LOG_TAIL_LINES = 30
 _STEP_IMAGE = re.compile(r"^ ---> ([0-9a-f]{12})$", re.MULTILINE)
@@ -198,6 +200,8 @@ def verify_deploy(
     cannot be reached raises ``PublishError``."""
     if mode == "off":
         return DeployCheck(mode=mode, verified=None, detail="APPGEN_VERIFY=off")
+    from prefect_docker import DockerHost  # imported by the runs that check only
+
     host = docker_host or DockerHost()
     try:
         client = host.get_client()
