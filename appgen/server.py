@@ -32,7 +32,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -104,7 +103,7 @@ class ManagedServer:
         with self._lock():
             state = self._read_state()
             if state is not None and _is_alive(state):
-                # Started by a caller that was killed before the server answered, perhaps.
+                # Healthy at once, unless its starter was killed before it answered.
                 self._wait_healthy(state, None, timeout)
                 return state, False
             if state is not None:
@@ -128,7 +127,7 @@ class ManagedServer:
         try:
             with _NO_PROXY.open(f"{state.api_url}/health", timeout=2) as response:
                 return response.status == 200
-        except (OSError, urllib.error.URLError):
+        except OSError:  # refused, reset, timed out, or an HTTP error status
             return False
 
     def _start(self, timeout: float) -> ServerState:
@@ -235,7 +234,7 @@ class ManagedServer:
 
     def _forget(self, state: ServerState | None) -> None:
         """Remove the state file, and kill what a dead server left in its group."""
-        if state is not None and _group_members(state.pid):
+        if state is not None and _left_members(state):
             _end_group(state.pid, grace=2.0)
         self.state_file.unlink(missing_ok=True)
 
@@ -321,6 +320,16 @@ def _is_alive(state: ServerState) -> bool:
     orphaned server's zombie lingers where the init process does not reap)."""
     fields = _stat(state.pid)
     return fields is not None and fields[0] != "Z" and _identity(state.pid) == state.process
+
+
+def _left_members(state: ServerState) -> list[int]:
+    """Processes of a dead server's group that outlived it. Only while its pid is
+    free (or its zombie lingers): a pid in use by another process means the group
+    is long gone (Linux does not hand out a pid that still names a group), and that
+    process's own group is not ours to kill."""
+    if _stat(state.pid) is not None and _identity(state.pid) != state.process:
+        return []
+    return _group_members(state.pid)
 
 
 def _group_members(group: int) -> list[int]:
