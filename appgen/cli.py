@@ -488,6 +488,7 @@ def _config(args: argparse.Namespace, settings: Settings) -> int:
     from rich.table import Table
     from rich.text import Text
 
+    from blocks.configuration import block_fields
     from core.errors import InvalidRequest
     from core.settings import ignored_variables
 
@@ -499,7 +500,7 @@ def _config(args: argparse.Namespace, settings: Settings) -> int:
         part.model_dump()
         | {
             "source": part.source,
-            "fields": _flat(block.model_dump(mode="json", exclude={"block_type_slug"})),
+            "fields": _flat(block_fields(block, mode="json")),
         }
         for part, block in blocks.chosen()
     ]

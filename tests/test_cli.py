@@ -146,7 +146,7 @@ TOO_BIG = str(2**63)
         ),
         (
             ["publish", "--prompt", "x"],
-            {"APPGEN_ECS_SUBNETS": "subnet-1,subnet-2"},
+            {"APPGEN_GENERATOR": "ecs", "APPGEN_ECS_SUBNETS": "subnet-1,subnet-2"},
             "APPGEN_ECS_SUBNETS: not valid JSON",
         ),
         (
