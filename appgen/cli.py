@@ -355,8 +355,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
 def _server(args: argparse.Namespace, settings: Settings) -> int:
     """``appgen server start|stop|status``: the managed Prefect server (appgen/server.py)."""
-    from appgen.server import ManagedServer, start_timeout
-    from core.errors import InvalidRequest
+    from appgen.server import ManagedServer
 
     server = ManagedServer(settings.home)
     if dead := server.forget_if_dead():
@@ -377,11 +376,7 @@ def _server(args: argparse.Namespace, settings: Settings) -> int:
         stopped = server.stop()
         print(f"stopped the server at {stopped.ui_url}" if stopped else "not running")
         return EXIT_OK
-    try:
-        timeout = start_timeout()
-    except InvalidRequest as exc:
-        raise _UsageError(str(exc)) from None
-    state, started = server.ensure_started(timeout)
+    state, started = server.ensure_started(settings.server_start_timeout)
     what = "started" if started else "already running"
     print(f"{what} at {state.ui_url} (API {state.api_url}, pid {state.pid}; log {server.log})")
     return EXIT_OK
@@ -390,12 +385,10 @@ def _server(args: argparse.Namespace, settings: Settings) -> int:
 def _use_managed_server(settings: Settings) -> ServerState | None:
     """Point Prefect at the managed server unless a Prefect API is configured."""
     from appgen.server import use_for_prefect
-    from core.errors import InvalidRequest
 
-    try:
-        return use_for_prefect(settings.home, lambda line: _say(line, style="dim"))
-    except InvalidRequest as exc:  # APPGEN_SERVER_START_TIMEOUT
-        raise _UsageError(str(exc)) from None
+    return use_for_prefect(
+        settings.home, settings.server_start_timeout, lambda line: _say(line, style="dim")
+    )
 
 
 def _build_image(args: argparse.Namespace, settings: Settings) -> int:

@@ -37,11 +37,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from core.errors import AppgenError, InvalidRequest
+from core.errors import AppgenError
 
-START_TIMEOUT_VARIABLE = "APPGEN_SERVER_START_TIMEOUT"
 # A first start creates the database: 4-8 s on an idle 2-core machine, 30 s when busy.
-DEFAULT_START_TIMEOUT = 120.0
 STOP_GRACE_SECONDS = 20.0  # SIGTERM lets it finish open requests; SIGKILL after this
 _KILL_WAIT_SECONDS = 10.0
 _HEALTH_POLL_SECONDS = 0.2
@@ -188,7 +186,7 @@ class ManagedServer:
                     )
                 raise ServerError(
                     f"the Prefect server did not answer within {timeout:g} s "
-                    f"({START_TIMEOUT_VARIABLE}); it was stopped; see {self.log}"
+                    f"(APPGEN_SERVER_START_TIMEOUT); it was stopped; see {self.log}"
                 )
             time.sleep(_HEALTH_POLL_SECONDS)
 
@@ -253,21 +251,9 @@ class ManagedServer:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def start_timeout() -> float:
-    """Seconds a start waits for the server to answer (APPGEN_SERVER_START_TIMEOUT)."""
-    text = os.environ.get(START_TIMEOUT_VARIABLE)
-    if not text:
-        return DEFAULT_START_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise InvalidRequest(f"{START_TIMEOUT_VARIABLE}={text!r}: give a number of seconds")
-    return value
-
-
-def use_for_prefect(appgen_home: Path, say: Callable[[str], None]) -> ServerState | None:
+def use_for_prefect(
+    appgen_home: Path, start_timeout: float, say: Callable[[str], None]
+) -> ServerState | None:
     """Point this process's Prefect at the managed server, started if none runs,
     unless a Prefect API is configured (``PREFECT_API_URL`` in the environment, a
     Prefect profile, ``.env`` or ``prefect.toml``): then that one is used and the
@@ -278,7 +264,7 @@ def use_for_prefect(appgen_home: Path, say: Callable[[str], None]) -> ServerStat
 
     if get_current_settings().api.url:
         return None
-    state, started = ManagedServer(appgen_home).ensure_started(start_timeout())
+    state, started = ManagedServer(appgen_home).ensure_started(start_timeout)
     os.environ["PREFECT_API_URL"] = state.api_url
     from prefect.context import refresh_global_settings_context
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from prefect.blocks.core import Block
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from blocks import defaults
 from blocks.artifact_stores import ArtifactStore, VolumeArtifactStore
@@ -25,7 +25,7 @@ from blocks.generators import GeneratorBlock
 from blocks.git_hosts import GitHost
 from core.errors import InvalidRequest
 from core.models import ConfiguredPart
-from core.redaction import register_secret, secret_fields
+from core.redaction import register_secret
 from core.secret_scan import KnownSecret, url_password
 from core.settings import Settings
 
@@ -213,3 +213,15 @@ def _known_secrets(part: ConfiguredPart, block: BaseModel) -> list[KnownSecret]:
             value = url_password(value) or ""
         secrets.append(KnownSecret(part.field_label(field), value))
     return [secret for secret in secrets if secret.needles()]
+
+
+def secret_fields(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """``(dotted field name, value)`` of every set secret field of ``model``, nested
+    models included (a generator's credentials, say)."""
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, SecretStr):
+            if value.get_secret_value():
+                yield f"{prefix}{name}", value.get_secret_value()
+        elif isinstance(value, BaseModel):
+            yield from secret_fields(value, f"{prefix}{name}.")

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-
-from pydantic import BaseModel, SecretStr
 
 MASK = "***"
 _MIN_SECRET_LENGTH = 6
@@ -34,18 +31,6 @@ def registered_secrets() -> list[str]:
     """The values registered so far (for the secret scan, which looks for them)."""
     with _lock:
         return sorted(_secrets)
-
-
-def secret_fields(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, str]]:
-    """``(dotted field name, value)`` of every set secret field of ``model``, nested
-    models included (a generator's credentials, say)."""
-    for name in type(model).model_fields:
-        value = getattr(model, name)
-        if isinstance(value, SecretStr):
-            if value.get_secret_value():
-                yield f"{prefix}{name}", value.get_secret_value()
-        elif isinstance(value, BaseModel):
-            yield from secret_fields(value, f"{prefix}{name}.")
 
 
 def redact(text: str) -> str:

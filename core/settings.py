@@ -148,6 +148,12 @@ class Settings(ProcessOptions, BaseSettings):
         description="Generations that may run at once across all workers (a Prefect global "
         "concurrency limit, set by `appgen setup`).",
     )
+    server_start_timeout: float = Field(
+        default=120.0,
+        gt=0,
+        description="Seconds `appgen server start` (or a first publish) waits for the "
+        "local Prefect server to answer.",
+    )
     lease_seconds: float = Field(
         default=60.0,
         gt=0,
