@@ -590,6 +590,12 @@ def main() -> int:
         step("checking rows, repositories, generations and slots")
         checks = check_outcome(ended, appgen_url, git_root, counter)
         print_report(args, ended, checks)
+        if not all(check.passed for check in checks):
+            # The runs' own output (in the worker logs) and the server's say why.
+            kept = Path(tempfile.mkdtemp(prefix="appgen-bench-load-logs-"))
+            for log in work.glob("*.log"):
+                shutil.copy(log, kept)
+            print(f"logs of the server and the workers kept in {kept}")
         step("cleaning up: workers, runs, server, databases, temp dirs")
     return 0 if all(check.passed for check in checks) else 1
 
