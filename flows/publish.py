@@ -1,7 +1,11 @@
 """generate_and_publish: a prompt in, a published repository and a database row out.
 
     register → claim → run_generator → fetch_artifact → filtered_stage → scan_secrets
-             → create_repository → render_deploy_files → verify_deploy → git_push → summary → finish
+             → create_repository → render_deploy_files → verify_deploy → git_push → summary
+             → update_db
+
+Registering, claiming, the status updates on the way and the summary are plain calls;
+the steps that do the work (and the final update_db) are task runs in the UI.
 
 run_generator is cached on its inputs, so running the same request again after a
 failed publish redoes only the cheap steps. The secret scan runs before the repository
@@ -42,9 +46,9 @@ from tasks.render_deploy_files import render_deploy_files
 from tasks.run_generator import run_generator
 from tasks.scan_secrets import scan_secrets
 from tasks.update_db import (
-    finish_request,
     record_cancelled,
     record_failed,
+    record_progress,
     register_request,
     update_db,
 )
@@ -106,7 +110,7 @@ def generate_and_publish(
         request = request.model_copy(
             update={"published_sha": claimed.commit_sha, "repo_id": claimed.repo_id}
         )
-        update_db(records, RequestUpdate(request_id=rid, status=RequestStatus.GENERATING))
+        record_progress(records, RequestUpdate(request_id=rid, status=RequestStatus.GENERATING))
         spec = GenerationSpec(
             request_id=rid,
             registered_at=request.registered_at,
@@ -132,7 +136,7 @@ def generate_and_publish(
             tuple(blocks.known_secrets()),
         )
         repository = create_repository(request, blocks.git_host)
-        update_db(
+        record_progress(
             records,
             RequestUpdate(
                 request_id=rid,
@@ -146,7 +150,7 @@ def generate_and_publish(
         check = verify_deploy(
             staged, deploy, settings.verify, settings.verify_timeout, settings.verify_answer_seconds
         )
-        update_db(
+        record_progress(
             records,
             RequestUpdate(
                 request_id=rid,
@@ -171,7 +175,7 @@ def generate_and_publish(
             deploy_check=check,
             configuration=blocks.parts,
         )
-        finish_request(
+        update_db(
             records,
             holder,
             RequestUpdate(

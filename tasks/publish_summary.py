@@ -10,9 +10,8 @@ from __future__ import annotations
 import re
 import time
 
-from prefect import get_client, task
+from prefect import get_client
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import TaskRun
 from prefect.runtime import flow_run
@@ -32,8 +31,6 @@ from core.paths import display_path
 _LARGEST = 10
 # The steps before this one whose timings the summary shows.
 STEPS = (
-    "register_request",
-    "update_db",
     "run_generator",
     "fetch_artifact",
     "filtered_stage",
@@ -221,7 +218,6 @@ def _deploy_lines(deploy: DeployFiles, check: DeployCheck | None) -> list[str]:
     return lines
 
 
-@task(cache_policy=NO_CACHE)
 def publish_summary(
     request: PublishRequest,
     generation: GeneratorRun,

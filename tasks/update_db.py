@@ -42,7 +42,6 @@ HOOK_FIRST_DELAY_SECONDS = 0.5
 _log = logging.getLogger("appgen.hooks")
 
 
-@task(cache_policy=NO_CACHE)
 def register_request(
     database: Database,
     prompt: str,
@@ -80,19 +79,21 @@ def register_request(
     )
 
 
-@task(cache_policy=NO_CACHE)
-def update_db(database: Database, update: RequestUpdate) -> RequestRecord:
-    """Apply one status change (and whatever fields come with it) to the request's row."""
+def record_progress(database: Database, update: RequestUpdate) -> RequestRecord:
+    """Apply one status change (and whatever fields come with it) to the request's row:
+    a plain write, not a task run of its own."""
     fields = update.model_dump(exclude_unset=True, exclude={"request_id"})
     record = database.upsert(update.request_id, **fields)
     get_run_logger().info("request %d → %s", record.request_id, record.status.value)
     return record
 
 
-def finish_request(database: Database, holder: LeaseHolder, update: RequestUpdate) -> None:
+@task(cache_policy=NO_CACHE)
+def update_db(database: Database, holder: LeaseHolder, update: RequestUpdate) -> None:
     """Record the request's outcome and release its claim, in one write."""
     fields = update.model_dump(exclude_unset=True, exclude={"request_id"})
     database.finish(update.request_id, holder.flow_run_id, **fields)
+    get_run_logger().info("request %d → %s", update.request_id, update.status.value)
 
 
 def record_failed(flow: object, flow_run: FlowRun, state: State) -> None:
