@@ -317,8 +317,13 @@ class EmbeddedRuns:
     sqlite_read_seconds: float  # the same rows read by a bare interpreter
 
 
-def measure_embedded(repeat: int, work: Path) -> EmbeddedRuns:
-    runs = []
+def measure_embedded(repeat: int, work: Path, managed_command: bool) -> EmbeddedRuns:
+    """The README's first command on a fresh machine. Older appgen runs it on
+    Prefect's temporary API, whose database stays in PREFECT_HOME: a server started
+    there afterwards reads the timeline. Newer appgen starts its managed server under
+    APPGEN_HOME and leaves it running: the timeline is read from it, then it is
+    stopped."""
+    timelines, status, status_json, sqlite_read = [], [], [], []
     for attempt in range(repeat):
         appgen_home, prefect_home = work / f"embedded-{attempt}", work / f"embedded-{attempt}-p"
         prefect_home.mkdir(parents=True)
@@ -327,26 +332,33 @@ def measure_embedded(repeat: int, work: Path) -> EmbeddedRuns:
             PREFECT_HOME=str(prefect_home),
             PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=EPHEMERAL_STARTUP_TIMEOUT,
         )
-        runs.append((prefect_home, env, *publish(env, work)))
-    _, env, *_ = runs[-1]
-    status = [timed_run([*APPGEN, "status"], env, work) for _ in range(repeat)]
-    status_json = [timed_run([*APPGEN, "status", "1", "--json"], env, work) for _ in range(repeat)]
-    database = Path(env["APPGEN_HOME"]) / "appgen.db"
-    read = (
-        f"import sqlite3; sqlite3.connect({str(database)!r})"
-        ".execute('select * from requests').fetchall()"
-    )
-    sqlite_read = [python_wall(read, env, work) for _ in range(repeat)]
-    timelines = []
-    for prefect_home, _, started, ended, flow_run_id in runs:
-        with PrefectServer(prefect_home) as server:
-            timelines.append(read_timeline(server.api_url, flow_run_id, started, ended))
+        with contextlib.ExitStack() as stack:
+            if managed_command:
+                stack.callback(stop_managed_server, env, work)
+            started, ended, flow_run_id = publish(env, work)
+            status.append(python_free_wall([*APPGEN, "status"], env, work))
+            status_json.append(python_free_wall([*APPGEN, "status", "1", "--json"], env, work))
+            database = appgen_home / "appgen.db"
+            read = (
+                f"import sqlite3; sqlite3.connect({str(database)!r})"
+                ".execute('select * from requests').fetchall()"
+            )
+            sqlite_read.append(python_wall(read, env, work))
+            api_url = managed_api_url(env, work) if managed_command else None
+            if api_url is None:
+                api_url = stack.enter_context(PrefectServer(prefect_home)).api_url
+            timelines.append(read_timeline(api_url, flow_run_id, started, ended))
     return EmbeddedRuns(
         timelines,
-        statistics.median(end - start for start, end, _ in status),
-        statistics.median(end - start for start, end, _ in status_json),
+        statistics.median(status),
+        statistics.median(status_json),
         statistics.median(sqlite_read),
     )
+
+
+def python_free_wall(command: list[str], env: dict[str, str], cwd: Path) -> float:
+    started, ended, _ = timed_run(command, env, cwd)
+    return ended - started
 
 
 def measure_against_server(api_url: str, repeat: int, work: Path) -> list[RunTimeline]:
@@ -385,16 +397,25 @@ def managed_server(env: dict[str, str], work: Path) -> Iterator[tuple[float, str
     `appgen server status` names it, the server's API URL."""
     started, ended, _ = timed_run([*APPGEN, "server", "start"], env, work)
     try:
-        shown = subprocess.run(
-            [*APPGEN, "server", "status"], env=env, cwd=work, capture_output=True, text=True
-        )
-        found = API_URL_IN_TEXT.search(shown.stdout + shown.stderr)
-        api_url = found[0] if found else None
-        if api_url is not None and not api_url.endswith("/api"):
-            api_url += "/api"
-        yield ended - started, api_url
+        yield ended - started, managed_api_url(env, work)
     finally:
-        subprocess.run([*APPGEN, "server", "stop"], env=env, cwd=work, capture_output=True)
+        stop_managed_server(env, work)
+
+
+def managed_api_url(env: dict[str, str], work: Path) -> str | None:
+    """The API of the server `appgen server status` says runs for this APPGEN_HOME."""
+    shown = subprocess.run(
+        [*APPGEN, "server", "status"], env=env, cwd=work, capture_output=True, text=True
+    )
+    if shown.returncode != 0:
+        return None
+    urls = API_URL_IN_TEXT.findall(shown.stdout + shown.stderr)
+    api = [url for url in urls if url.endswith("/api")] or [f"{url}/api" for url in urls]
+    return api[0] if api else None
+
+
+def stop_managed_server(env: dict[str, str], work: Path) -> None:
+    subprocess.run([*APPGEN, "server", "stop"], env=env, cwd=work, capture_output=True)
 
 
 def measure_managed(repeat: int, work: Path) -> ManagedRuns:
@@ -900,8 +921,9 @@ def main() -> None:
         report.imports = measure_imports(args.repeat, work)
         step("the temporary Prefect API alone")
         report.api = measure_api_start_up(args.repeat, work)
+        managed_command = appgen_has_server_command(work)
         step("embedded publishes and appgen status")
-        report.embedded = measure_embedded(args.repeat, work)
+        report.embedded = measure_embedded(args.repeat, work, managed_command)
         (work / "server").mkdir()
         with PrefectServer(work / "server") as server:
             step(f"publishes against {server.api_url}")
@@ -910,7 +932,7 @@ def main() -> None:
             report.cached = measure_cached(server.api_url, args.repeat, work)
         if args.skip_managed:
             report.managed_note = "skipped (--skip-managed)"
-        elif appgen_has_server_command(work):
+        elif managed_command:
             step("publishes with `appgen server start`")
             report.managed = measure_managed(args.repeat, work)
             report.managed_note = (
