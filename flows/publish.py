@@ -1,8 +1,8 @@
 """generate_and_publish: a prompt in, a published repository and a database row out.
 
     register → claim → run_generator → fetch_artifact → filtered_stage → scan_secrets
-             → create_repository → render_deploy_files → verify_deploy → git_push → summary
-             → update_db
+             → create_repository → render_deploy_files → verify_deploy → git_push → update_db
+             → summary
 
 Registering, claiming, the status updates on the way and the summary are plain calls;
 the steps that do the work (and the final update_db) are task runs in the UI.
@@ -165,16 +165,6 @@ def generate_and_publish(
         published = git_push(
             staged, request, repository, blocks.git_host, author, settings.publish_mode
         )
-        publish_summary(
-            request,
-            generation,
-            staged,
-            deploy,
-            published,
-            scan=scan,
-            deploy_check=check,
-            configuration=blocks.parts,
-        )
         update_db(
             records,
             holder,
@@ -187,6 +177,16 @@ def generate_and_publish(
                 pull_request_url=published.pull_request_url,
                 error=None,
             ),
+        )
+        publish_summary(
+            request,
+            generation,
+            staged,
+            deploy,
+            published,
+            scan=scan,
+            deploy_check=check,
+            configuration=blocks.parts,
         )
     return PublishOutcome(
         request_id=rid,

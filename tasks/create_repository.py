@@ -13,9 +13,14 @@ from prefect.cache_policies import NO_CACHE
 
 from blocks.git_hosts import GitHost
 from core.models import PublishRequest, RemoteRepository
+from tasks.step_timings import remember_timing
 
 
-@task(cache_policy=NO_CACHE)
+@task(
+    cache_policy=NO_CACHE,
+    on_completion=[remember_timing],
+    on_failure=[remember_timing],
+)
 def create_repository(request: PublishRequest, host: GitHost) -> RemoteRepository:
     repository = host.ensure_repository(
         request.app_name, request.request_id, known_id=request.repo_id

@@ -32,6 +32,7 @@ from core.excludes import DEFAULT_EXCLUDES, MAX_FILE_BYTES
 from core.models import ExcludedPath, StagedTree
 from core.paths import display_path
 from core.processes import temp_prefix
+from tasks.step_timings import remember_timing
 
 _DEFAULT_RULES = GitIgnoreSpec.from_lines(DEFAULT_EXCLUDES)
 
@@ -223,7 +224,11 @@ def _kind(info: os.stat_result) -> str:
     return "unknown type"
 
 
-@task(cache_policy=NO_CACHE)
+@task(
+    cache_policy=NO_CACHE,
+    on_completion=[remember_timing],
+    on_failure=[remember_timing],
+)
 def filtered_stage(
     source: Path, max_file_bytes: int = MAX_FILE_BYTES, staging_dir: Path | None = None
 ) -> StagedTree:

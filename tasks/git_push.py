@@ -34,6 +34,7 @@ from core.models import (
 )
 from core.paths import display_path
 from core.redaction import redact
+from tasks.step_timings import remember_timing
 
 _BASE_CONFIG = {
     "gc.auto": "0",  # no detached `git gc` left running in a temp dir we delete
@@ -262,7 +263,11 @@ class _Git:
         )
 
 
-@task(cache_policy=NO_CACHE)
+@task(
+    cache_policy=NO_CACHE,
+    on_completion=[remember_timing],
+    on_failure=[remember_timing],
+)
 def git_push(
     staged: StagedTree,
     request: PublishRequest,

@@ -8,12 +8,9 @@ and go into the markdown as code spans that cannot break out of a table cell."""
 from __future__ import annotations
 
 import re
-import time
 
-from prefect import get_client
+from prefect import get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.objects import TaskRun
 from prefect.runtime import flow_run
 
 from core.models import (
@@ -27,20 +24,9 @@ from core.models import (
     StagedTree,
 )
 from core.paths import display_path
+from tasks.step_timings import StepTiming, timings_of
 
 _LARGEST = 10
-# The steps before this one whose timings the summary shows.
-STEPS = (
-    "run_generator",
-    "fetch_artifact",
-    "filtered_stage",
-    "scan_secrets",
-    "create_repository",
-    "render_deploy_files",
-    "verify_deploy",
-    "git_push",
-)
-_SETTLE_SECONDS = 10.0
 
 
 def _code(text: str, *, in_table: bool = True) -> str:
@@ -57,34 +43,13 @@ def _cell(text: str) -> str:
     return display_path(text).replace("|", "\\|")
 
 
-def _step(run: TaskRun) -> str:
-    """The task a run is of: its key is the task's name plus a hash of its source."""
-    return run.task_key.rsplit("-", 1)[0]
-
-
-def _finished_task_runs(flow_run_id: str, expected: int) -> list[TaskRun]:
-    """This flow run's finished task runs. The API records them from events, a moment
-    after they finish: wait (briefly) until every step has arrived."""
-    deadline = time.monotonic() + _SETTLE_SECONDS
-    with get_client(sync_client=True) as client:
-        while True:
-            runs = client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-            )
-            finished = [r for r in runs if r.state is not None and r.state.is_final()]
-            steps = {_step(r) for r in finished}
-            if len(steps & set(STEPS)) >= expected or time.monotonic() > deadline:
-                return finished
-            time.sleep(0.1)
-
-
 def summary_markdown(
     request: PublishRequest,
     generation: GeneratorRun,
     staged: StagedTree,
     deploy: DeployFiles,
     published: PublishedRepo,
-    task_runs: list[TaskRun],
+    timings: list[StepTiming],
     scan: SecretScan | None = None,
     deploy_check: DeployCheck | None = None,
     configuration: tuple[ConfiguredPart, ...] = (),
@@ -134,12 +99,11 @@ def summary_markdown(
         "| task | state | seconds |",
         "|---|---|---:|",
     ]
-    for run in sorted(task_runs, key=lambda r: r.expected_start_time or r.created):
-        state = run.state.name if run.state else "?"
-        seconds = run.total_run_time.total_seconds()
-        if _step(run) == "run_generator":
+    for timing in timings:
+        state = timing.state
+        if timing.step == "run_generator":
             state += f" (generation took {generation.duration_seconds:.1f}s)"
-        lines.append(f"| {run.name} | {state} | {seconds:.2f} |")
+        lines.append(f"| {timing.name} | {state} | {timing.seconds:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -228,7 +192,30 @@ def publish_summary(
     deploy_check: DeployCheck | None = None,
     configuration: tuple[ConfiguredPart, ...] = (),
 ) -> None:
-    task_runs = _finished_task_runs(flow_run.id, expected=len(STEPS))
+    """The run's summary and repository link, as artifacts. The publish is recorded
+    before: a Prefect API that fails here (it answers 500 under load) costs the
+    summary, never the outcome."""
+    try:
+        _create_artifacts(
+            request, generation, staged, deploy, published, scan, deploy_check, configuration
+        )
+    except Exception as exc:
+        get_run_logger().warning(
+            "the run summary could not be written (%s); the publish is recorded", exc
+        )
+
+
+def _create_artifacts(
+    request: PublishRequest,
+    generation: GeneratorRun,
+    staged: StagedTree,
+    deploy: DeployFiles,
+    published: PublishedRepo,
+    scan: SecretScan | None,
+    deploy_check: DeployCheck | None,
+    configuration: tuple[ConfiguredPart, ...],
+) -> None:
+    timings = timings_of(flow_run.id)
     key = f"appgen-request-{request.request_id}"
     create_markdown_artifact(
         summary_markdown(
@@ -237,7 +224,7 @@ def publish_summary(
             staged,
             deploy,
             published,
-            task_runs,
+            timings,
             scan,
             deploy_check,
             configuration,

@@ -27,6 +27,7 @@ from core.excludes import DEFAULT_EXCLUDES
 from core.launch import LaunchPlan, NodeBuild, scan
 from core.launch.files import MAX_MANIFEST_BYTES
 from core.models import DeployFiles, StagedTree
+from tasks.step_timings import remember_timing
 
 USER = "10001:10001"
 HOME = "/home/app"
@@ -572,7 +573,11 @@ def render_into(app: Path, app_name: str, region: str) -> DeployFiles:
     )
 
 
-@task(cache_policy=NO_CACHE)
+@task(
+    cache_policy=NO_CACHE,
+    on_completion=[remember_timing],
+    on_failure=[remember_timing],
+)
 def render_deploy_files(staged: StagedTree, app_name: str, region: str) -> DeployFiles:
     """Write fly.toml, Dockerfile, .dockerignore, .gitignore and the README section."""
     deploy = render_into(staged.path, app_name, region)

@@ -19,11 +19,17 @@ from blocks.database import Database
 from blocks.generators import GeneratorBlock
 from core.models import GenerationSpec, GeneratorRun, LeaseHolder
 from tasks.claim_request import generator_slot
+from tasks.step_timings import remember_timing
 
 _NOT_THE_OUTPUT = ("generator", "database", "holder", "slots", "lease")
 
 
-@task(cache_policy=Inputs(exclude=list(_NOT_THE_OUTPUT)) + TASK_SOURCE, persist_result=True)
+@task(
+    cache_policy=Inputs(exclude=list(_NOT_THE_OUTPUT)) + TASK_SOURCE,
+    persist_result=True,
+    on_completion=[remember_timing],
+    on_failure=[remember_timing],
+)
 def run_generator(
     spec: GenerationSpec,
     generator: GeneratorBlock,

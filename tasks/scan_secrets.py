@@ -18,6 +18,7 @@ from core.errors import SecretsFound
 from core.models import SecretFinding, SecretScan, SecretScanMode, StagedTree
 from core.redaction import register_secret
 from core.secret_scan import KnownSecret, held_secrets, scan_tree
+from tasks.step_timings import remember_timing
 
 # How a finding in the prompt (published in the commit message) is named.
 PROMPT_NAME = "(the prompt, in the commit message)"
@@ -33,7 +34,11 @@ def findings_text(findings: list[SecretFinding]) -> str:
     return "\n".join(lines)
 
 
-@task(cache_policy=NO_CACHE)
+@task(
+    cache_policy=NO_CACHE,
+    on_completion=[remember_timing],
+    on_failure=[remember_timing],
+)
 def scan_secrets(
     staged: StagedTree,
     mode: SecretScanMode,

@@ -35,6 +35,7 @@ from core.models import (
 )
 from core.redaction import redact
 from core.settings import Settings
+from tasks.step_timings import remember_timing
 
 # How often, and how long apart, a state hook tries to record the run's end.
 HOOK_ATTEMPTS = 6
@@ -88,7 +89,7 @@ def record_progress(database: Database, update: RequestUpdate) -> RequestRecord:
     return record
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, on_completion=[remember_timing], on_failure=[remember_timing])
 def update_db(database: Database, holder: LeaseHolder, update: RequestUpdate) -> None:
     """Record the request's outcome and release its claim, in one write."""
     fields = update.model_dump(exclude_unset=True, exclude={"request_id"})

@@ -23,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 
 from core.errors import PublishError
 from core.models import DeployCheck, DeployFiles, StagedTree
+from tasks.step_timings import remember_timing
 
 if TYPE_CHECKING:
     from prefect_docker import DockerHost
@@ -186,7 +187,11 @@ def _container_log(container) -> list[str]:
     return []
 
 
-@task(cache_policy=NO_CACHE)
+@task(
+    cache_policy=NO_CACHE,
+    on_completion=[remember_timing],
+    on_failure=[remember_timing],
+)
 def verify_deploy(
     staged: StagedTree,
     deploy: DeployFiles,
