@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> None:
     # A temporary Prefect API this process might start inherits this: no telemetry
     # attempts (and no "Failed to send telemetry" error without internet access).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Nor from Prefect's client (its SDK analytics); DO_NOT_TRACK=0 turns them back on.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     from core.errors import AppgenError
@@ -247,9 +249,17 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
     except DatabaseError as exc:  # unreachable, say: the request did not start
         return _not_started(args, exc)
 
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
     from flows.publish import generate_and_publish
 
-    with _ProgressDisplay() as progress:
+    # No flow-run heartbeats: waiting for their thread costs up to a second at the end
+    # of every run, and a run the CLI started is watched by its caller (a killed one
+    # is repaired by appgen's own leases; `appgen reap`).
+    with (
+        temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+        _ProgressDisplay() as progress,
+    ):
         state = generate_and_publish(
             prompt=args.prompt,
             request_id=args.request_id,

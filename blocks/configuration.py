@@ -193,6 +193,8 @@ def read_saved_block(name: str) -> Block | None:
     try:
         return Block.load(name)
     except ValidationError as exc:
+        if exc.title not in {name for _, name, _ in defaults.BLOCK_TYPES.values()}:
+            raise  # not the block's data: Prefect's own settings, say
         problem = exc.errors()[0]
         raise InvalidRequest(
             f"the saved block {name!r} does not fit its type ({'.'.join(map(str, problem['loc']))}"
