@@ -48,6 +48,13 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOYMENT = "generate-and-publish/local"
+# The Prefect server's database pool for 50 runs at once, within PostgreSQL's default
+# 100 connections (the appgen database shares them).
+SERVER_POOL = {
+    "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "20",
+    "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": "20",
+    "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_TIMEOUT": "60",
+}
 POOL = "appgen-local"
 POSTGRES = "appgen:appgen@127.0.0.1:5432"
 GENERATING = re.compile(r"generating request \d+")
@@ -506,6 +513,9 @@ def main() -> int:
         server_env = base | {
             "PREFECT_HOME": str(work / "server"),
             "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://{POSTGRES}/{prefect_db}",
+            # Prefect's default pool (5 + 10 overflow) times out under 50 runs at once
+            # and answers 500: the README's "Under load" says so.
+            **SERVER_POOL,
         }
         server = stack.enter_context(
             service(
@@ -537,6 +547,7 @@ def main() -> int:
         )
         appgen_env = base | {
             "PREFECT_API_URL": api_url,
+            "PREFECT_CLIENT_RETRY_EXTRA_CODES": "500",  # an overloaded server, briefly
             "APPGEN_DATABASE_URL": appgen_url,
             "APPGEN_GIT_ROOT": str(git_root),
             "APPGEN_GENERATOR_SLOTS": str(args.slots),
