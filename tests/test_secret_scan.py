@@ -223,9 +223,7 @@ def test_exact_values_the_orchestrator_holds_are_found_whatever_their_shape(tmp_
     assert "plain-token-value-123" not in repr(held)
 
 
-def test_held_secrets_are_the_blocks_secrets_and_the_agents_key_variables(
-    monkeypatch, prefect_api
-):
+def test_held_secrets_are_the_blocks_secrets_and_the_agents_key_variables(monkeypatch, prefect_api):
     monkeypatch.setenv("APPGEN_GIT_HOST", "github")
     monkeypatch.setenv("APPGEN_GITHUB_OWNER", "acme")
     monkeypatch.setenv("APPGEN_GITHUB_TOKEN", "settings-token-value")
