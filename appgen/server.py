@@ -134,21 +134,9 @@ class ManagedServer:
         except OSError as exc:
             raise ServerError(f"cannot create {self.prefect_home}: {exc}") from exc
         port = _free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "prefect",
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--analytics-off",
-        ]
         with open(self.log, "wb") as log:
             process = subprocess.Popen(
-                command,
+                prefect_server_command(port, ui=True),
                 env=self._environment(port),
                 cwd=self.directory,  # no .env or prefect.toml of the caller's is read
                 stdin=subprocess.DEVNULL,
@@ -277,6 +265,13 @@ def use_for_prefect(
     else:
         say(f"using the appgen Prefect server at {state.ui_url}")
     return state
+
+
+def prefect_server_command(port: int, *, ui: bool) -> list[str]:
+    """`prefect server start` on 127.0.0.1:``port``, with analytics off."""
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--analytics-off"]
+    return command if ui else [*command, "--no-ui"]
 
 
 def _free_port() -> int:

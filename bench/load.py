@@ -46,6 +46,8 @@ from typing import Any
 
 import httpx
 
+from appgen.server import prefect_server_command
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOYMENT = "generate-and-publish/local"
 # The Prefect server's database pool for 50 runs at once, within PostgreSQL's default
@@ -519,19 +521,7 @@ def main() -> int:
         }
         server = stack.enter_context(
             service(
-                [
-                    sys.executable,
-                    "-m",
-                    "prefect",
-                    "server",
-                    "start",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--analytics-off",
-                    "--no-ui",
-                ],
+                prefect_server_command(port, ui=False),
                 server_env,
                 work / "server.log",
             )

@@ -167,8 +167,7 @@ def _load(part: str, name: str, kind: type[B]) -> B:
     if not slug or not document:
         raise InvalidRequest(
             f"{part}={name!r}: name a saved block as 'block-type-slug/name', for example "
-            f"'{kind.get_block_type_slug() if kind is not Block else 'appgen-database'}/"
-            f"{DEFAULT_BLOCK_NAME}' (`prefect block ls` lists them)"
+            f"'appgen-local-git-host/{DEFAULT_BLOCK_NAME}' (`prefect block ls` lists them)"
         )
     block = read_saved_block(name)
     if block is None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
+from appgen.server import prefect_server_command
 from tests.aws_standins import free_port
 
 
@@ -43,19 +43,7 @@ class PrefectServer:
         port = self.api_url.rsplit(":", 1)[1].split("/")[0]
         with open(self.home / "server.log", "w") as log:
             self._process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "prefect",
-                    "server",
-                    "start",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    port,
-                    "--analytics-off",
-                    "--no-ui",
-                ],
+                prefect_server_command(int(port), ui=False),
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
