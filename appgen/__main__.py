@@ -1,3 +1,3 @@
-from appgen.cli import main
+from appgen.cli import run
 
-main()
+run()

@@ -20,6 +20,7 @@ of a second.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
@@ -29,7 +30,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from core.processes import make_non_dumpable
 
@@ -172,7 +173,49 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
     raise _Stopped
 
 
-def main(argv: list[str] | None = None) -> None:
+def run() -> NoReturn:
+    """The ``appgen`` command: ``main``, then a quick exit."""
+    try:
+        main()
+    except SystemExit as exc:
+        exit_now(exit_code(exc))
+    exit_now(EXIT_OK)
+
+
+def exit_code(stop: SystemExit) -> int:
+    """The process's exit code for ``stop``, as Python's exit would make it (a text
+    is printed on stderr and exits 1)."""
+    if isinstance(stop.code, int) or stop.code is None:
+        return stop.code or 0
+    print(stop.code, file=sys.stderr)
+    return 1
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process as Python's exit would, without tearing down every module and
+    object one by one: 0.8 s of CPU once Prefect is loaded, spent on memory the
+    kernel frees anyway. Non-daemon threads are joined and exit handlers run first,
+    as at a normal exit: Prefect delivers its queued logs and events, logging flushes
+    its handlers, temporary directories are removed."""
+    import atexit
+    import threading
+
+    flush_stdio()
+    threading._shutdown()  # type: ignore[attr-defined]  # Python's own first exit step
+    atexit._run_exitfuncs()
+    flush_stdio()
+    os._exit(code)
+
+
+def flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+
+
+def main(argv: list[str] | None = None, *, warm: bool = False) -> None:
+    """Run one command and exit with its code; ``warm`` when the runner forked this
+    process for it (appgen/runner.py), which then must not hand it on again."""
     make_non_dumpable()  # no agent of this user reads our environment or memory
     # A temporary Prefect API this process might start inherits this: no telemetry
     # attempts (and no "Failed to send telemetry" error without internet access).
@@ -180,6 +223,12 @@ def main(argv: list[str] | None = None) -> None:
     # Nor from Prefect's client (its SDK analytics); DO_NOT_TRACK=0 turns them back on.
     os.environ.setdefault("DO_NOT_TRACK", "1")
     args = _parser().parse_args(argv)
+    if not warm and args.command in _RUNNER_COMMANDS:
+        from appgen.runner import run_in_runner
+
+        code = run_in_runner(sys.argv[1:] if argv is None else argv)
+        if code is not None:
+            sys.exit(code)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     from core.errors import AppgenError
 
@@ -381,6 +430,12 @@ def _server(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_FAILED
         answers = "" if server.healthy(state) else f"; not answering yet, see {server.log}"
         print(f"running at {state.ui_url} (API {state.api_url}, pid {state.pid}{answers})")
+        runner = server.runner()
+        print(
+            f"warm runner: pid {runner.pid} (log {server.runner_log})"
+            if runner
+            else "warm runner: not running (the next publish starts it)"
+        )
         return EXIT_OK
     if args.action == "stop":
         stopped = server.stop()
@@ -553,6 +608,9 @@ _COMMANDS = {
 # Commands that talk to the Prefect API: without PREFECT_API_URL they use the managed
 # server (publish connects itself, after the checks that need no server).
 _PREFECT_API_COMMANDS = frozenset({"setup", "config"})
+# Commands the warm runner of the managed server takes when it runs: all but those
+# that start or stop it.
+_RUNNER_COMMANDS = frozenset(_COMMANDS) - {"server"}
 
 
 # Prefect's own modules that log each run's state changes.

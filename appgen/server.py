@@ -9,12 +9,16 @@ needs one, which costs 5-12 s per ``appgen publish``. appgen instead keeps one
         server.log      its output, from its latest start
         server.lock     held while a server is started or stopped
         prefect/        its PREFECT_HOME: the SQLite database and the UI's files
+        runner.*        the warm runner that runs appgen's commands (appgen/runner.py)
 
 It listens on a free port of 127.0.0.1 only, runs in a session of its own (so it
 outlives the command that started it and Ctrl-C in that terminal does not reach it)
-and sends no telemetry. A start either leaves a server that answers ``/api/health``
-with its state file, or nothing: on a timeout, an early exit or an interruption it
-kills what it started and removes the state file. A run with a Prefect API of its
+and sends no telemetry. Beside it runs the warm runner, started with it (or again,
+by the next command that uses the server, after it stopped because appgen changed);
+``stop`` stops both, and the commands the runner is running are cancelled. A start
+either leaves a server that answers ``/api/health`` with its state file, or nothing:
+on a timeout, an early exit or an interruption it kills what it started and removes
+the state file. A run with a Prefect API of its
 own (``PREFECT_API_URL``, in the environment or a Prefect profile) never starts,
 stops or uses this server.
 
@@ -67,6 +71,14 @@ class ServerState:
         return f"http://127.0.0.1:{self.port}"
 
 
+@dataclass(frozen=True)
+class RunnerState:
+    """A started warm runner, as its state file records it."""
+
+    pid: int
+    process: str
+
+
 class ManagedServer:
     """The Prefect server of one ``APPGEN_HOME``."""
 
@@ -76,6 +88,8 @@ class ManagedServer:
         self.log = self.directory / "server.log"
         self.prefect_home = self.directory / "prefect"
         self._lock_file = self.directory / "server.lock"
+        self.runner_file = self.directory / "runner.json"
+        self.runner_log = self.directory / "runner.log"
 
     def running(self) -> ServerState | None:
         """The server if it runs (it may still be starting)."""
@@ -103,15 +117,24 @@ class ManagedServer:
             if state is not None and _is_alive(state):
                 # Healthy at once, unless its starter was killed before it answered.
                 self._wait_healthy(state, None, timeout)
+                self._ensure_runner()
                 return state, False
             if state is not None:
                 self._forget(state)
-            return self._start(timeout), True
+            state = self._start(timeout)
+            self._ensure_runner()
+            return state, True
+
+    def runner(self) -> RunnerState | None:
+        """The warm runner if it runs."""
+        state = self._read_runner()
+        return state if state is not None and _is_alive(state) else None
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> ServerState | None:
         """Stop the server (SIGTERM to its process group, SIGKILL after ``grace``) and
         remove its state file; None if none was running."""
         with self._lock():
+            self._stop_runner(grace)
             state = self._read_state()
             if state is None or not _is_alive(state):
                 if state is not None:
@@ -120,6 +143,41 @@ class ManagedServer:
             _end_group(state.pid, grace)
             self._forget(state)
             return state
+
+    def _ensure_runner(self) -> None:
+        """Start the warm runner unless it runs; not waited for: until it listens,
+        commands run in their own processes."""
+        if self.runner() is not None:
+            return
+        with open(self.runner_log, "wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "appgen.runner", str(self.directory)],
+                env=self._environment(None),
+                cwd=self.directory,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        state = RunnerState(pid=process.pid, process=_identity(process.pid))
+        _write_json(self.runner_file, asdict(state))
+
+    def _stop_runner(self, grace: float) -> None:
+        """Stop the runner and the commands it runs (they are cancelled)."""
+        state = self._read_runner()
+        if state is not None and (_is_alive(state) or _left_members(state)):
+            _end_group(state.pid, grace)
+        self.runner_file.unlink(missing_ok=True)
+
+    def _read_runner(self) -> RunnerState | None:
+        try:
+            fields = json.loads(self.runner_file.read_text())
+            return RunnerState(pid=int(fields["pid"]), process=str(fields["process"]))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            self.runner_file.unlink(missing_ok=True)  # only ever a hint: start another
+            return None
 
     def healthy(self, state: ServerState) -> bool:
         try:
@@ -178,20 +236,22 @@ class ManagedServer:
                 )
             time.sleep(_HEALTH_POLL_SECONDS)
 
-    def _environment(self, port: int) -> dict[str, str]:
-        """The caller's environment without appgen's settings (the server needs no
-        credential) or Prefect's (its configuration is appgen's alone)."""
+    def _environment(self, port: int | None) -> dict[str, str]:
+        """The caller's environment without appgen's settings (the server and the
+        runner need no credential; each command brings its own environment) or
+        Prefect's (the server's configuration is appgen's alone)."""
         inherited = {
             name: value
             for name, value in os.environ.items()
             if not name.startswith(("APPGEN_", "PREFECT_"))
         }
-        return inherited | {
+        environment = inherited | {
             "PREFECT_HOME": str(self.prefect_home),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            # The UI is served on this port, so it must call this port's API.
-            "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
         }
+        if port is not None:  # the UI is served on this port: it must call its API
+            environment["PREFECT_UI_API_URL"] = f"http://127.0.0.1:{port}/api"
+        return environment
 
     def _read_state(self) -> ServerState | None:
         try:
@@ -214,9 +274,7 @@ class ManagedServer:
         return state
 
     def _write_state(self, state: ServerState) -> None:
-        partial = self.state_file.with_suffix(".json.partial")
-        partial.write_text(json.dumps(asdict(state)))
-        partial.replace(self.state_file)  # readers never see half a file
+        _write_json(self.state_file, asdict(state))
 
     def _forget(self, state: ServerState | None) -> None:
         """Remove the state file, and kill what a dead server left in its group."""
@@ -237,6 +295,12 @@ class ManagedServer:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_json(path: Path, fields: dict[str, object]) -> None:
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(fields))
+    partial.replace(path)  # readers never see half a file
 
 
 def use_for_prefect(
@@ -296,14 +360,14 @@ def _identity(pid: int) -> str:
     return f"{socket.gethostname()}:{pid}:{fields[19] if fields else '?'}"
 
 
-def _is_alive(state: ServerState) -> bool:
+def _is_alive(state: ServerState | RunnerState) -> bool:
     """The recorded process still runs: same pid, same start time, not a zombie (an
     orphaned server's zombie lingers where the init process does not reap)."""
     fields = _stat(state.pid)
     return fields is not None and fields[0] != "Z" and _identity(state.pid) == state.process
 
 
-def _left_members(state: ServerState) -> list[int]:
+def _left_members(state: ServerState | RunnerState) -> list[int]:
     """Processes of a dead server's group that outlived it. Only while its pid is
     free (or its zombie lingers): a pid in use by another process means the group
     is long gone (Linux does not hand out a pid that still names a group), and that

@@ -73,6 +73,12 @@ def state_of(appgen_home: Path) -> dict:
     return json.loads((appgen_home / "server/server.json").read_text())
 
 
+def started_pids(appgen_home: Path) -> list[int]:
+    """The server's pid and its warm runner's, as their state files record them."""
+    runner = json.loads((appgen_home / "server/runner.json").read_text())
+    return sorted([state_of(appgen_home)["pid"], runner["pid"]])
+
+
 def get(url: str) -> tuple[int, bytes]:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(url, timeout=10) as response:
@@ -86,7 +92,7 @@ def test_start_status_publish_stop(managed, appgen_home):
     state = state_of(appgen_home)
     api = f"http://127.0.0.1:{state['port']}/api"
     assert get(f"{api}/health") == (200, b"true")
-    assert server_processes(appgen_home) == [state["pid"]]
+    assert sorted(server_processes(appgen_home)) == started_pids(appgen_home)
 
     again = managed("server", "start")
     assert again.returncode == 0 and "already running" in again.stdout
@@ -94,6 +100,7 @@ def test_start_status_publish_stop(managed, appgen_home):
     assert status.returncode == 0
     assert f"running at http://127.0.0.1:{state['port']}" in status.stdout
     assert f"pid {state['pid']}" in status.stdout
+    assert "warm runner: pid " in status.stdout
 
     published = managed("publish", "--prompt", "Build me a counter app", "--json")
     assert published.returncode == 0, published.stderr
@@ -136,8 +143,8 @@ def test_two_first_publishes_at_once_start_one_server(managed, appgen_home, tmp_
     assert sum("started a Prefect server for appgen" in s for s in stderrs) == 1
     assert sum("using the appgen Prefect server" in s for s in stderrs) == 1
     assert "`appgen server stop` stops it" in "".join(stderrs)
-    state = state_of(appgen_home)
-    assert server_processes(appgen_home) == [state["pid"]]  # it outlives the publishes
+    # Both outlive the publishes.
+    assert sorted(server_processes(appgen_home)) == started_pids(appgen_home)
     log = (appgen_home / "server/server.log").read_text()
     assert "telemetry" not in log.lower()
 
@@ -147,13 +154,14 @@ def test_a_killed_server_is_noticed_and_its_state_file_removed(managed, appgen_h
     assert started.returncode == 0, started.stderr
     pid = state_of(appgen_home)["pid"]
     os.kill(pid, signal.SIGKILL)
-    assert wait_for(lambda: not server_processes(appgen_home))
+    assert wait_for(lambda: pid not in server_processes(appgen_home))
 
     status = managed("server", "status")
     assert status.returncode == 1 and status.stdout.strip() == "not running"
     assert f"the server (pid {pid}) had stopped" in status.stderr
     assert not (appgen_home / "server/server.json").exists()
     assert managed("server", "stop").stdout.strip() == "not running"
+    assert server_processes(appgen_home) == []  # the warm runner is stopped too
 
 
 @pytest.mark.parametrize("failure", ["timeout", "crash"])

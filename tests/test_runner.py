@@ -1,0 +1,227 @@
+"""The warm runner beside the managed Prefect server (appgen/runner.py), black-box
+through the CLI as a person runs it: no PREFECT_API_URL, one APPGEN_HOME whose server
+(and runner) the tests of this module share. Each test checks what the caller sees
+(output, exit code, the row) and what is left (processes, the runner's children)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import appgen.runner
+from appgen.server import ManagedServer
+from tests.conftest import processes_like, unique_sleep, wait_until_gone
+
+pytestmark = pytest.mark.slow
+
+START_TIMEOUT = 300  # seconds; a first start on a busy machine has taken 30
+TEMPLATE = f'"{sys.executable}" -m generator --agent template'
+
+
+class Warm:
+    """The shared home, the environment of its callers, and its runner."""
+
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        self.home = home
+        self.env = env
+        self.server = ManagedServer(home)
+
+    def start(self, *args: str, **extra: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "appgen", *args],
+            env=self.env | extra,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+
+    def run(self, *args: str, **extra: str) -> tuple[int, str, str]:
+        process = self.start(*args, **extra)
+        stdout, stderr = process.communicate(timeout=START_TIMEOUT + 120)
+        return process.returncode, stdout, stderr
+
+    def row(self, request_id: int) -> dict:
+        code, stdout, stderr = self.run("status", str(request_id), "--json")
+        assert code == 0, stderr
+        return json.loads(stdout)
+
+    @property
+    def log(self) -> str:
+        return self.server.runner_log.read_text()
+
+    def runner_pid(self) -> int:
+        runner = self.server.runner()
+        assert runner is not None, "no warm runner runs"
+        return runner.pid
+
+    def wait_listening(self) -> None:
+        """Until the runner (which imports Prefect first) accepts commands."""
+        wait_for(lambda: "listening on" in self.log, "the runner to listen")
+
+    def ran_in_runner(self, caller: int) -> bool:
+        return f"for pid {caller}" in self.log
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def children_of(pid: int) -> list[int]:
+    """Live (not zombie) children of ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit():
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if fields[1] == str(pid) and fields[0] != "Z":
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def started(home: Path, request_id: int) -> bool:
+    return any((home / "workspace" / str(request_id)).glob("g-*/app/started"))
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warm]:
+    root = tmp_path_factory.mktemp("warm")
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name != "PREFECT_API_URL" and not name.startswith("APPGEN_")
+    }
+    env |= {
+        "APPGEN_HOME": str(root / "home"),
+        "PREFECT_HOME": str(root / "client-prefect-home"),
+        "APPGEN_SERVER_START_TIMEOUT": str(START_TIMEOUT),
+        "APPGEN_AGENT": "command",
+        "APPGEN_AGENT_COMMAND": TEMPLATE,
+    }
+    warm = Warm(root / "home", env)
+    code, _, stderr = warm.run("server", "start")
+    assert code == 0, stderr
+    warm.wait_listening()
+    yield warm
+
+    runner = warm.server.runner()
+    code, stdout, _ = warm.run("server", "stop")
+    assert code == 0 and "stopped the server" in stdout
+    assert runner is None or not children_of(runner.pid)
+    assert not (warm.home / "server/runner.sock").exists()
+    assert warm.server.runner() is None and warm.server.running() is None
+
+
+def test_commands_run_in_the_runner_with_the_callers_environment(warm, tmp_path):
+    git_root = tmp_path / "this-callers-repos"
+    process = warm.start(
+        "publish", "--prompt", "a counter", "--json", APPGEN_GIT_ROOT=str(git_root)
+    )
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert warm.ran_in_runner(process.pid)
+    outcome = json.loads(stdout.strip().splitlines()[-1])
+    assert outcome["status"] == "published"
+    assert outcome["repo_url"] == f"file://{git_root}/counter.git"  # the caller's setting
+    assert (git_root / "counter.git").is_dir()
+    assert "git_push" in stderr and "published request" in stderr  # the caller's stderr
+    assert "Traceback" not in stderr
+    assert warm.row(outcome["request_id"])["commit_sha"] == outcome["commit_sha"]
+
+    status = warm.start("server", "status")
+    stdout, _ = status.communicate(timeout=60)
+    assert f"warm runner: pid {warm.runner_pid()}" in stdout
+    assert not warm.ran_in_runner(status.pid)  # it starts and stops the runner itself
+
+    refused = warm.start("publish", "--prompt", "x", "--git-host", "no/such-block")
+    stdout, stderr = refused.communicate(timeout=120)
+    assert refused.returncode == 2 and warm.ran_in_runner(refused.pid)
+    assert stdout == "" and "Traceback" not in stderr
+    assert stderr.splitlines()[-1] == (
+        "error: git_host: no saved block 'no/such-block' (`prefect block ls` lists them)"
+    )
+
+    off = warm.start("status", "--json", APPGEN_RUNNER="off")
+    stdout, _ = off.communicate(timeout=120)
+    assert off.returncode == 0 and json.loads(stdout)
+    assert not warm.ran_in_runner(off.pid)
+
+
+@pytest.mark.parametrize(("sent", "stopped_by"), [("SIGINT", "SIGINT"), ("SIGKILL", "SIGTERM")])
+def test_a_stopped_or_killed_caller_cancels_its_run(warm, sent, stopped_by):
+    """Ctrl-C reaches the run through its caller; a caller killed outright cannot say
+    so, and the runner stops the run (SIGTERM) when its connection drops."""
+    request_id = {"SIGINT": 71, "SIGKILL": 72}[sent]
+    sleep = unique_sleep()
+    process = warm.start(
+        "publish",
+        "--prompt",
+        "a counter",
+        "--request-id",
+        str(request_id),
+        "--json",
+        APPGEN_AGENT_COMMAND=f"echo started > started; {sleep}",
+    )
+    wait_for(lambda: started(warm.home, request_id), "the agent")
+    assert warm.ran_in_runner(process.pid)
+    process.send_signal(getattr(signal, sent))
+    _, stderr = process.communicate(timeout=60)
+    if sent == "SIGINT":
+        assert process.returncode == 130
+        assert stderr.strip().splitlines()[-1].startswith("cancelled: stopped by SIGINT")
+    else:
+        assert process.returncode == -signal.SIGKILL
+    wait_for(lambda: warm.row(request_id)["status"] == "cancelled", "the row", timeout=60)
+    assert warm.row(request_id)["error"] == f"cancelled: the run was stopped by {stopped_by}"
+    assert wait_until_gone(sleep) == []
+    runner = warm.runner_pid()
+    wait_for(lambda: not children_of(runner), "the run's process to end", timeout=60)
+
+    # Nothing is held: the request publishes at once.
+    code, stdout, stderr = warm.run(
+        "publish", "--prompt", "a counter", "--request-id", str(request_id), "--json"
+    )
+    assert code == 0, stderr
+    assert json.loads(stdout.strip().splitlines()[-1])["status"] == "published"
+
+
+def test_a_runner_whose_code_changed_steps_aside_and_the_next_publish_restarts_it(warm):
+    old = warm.runner_pid()
+    module = Path(appgen.runner.__file__)
+    times = module.stat()
+    os.utime(module, ns=(times.st_atime_ns, times.st_mtime_ns + 1_000_000_000))
+    try:  # as after `pip install` of another appgen: the runner's code is not on disk
+        process = warm.start("status", "--json")
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr
+        assert isinstance(json.loads(stdout), list)  # answered in the caller's process
+        assert not warm.ran_in_runner(process.pid)
+        assert "code changed on disk" in warm.log
+        wait_for(lambda: warm.server.runner() is None, "the stale runner to exit", timeout=60)
+    finally:
+        os.utime(module, ns=(times.st_atime_ns, times.st_mtime_ns))
+
+    code, _, stderr = warm.run("publish", "--prompt", "a todo list", "--json")
+    assert code == 0, stderr
+    assert warm.runner_pid() != old
+    warm.wait_listening()
+    process = warm.start("status", "--json")
+    process.communicate(timeout=120)
+    assert process.returncode == 0 and warm.ran_in_runner(process.pid)
+    assert processes_like(f"{sys.executable} -m appgen.runner {warm.home / 'server'}") == [
+        warm.runner_pid()
+    ]
