@@ -243,14 +243,26 @@ class RequestStore:
                 .values(heartbeat_at=now)
             )
 
-    def finish(self, request_id: int, flow_run_id: str, **fields: Any) -> RequestRecord | None:
+    def finish(
+        self, request_id: int, flow_run_id: str, *, keep_published: bool = False, **fields: Any
+    ) -> RequestRecord | None:
         """Write the request's final fields and release its claim, in one statement,
         if ``flow_run_id`` is still the request's flow run; None if another run has
-        taken the request over since (its outcome is that run's to record)."""
+        taken the request over since (its outcome is that run's to record). With
+        ``keep_published``, a row already ``published`` keeps its fields (a run that
+        ends badly after recording its push did publish) and only the claim goes."""
         unknown = set(fields) - _RECORD_FIELDS
         if unknown:
             raise ValueError(f"not columns of a request: {sorted(unknown)}")
-        values = {k: v.value if isinstance(v, RequestStatus) else v for k, v in fields.items()}
+        values: dict[str, Any] = {
+            k: v.value if isinstance(v, RequestStatus) else v for k, v in fields.items()
+        }
+        if keep_published:
+            published = RequestRow.status == RequestStatus.PUBLISHED.value
+            values = {
+                name: sa.case((published, getattr(RequestRow, name)), else_=value)
+                for name, value in values.items()
+            }
         release = {"claimed_by": None, "claim_process": None, "claimed_at": None}
         with self._session() as session:
             updated = session.execute(

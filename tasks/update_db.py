@@ -153,17 +153,21 @@ def _run_logger() -> logging.Logger | logging.LoggerAdapter:
 
 def _record_end(flow_run: FlowRun, status: RequestStatus, error: str) -> None:
     """Write the terminal row of the request this run holds and release what it
-    held, retrying while the database refuses; the message stays the run's own."""
+    held, retrying while the database refuses; the message stays the run's own. A
+    row this run already recorded as published (it was stopped during the summary)
+    stays published."""
     flow_run_id = str(flow_run.id)
     delay = HOOK_FIRST_DELAY_SECONDS
     for attempt in range(1, HOOK_ATTEMPTS + 1):
         try:
             database, _ = choose_database(Settings(), flow_run.parameters.get("database"))
             request = database.request_of_flow_run(flow_run_id)
-            if request is not None and database.finish(
-                request.request_id, flow_run_id, status=status, error=error
+            if request is not None and (
+                ended := database.finish(
+                    request.request_id, flow_run_id, keep_published=True, status=status, error=error
+                )
             ):
-                _run_logger().info("request %d → %s", request.request_id, status.value)
+                _run_logger().info("request %d → %s", request.request_id, ended.status.value)
             database.release_slot(LeaseHolder(flow_run_id=flow_run_id, process=""))
             return
         except (AppgenError, ValueError) as exc:

@@ -250,3 +250,21 @@ def test_the_summary_says_how_the_agent_was_confined(monkeypatch):
         "The agent ran in a bubblewrap sandbox without a network." in summaries["appgen-request-14"]
     )
     assert "The agent ran UNCONFINED (APPGEN_TRUST_AGENT=true)." in summaries["appgen-request-15"]
+
+
+def test_a_run_stopped_after_recording_its_push_leaves_the_row_published(monkeypatch):
+    """Ctrl-C (or a kill) while the summary is written: the push landed and the row
+    says so; the stop must not rewrite it as cancelled, and the claim is released."""
+    import flows.publish
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flows.publish, "publish_summary", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        generate_and_publish("Build me a counter app", request_id=3)
+    row = record(3)
+    assert (row.status, row.error) == (RequestStatus.PUBLISHED, None)
+    assert row.commit_sha and row.claimed_by is None
+    monkeypatch.undo()  # nothing is held: the request publishes again at once
+    assert generate_and_publish("a counter", request_id=3).status is RequestStatus.PUBLISHED
