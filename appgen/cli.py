@@ -224,9 +224,13 @@ def main(argv: list[str] | None = None, *, warm: bool = False) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     args = _parser().parse_args(argv)
     if not warm and args.command in _RUNNER_COMMANDS:
-        from appgen.runner import run_in_runner
+        from appgen.runner import RunnerError, run_in_runner
 
-        code = run_in_runner(sys.argv[1:] if argv is None else argv)
+        try:
+            code = run_in_runner(sys.argv[1:] if argv is None else argv)
+        except RunnerError as exc:
+            _say(exc, "error: ", "red")
+            code = EXIT_FAILED
         if code is not None:
             sys.exit(code)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)

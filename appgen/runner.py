@@ -6,28 +6,33 @@ one process that has imported everything a command needs, and forks a child of i
 for each command:
 
     $APPGEN_HOME/server/
-        runner.sock     the runner's Unix socket (mode 0600, in a 0700 directory)
+        runner.sock     the runner's Unix socket (mode 0600)
         runner.json     its pid and process (host:pid:start)
-        runner.log      its output, from its latest start
+        runner.log      its output, from its latest start: a line per command
 
 ``appgen`` (which imports only the standard library up to here) connects, sends its
-arguments, environment, working directory and umask, and passes its stdin, stdout
-and stderr along (SCM_RIGHTS), so the child reads and prints exactly as the command
-would. The child takes over that environment (Prefect's settings and logging are
-read again) and runs ``appgen.cli.main``; it reports the exit code as soon as the
-command is done, then finishes Prefect's log and event delivery on its own with its
-output detached, so the caller neither waits for that nor holds a pipe open.
+arguments, environment, working directory, umask and ignored signals, and passes
+its stdin, stdout and stderr along (SCM_RIGHTS), so the child reads and prints
+exactly as the command would. The child takes over that environment (Prefect's
+settings, profile and logging, the time zone and the temporary directory are read
+again) and runs ``appgen.cli.main``; it reports the exit code as soon as the command
+is done, then finishes Prefect's log and event delivery on its own with its output
+detached, so the caller neither waits for that nor holds a pipe open. What a fork
+cannot take over stays the runner's: resource limits, cgroup, supplementary groups
+and namespaces (``APPGEN_RUNNER=off`` for a caller confined by those).
 
 The caller stays in charge of the child: Ctrl-C, SIGTERM or SIGHUP to ``appgen`` are
-forwarded to it (a run stops and is recorded as cancelled, as without the runner),
-and when ``appgen`` dies without saying goodbye (SIGKILL) the runner stops the child
-with SIGTERM. Only processes of the runner's own user may connect (SO_PEERCRED).
+forwarded to it unless the caller ignores them (``nohup``), and when ``appgen`` dies
+without saying goodbye (SIGKILL) the runner stops the child with SIGTERM. Both ends
+check that the other is the same user (SO_PEERCRED), and the caller only connects in
+a directory of its own that nobody else may write.
 
-A runner whose code changed on disk since it started (a new appgen or Prefect)
-answers ``stale`` and exits; the command then runs in its own process as usual, and
-the next start of the managed server starts a fresh runner. Anything else that keeps
-the runner from taking a command (none runs, a refused connection) is the same: the
-command runs in its own process. ``APPGEN_RUNNER=off`` never uses it.
+The runner takes nothing it would run differently from the caller's own process: a
+caller of another Python or another appgen checkout is refused, and a runner whose
+code changed on disk since it started (an upgrade) answers ``stale``, stops taking
+commands and exits once those it runs have ended; the next command that uses the
+managed server starts a fresh one. A refused command, or one with no runner to take
+it, runs in its own process as usual. ``APPGEN_RUNNER=off`` never uses the runner.
 """
 
 from __future__ import annotations
@@ -41,20 +46,26 @@ import signal
 import socket
 import struct
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 SOCKET_NAME = "runner.sock"
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _HEADER = struct.Struct("!I")
+_PEER = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _MAX_REQUEST_BYTES = 16 * 1024 * 1024
-_REQUEST_TIMEOUT_SECONDS = 10.0
+# A caller sends its request at once; one that does not is not waited for long, as
+# the runner reads requests one at a time.
+_REQUEST_SECONDS = 3.0
+# A runner answers at once; one that does not is stopped or wedged.
+_STARTED_SECONDS = 30.0
 _STDIO = (0, 1, 2)
-
-
-def socket_path(appgen_home: Path) -> Path:
-    return appgen_home / "server" / SOCKET_NAME
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+# The interpreter and environment (a virtualenv's python is a link to its base's).
+_PYTHON = f"{os.path.realpath(sys.executable)} ({sys.prefix})"
 
 
 def appgen_home() -> Path:
@@ -75,8 +86,20 @@ def _dotenv() -> dict[str, str]:
     return {name: value for name, value in dotenv_values(".env").items() if value is not None}
 
 
+def _peer(connection: socket.socket) -> tuple[int, int]:
+    """The pid and uid of the process at the other end."""
+    pid, uid, _ = _PEER.unpack(
+        connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEER.size)
+    )
+    return pid, uid
+
+
 # ---------------------------------------------------------------------------------
 # The caller's side
+
+
+class RunnerError(Exception):
+    """The runner took the command but does not answer."""
 
 
 def run_in_runner(argv: list[str]) -> int | None:
@@ -84,53 +107,99 @@ def run_in_runner(argv: list[str]) -> int | None:
     runner takes it (then the caller runs the command itself)."""
     if os.environ.get("APPGEN_RUNNER", "").lower() in ("off", "false", "0", "no"):
         return None
+    directory = appgen_home() / "server"
     try:
-        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        connection.connect(str(socket_path(appgen_home())))
+        connection = _connect(directory)
     except OSError:
         return None
-    with connection:
+    with connection, _Forwarding(connection) as forwarding:
         try:
-            _send_request(connection, argv)
+            _send_request(connection, argv, forwarding.ignored)
+            connection.settimeout(_STARTED_SECONDS)
             replies = _lines(connection)
             if next(replies, "") != "started":
-                return None  # stale, or refused: nothing ran
+                return None  # stale or refused (or gone): nothing ran
+            connection.settimeout(None)
+        except TimeoutError:
+            raise RunnerError(
+                f"the warm runner in {directory} took the command but did not answer within "
+                f"{_STARTED_SECONDS:g} s; `appgen server stop` stops it, APPGEN_RUNNER=off "
+                "runs without it"
+            ) from None
         except OSError:
             return None
-        return _follow(connection, replies)
-
-
-def _send_request(connection: socket.socket, argv: list[str]) -> None:
-    umask = os.umask(0o077)
-    os.umask(umask)
-    request = json.dumps(
-        {"argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "umask": umask}
-    ).encode("utf-8", "surrogateescape")
-    fds = array.array("i", _STDIO)
-    connection.sendmsg([_HEADER.pack(len(request))], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-    connection.sendall(request)
-
-
-def _follow(connection: socket.socket, replies: Iterator[str]) -> int:
-    """Forward signals to the child until it reports its exit code."""
-
-    def forward(signum: int, frame: object) -> None:
-        with contextlib.suppress(OSError):
-            connection.sendall(f"signal {signum}\n".encode())
-
-    previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED_SIGNALS}
-    try:
         for reply in replies:
             kind, _, value = reply.partition(" ")
             if kind == "exit":
                 with contextlib.suppress(OSError):
                     connection.sendall(b"done\n")
                 return int(value)
+    raise RunnerError("the warm runner went away before the command finished")
+
+
+def _connect(directory: Path) -> socket.socket:
+    """A connection to the runner of ``directory``, which must be this user's and
+    writable by nobody else, as must be whoever listens (the path may be long: it is
+    reached through the directory's descriptor)."""
+    handle = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        info = os.fstat(handle)
+        if info.st_uid != os.getuid() or info.st_mode & 0o022:
+            raise PermissionError(f"{directory} is not this user's alone")
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            connection.connect(f"/proc/self/fd/{handle}/{SOCKET_NAME}")
+            if _peer(connection)[1] != os.getuid():
+                raise PermissionError("the runner socket is another user's")
+        except OSError:
+            connection.close()
+            raise
+        return connection
     finally:
-        for sig, handler in previous.items():
+        os.close(handle)
+
+
+class _Forwarding:
+    """Forwards the signals the caller does not ignore to its command, from before
+    the request is sent (one that comes before the child exists waits in the socket)."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        self._connection = connection
+        self._previous: dict[int, Any] = {}
+        ignoring = signal.SIG_IGN
+        self.ignored = [sig for sig in _FORWARDED_SIGNALS if signal.getsignal(sig) is ignoring]
+
+    def __enter__(self) -> _Forwarding:
+        for sig in _FORWARDED_SIGNALS:
+            if sig not in self.ignored:
+                self._previous[sig] = signal.signal(sig, self._forward)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-    print("appgen: the runner went away before the command finished", file=sys.stderr)
-    return 1
+
+    def _forward(self, signum: int, frame: object) -> None:
+        with contextlib.suppress(OSError):
+            self._connection.sendall(f"signal {signum}\n".encode())
+
+
+def _send_request(connection: socket.socket, argv: list[str], ignored: list[int]) -> None:
+    umask = os.umask(0o077)
+    os.umask(umask)
+    request = {
+        "argv": argv,
+        "env": dict(os.environ),
+        "cwd": os.getcwd(),
+        "umask": umask,
+        "ignored": [int(sig) for sig in ignored],
+        "python": _PYTHON,
+        "appgen": _PACKAGE,
+    }
+    body = json.dumps(request).encode("utf-8", "surrogateescape")
+    fds = array.array("i", _STDIO)
+    connection.sendmsg([_HEADER.pack(len(body))], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+    connection.sendall(body)
 
 
 def _lines(connection: socket.socket) -> Iterator[str]:
@@ -139,10 +208,7 @@ def _lines(connection: socket.socket) -> Iterator[str]:
         while b"\n" in buffered:
             line, buffered = buffered.split(b"\n", 1)
             yield line.decode()
-        try:
-            chunk = connection.recv(4096)
-        except InterruptedError:  # pragma: no cover (PEP 475 retries)
-            continue
+        chunk = connection.recv(4096)
         if not chunk:
             return
         buffered += chunk
@@ -172,33 +238,35 @@ class Job:
     env: dict[str, str]
     cwd: str
     umask: int
+    ignored: list[int]
+    python: str  # the caller's interpreter and appgen package: the runner's own only
+    appgen: str
     stdio: list[int] = field(default_factory=list)
 
-    def run(self) -> None:
-        """Become the caller's command: its stdio, directory and environment."""
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.set_wakeup_fd(-1)
-        for target, fd in zip(_STDIO, self.stdio, strict=True):
-            os.dup2(fd, target)
+    def close_stdio(self) -> None:
+        """Close the runner's copies of the caller's descriptors."""
+        for fd in self.stdio:
             os.close(fd)
-        _reopen_stdio()
-        os.chdir(self.cwd)
-        os.umask(self.umask)
-        logging_before = _logging_configuration()
-        os.environ.clear()
-        os.environ.update(self.env)
-        sys.argv = ["appgen", *self.argv]
-        _reread_environment(logging_before)
+        self.stdio = []
 
+    def run(self) -> None:
+        """Become the caller's command (its stdio, directory, environment and ignored
+        signals), run it, report its exit code, then end the process."""
+        for sig in _FORWARDED_SIGNALS:
+            handler = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+            signal.signal(sig, signal.SIG_IGN if sig in self.ignored else handler)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
         from appgen import cli
 
         try:
+            self._become_the_caller()
             cli.main(self.argv, warm=True)
             code = cli.EXIT_OK
         except SystemExit as exc:
             code = cli.exit_code(exc)
+        except KeyboardInterrupt:  # before the command could handle it
+            code = 128 + signal.SIGINT
         except BaseException:  # a bug: shown to the caller as Python would
             import traceback
 
@@ -214,6 +282,19 @@ class Job:
         self.connection.close()
         cli.exit_now(code)
 
+    def _become_the_caller(self) -> None:
+        for target, fd in zip(_STDIO, self.stdio, strict=True):
+            os.dup2(fd, target)
+            os.close(fd)
+        _reopen_stdio()
+        os.chdir(self.cwd)
+        os.umask(self.umask)
+        logging_before = _logging_configuration()
+        os.environ.clear()
+        os.environ.update(self.env)
+        sys.argv = ["appgen", *self.argv]
+        _reread_environment(logging_before)
+
 
 def serve(directory: Path) -> Job:
     """Listen on ``directory``/runner.sock until stopped or stale; return only in a
@@ -221,14 +302,15 @@ def serve(directory: Path) -> Job:
     from core.processes import make_non_dumpable
 
     make_non_dumpable()
+    os.chdir(directory)  # the socket is bound by its name here: no path length limit
     warm_up()
     modules = _loaded_module_files()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    path = directory / SOCKET_NAME
-    path.unlink(missing_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(SOCKET_NAME)
     old_umask = os.umask(0o177)
     try:
-        listener.bind(str(path))
+        listener.bind(SOCKET_NAME)
     finally:
         os.umask(old_umask)
     listener.listen(64)
@@ -248,29 +330,38 @@ def serve(directory: Path) -> Job:
     selector.register(listener, selectors.EVENT_READ)
     selector.register(wakeup_read, selectors.EVENT_READ)
     commands: dict[int, _Command] = {}  # by child pid
-    print(f"runner {runner} listening on {path}", flush=True)
+    _log(f"runner {runner} listening on {directory / SOCKET_NAME}")
+    accepting = True
     try:
-        while not stopping:
+        while True:
+            if stopping and accepting:  # no new commands; those running finish
+                accepting = False
+                selector.unregister(listener)
+                listener.close()
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(SOCKET_NAME)
+                _log(f"runner: stopping once {len(commands)} running command(s) end")
+            if not accepting and not commands:
+                break
             for key, _ in selector.select():
-                if key.fileobj is listener:
+                if key.fileobj is listener and accepting:
                     job = _accept(listener, selector, commands, modules)
-                    if job is None:
-                        continue
                     if job == "stale":
                         stopping = True
                         break
-                    return job  # in the child
+                    if isinstance(job, Job):
+                        return job  # in the child
                 elif key.fileobj == wakeup_read:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wakeup_read, 512)
                     _reap(commands, selector)
-                else:
+                elif key.data is not None:
                     _read_caller(key.data, selector, commands)
     finally:
-        if os.getpid() == runner:
-            path.unlink(missing_ok=True)
-            listener.close()
-    print("runner: stopping", flush=True)
+        if os.getpid() == runner and accepting:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(SOCKET_NAME)
+    _log("runner: stopped")
     sys.exit(0)
 
 
@@ -285,37 +376,47 @@ def warm_up() -> None:
     import flows.publish  # noqa: F401
 
 
+def _log(line: str) -> None:
+    print(line, flush=True)
+
+
 def _accept(
     listener: socket.socket,
     selector: selectors.BaseSelector,
     commands: dict[int, _Command],
     modules: dict[str, int],
 ) -> Job | str | None:
-    connection, _ = listener.accept()
+    """Take one command: a Job in the forked child; "stale" when the runner must stop;
+    None otherwise (refused, failed, or forked in the runner)."""
     try:
-        connection.settimeout(_REQUEST_TIMEOUT_SECONDS)
-        pid, uid, _ = struct.unpack(
-            "3i",
-            connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")),
-        )
-        if uid != os.getuid():
-            connection.sendall(b"refused\n")
-            connection.close()
-            return None
-        job = _read_request(connection)
-    except (OSError, ValueError) as exc:
-        print(f"runner: a request from pid {locals().get('pid')} failed: {exc}", flush=True)
-        connection.close()
+        connection, _ = listener.accept()
+    except OSError as exc:  # out of descriptors, say: the caller runs it itself
+        _log(f"runner: accept failed: {exc}")
         return None
-    if _changed(modules):
-        for fd in job.stdio:
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            connection.sendall(b"stale\n")
-        connection.close()
-        print("runner: code changed on disk since the start: stopping", flush=True)
-        return "stale"
-    child = os.fork()
+    caller = "?"
+    try:
+        pid, uid = _peer(connection)
+        caller = str(pid)
+        if uid != os.getuid():
+            raise PermissionError(f"a caller of another user (uid {uid})")
+        job = _read_request(connection)
+    except Exception as exc:  # a malformed or foreign request: it is refused
+        _log(f"runner: refused a request from pid {caller}: {exc}")
+        _refuse(connection, b"refused\n")
+        return None
+    reason = _refusal(job, modules)
+    if reason is not None:
+        job.close_stdio()
+        _log(f"runner: refused `appgen {job.argv[0]}` for pid {caller}: {reason}")
+        _refuse(connection, b"stale\n" if reason.startswith("stale") else b"refused\n")
+        return "stale" if reason.startswith("stale") else None
+    try:
+        child = os.fork()
+    except OSError as exc:
+        job.close_stdio()
+        _log(f"runner: fork failed: {exc}")
+        _refuse(connection, b"refused\n")
+        return None
     if child == 0:
         selector.close()
         listener.close()
@@ -323,9 +424,8 @@ def _accept(
             command.connection.close()
         connection.settimeout(None)
         return job
-    for fd in job.stdio:
-        os.close(fd)
-    print(f"runner: {child} runs `appgen {job.argv[0]}` for pid {pid}", flush=True)
+    job.close_stdio()
+    _log(f"runner: {child} runs `appgen {job.argv[0]}` for pid {caller}")
     connection.setblocking(False)
     commands[child] = _Command(connection, child)
     selector.register(connection, selectors.EVENT_READ, data=child)
@@ -334,36 +434,63 @@ def _accept(
     return None
 
 
+def _refusal(job: Job, modules: dict[str, int]) -> str | None:
+    """Why this runner must not run ``job``, or None."""
+    if _changed(modules):
+        return "stale: its code changed on disk since it started"
+    if job.python != _PYTHON or job.appgen != _PACKAGE:
+        return f"the caller runs {job.python} with {job.appgen}, not this runner's"
+    return None
+
+
+def _refuse(connection: socket.socket, answer: bytes) -> None:
+    with contextlib.suppress(OSError):
+        connection.sendall(answer)
+    connection.close()
+
+
 def _read_request(connection: socket.socket) -> Job:
+    deadline = time.monotonic() + _REQUEST_SECONDS
+    connection.settimeout(_REQUEST_SECONDS)
     fds = array.array("i")
     header, ancillary, _, _ = connection.recvmsg(
-        _HEADER.size, socket.CMSG_SPACE(len(_STDIO) * fds.itemsize)
+        _HEADER.size, socket.CMSG_SPACE(len(_STDIO) * fds.itemsize), socket.MSG_CMSG_CLOEXEC
     )
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
-    if len(header) != _HEADER.size or len(fds) != len(_STDIO):
+    try:
+        if len(header) != _HEADER.size or len(fds) != len(_STDIO):
+            raise ValueError("a request without its header or its three descriptors")
+        (length,) = _HEADER.unpack(header)
+        if length > _MAX_REQUEST_BYTES:
+            raise ValueError(f"a request of {length} bytes")
+        body = b""
+        while len(body) < length:
+            connection.settimeout(max(deadline - time.monotonic(), 0.001))
+            chunk = connection.recv(length - len(body))
+            if not chunk:
+                raise ValueError("the request was cut short")
+            body += chunk
+        request = json.loads(body.decode("utf-8", "surrogateescape"))
+        argv = [str(arg) for arg in request["argv"]]
+        if not argv:
+            raise ValueError("a request without a command")
+        return Job(
+            connection,
+            argv=argv,
+            env={str(name): str(value) for name, value in request["env"].items()},
+            cwd=str(request["cwd"]),
+            umask=int(request["umask"]),
+            ignored=[int(sig) for sig in request["ignored"]],
+            python=str(request["python"]),
+            appgen=str(request["appgen"]),
+            stdio=list(fds),
+        )
+    except BaseException:
         for fd in fds:
             os.close(fd)
-        raise ValueError("a request without its header or its three descriptors")
-    (length,) = _HEADER.unpack(header)
-    if length > _MAX_REQUEST_BYTES:
-        raise ValueError(f"a request of {length} bytes")
-    body = b""
-    while len(body) < length:
-        chunk = connection.recv(length - len(body))
-        if not chunk:
-            raise ValueError("the request was cut short")
-        body += chunk
-    request = json.loads(body.decode("utf-8", "surrogateescape"))
-    return Job(
-        connection,
-        argv=list(request["argv"]),
-        env=dict(request["env"]),
-        cwd=str(request["cwd"]),
-        umask=int(request["umask"]),
-        stdio=list(fds),
-    )
+        raise
 
 
 def _read_caller(pid: int, selector: selectors.BaseSelector, commands: dict[int, _Command]) -> None:
@@ -390,7 +517,7 @@ def _read_caller(pid: int, selector: selectors.BaseSelector, commands: dict[int,
         return
     # The caller is gone. Without its goodbye it was killed: so is its command.
     if not command.done and not command.exited:
-        print(f"runner: the caller of {pid} is gone: stopping it (SIGTERM)", flush=True)
+        _log(f"runner: the caller of {pid} is gone: stopping it (SIGTERM)")
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     selector.unregister(command.connection)
@@ -424,32 +551,35 @@ def _reap(commands: dict[int, _Command], selector: selectors.BaseSelector) -> No
 
 def _reopen_stdio() -> None:
     """New sys.stdin/stdout/stderr on the caller's descriptors: buffered as Python
-    would for them (line by line on a terminal)."""
+    would for them (line by line on a terminal; stderr always)."""
     for name, fd in (("stdin", 0), ("stdout", 1), ("stderr", 2)):
         old = getattr(sys, name)
-        mode = "r" if fd == 0 else "w"
         interactive = os.isatty(fd)
         stream = open(  # noqa: SIM115 (the process's own streams)
             fd,
-            mode,
+            "r" if fd == 0 else "w",
             encoding=old.encoding,
             errors=old.errors,
             closefd=False,
-            buffering=-1 if fd == 0 or not interactive else 1,
+            buffering=1 if fd != 0 and interactive else -1,
         )
         if fd == 2 and not interactive:
-            stream.reconfigure(line_buffering=True)  # stderr never waits for a flush
+            stream.reconfigure(line_buffering=True)
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
 
 
-def _reread_environment(logging_before: tuple[object, ...]) -> None:
+def _reread_environment(logging_before: object) -> None:
     """What was read from the runner's environment at import, read from the caller's."""
     import tempfile
 
     from prefect.context import refresh_global_settings_context
 
+    time.tzset()  # TZ
     tempfile.tempdir = None  # TMPDIR
+    # Twice: the first reads the profiles file the runner's settings name, the
+    # second the caller's (and so the caller's active profile).
+    refresh_global_settings_context()
     refresh_global_settings_context()
     if _logging_configuration() != logging_before:  # 75 ms: only when it differs
         from prefect.logging.configuration import setup_logging
@@ -457,13 +587,14 @@ def _reread_environment(logging_before: tuple[object, ...]) -> None:
         setup_logging(incremental=False)
 
 
-def _logging_configuration() -> tuple[object, ...]:
-    """What Prefect's logging set-up reads: its variables and its file, if any."""
-    from prefect.settings import PREFECT_LOGGING_SETTINGS_PATH
+def _logging_configuration() -> object:
+    """What Prefect's logging set-up reads: its settings (from any source) and its
+    file, if there is one."""
+    from prefect.settings import get_current_settings
 
-    variables = sorted((k, v) for k, v in os.environ.items() if k.startswith("PREFECT_LOGGING_"))
-    path = PREFECT_LOGGING_SETTINGS_PATH.value()
-    return (variables, path if path.exists() else None)
+    logging = get_current_settings().logging
+    path = logging.config_path  # under PREFECT_HOME by default: only its file counts
+    return (logging.model_dump(exclude={"config_path"}), path if path.exists() else None)
 
 
 def _changed(modules: dict[str, int]) -> bool:
@@ -486,9 +617,7 @@ def _loaded_module_files() -> dict[str, int]:
 
 def main() -> None:
     """``python -m appgen.runner DIRECTORY``: what the managed server starts."""
-    directory = Path(sys.argv[1])
-    job = serve(directory)
-    job.run()
+    serve(Path(sys.argv[1]).resolve()).run()
 
 
 if __name__ == "__main__":

@@ -285,7 +285,7 @@ class ManagedServer:
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             handle = open(self._lock_file, "a")  # noqa: SIM115 (closed below)
         except OSError as exc:
             raise ServerError(f"cannot use {self.directory}: {exc}") from exc

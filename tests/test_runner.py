@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -68,7 +70,7 @@ class Warm:
         wait_for(lambda: "listening on" in self.log, "the runner to listen")
 
     def ran_in_runner(self, caller: int) -> bool:
-        return f"for pid {caller}" in self.log
+        return re.search(rf"runs `appgen [a-z-]+` for pid {caller}$", self.log, re.M) is not None
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = 120) -> None:
@@ -225,3 +227,128 @@ def test_a_runner_whose_code_changed_steps_aside_and_the_next_publish_restarts_i
     assert processes_like(f"{sys.executable} -m appgen.runner {warm.home / 'server'}") == [
         warm.runner_pid()
     ]
+
+
+def gated_agent(gate: Path) -> str:
+    """A trusted `command` agent that says it started, waits for ``gate`` to exist,
+    then writes the template app."""
+    return (
+        f'echo started > started; while [ ! -e "{gate}" ]; do sleep 0.1; done; '
+        f'"{sys.executable}" -m generator --agent template'
+    )
+
+
+def test_signals_the_caller_ignores_are_not_forwarded(warm, tmp_path):
+    """`nohup appgen publish …`: a SIGHUP from the closing terminal does not stop it."""
+    gate = tmp_path / "go"
+    command = [sys.executable, "-m", "appgen", "publish", "--prompt", "a counter", "--json"]
+    process = subprocess.Popen(
+        [*command, "--request-id", "81"],
+        env=warm.env | {"APPGEN_TRUST_AGENT": "true", "APPGEN_AGENT_COMMAND": gated_agent(gate)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),  # as nohup does
+    )
+    wait_for(lambda: started(warm.home, 81), "the agent")
+    process.send_signal(signal.SIGHUP)
+    gate.touch()
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert json.loads(stdout.strip().splitlines()[-1])["status"] == "published"
+    assert warm.ran_in_runner(process.pid)
+
+
+def test_a_runner_told_to_stop_finishes_the_commands_it_runs(warm, tmp_path):
+    gate = tmp_path / "go"
+    runner = warm.runner_pid()
+    process = warm.start(
+        "publish",
+        "--prompt",
+        "a counter",
+        "--request-id",
+        "82",
+        "--json",
+        APPGEN_TRUST_AGENT="true",
+        APPGEN_AGENT_COMMAND=gated_agent(gate),
+    )
+    wait_for(lambda: started(warm.home, 82), "the agent")
+    os.kill(runner, signal.SIGTERM)
+    wait_for(lambda: "stopping once 1 running command(s) end" in warm.log, "the runner to stop")
+    assert not (warm.home / "server/runner.sock").exists()  # it takes no new command
+    gate.touch()
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert json.loads(stdout.strip().splitlines()[-1])["status"] == "published"
+    wait_for(lambda: warm.server.runner() is None, "the runner to exit", timeout=60)
+
+    # The next command that uses the server starts another.
+    code, _, stderr = warm.run("publish", "--prompt", "a counter", "--request-id", "82")
+    assert code == 0, stderr
+    assert warm.runner_pid() != runner
+    warm.wait_listening()
+
+
+def test_malformed_and_foreign_requests_are_refused_and_the_runner_goes_on(warm):
+    runner = warm.runner_pid()
+    path = str(warm.home / "server/runner.sock")
+    for garbage in (b"", b"\x00\x00\x00\x02{}", b"\x00\x00\x00\x02[]", b"\xff" * 64):
+        with socket.socket(socket.AF_UNIX) as connection:
+            connection.connect(path)
+            connection.sendall(garbage)
+            connection.shutdown(socket.SHUT_WR)
+            assert connection.recv(100) in (b"refused\n", b"")
+    # A caller of another appgen checkout (or Python) runs its own code, not the runner's.
+    other = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, appgen.runner as r; r._PACKAGE = '/elsewhere/appgen'; "
+            "sys.exit(3 if r.run_in_runner(['status', '--json']) is None else 4)",
+        ],
+        env=warm.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert other.returncode == 3, other.stderr
+    assert "the caller runs" in warm.log and "/elsewhere/appgen" in warm.log
+    assert warm.runner_pid() == runner
+    process = warm.start("status", "--json")
+    process.communicate(timeout=60)
+    assert process.returncode == 0 and warm.ran_in_runner(process.pid)
+    wait_for(lambda: not children_of(runner), "the command's process to end", timeout=60)
+
+
+def test_a_home_whose_socket_path_is_too_long_for_unix_sockets(tmp_path):
+    """Unix socket addresses hold 107 bytes: the runner binds and the caller connects
+    through the directory, so any APPGEN_HOME works."""
+    home = tmp_path / ("deep-" * 20) / "home"
+    directory = home / "server"
+    directory.mkdir(parents=True, mode=0o700)
+    assert len(str(directory / "runner.sock")) > 108
+    log = directory / "runner.log"
+    with open(log, "wb") as output:
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "appgen.runner", str(directory)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: "listening on" in log.read_text(), "the runner to listen")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("APPGEN_")}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "appgen", "status", "--json"],
+            env=env | {"APPGEN_HOME": str(home)},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        stdout, _ = process.communicate(timeout=60)
+        assert process.returncode == 0 and json.loads(stdout) == []
+        assert f"runs `appgen status` for pid {process.pid}" in log.read_text()
+    finally:
+        runner.terminate()
+        assert runner.wait(timeout=60) == 0
+    assert not (directory / "runner.sock").exists()
