@@ -23,7 +23,8 @@ and namespaces (``APPGEN_RUNNER=off`` for a caller confined by those).
 
 The caller stays in charge of the child: Ctrl-C, SIGTERM or SIGHUP to ``appgen`` are
 forwarded to it unless the caller ignores them (``nohup``), and when ``appgen`` dies
-without saying goodbye (SIGKILL) the runner stops the child with SIGTERM. Both ends
+without saying goodbye (SIGKILL) the child stops itself with SIGTERM. The child reads
+its caller's connection itself, so this holds even if the runner is gone. Both ends
 check that the other is the same user (SO_PEERCRED), and the caller only connects in
 a directory of its own that nobody else may write.
 
@@ -46,6 +47,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -219,17 +221,6 @@ def _lines(connection: socket.socket) -> Iterator[str]:
 
 
 @dataclass
-class _Command:
-    """A command the runner took: its connection, and the child running it."""
-
-    connection: socket.socket
-    pid: int
-    done: bool = False  # the caller has its exit code (or is gone)
-    exited: bool = False
-    buffered: bytes = b""
-
-
-@dataclass
 class Job:
     """What a forked child runs: one ``appgen`` command, as its caller asked."""
 
@@ -242,6 +233,7 @@ class Job:
     python: str  # the caller's interpreter and appgen package: the runner's own only
     appgen: str
     stdio: list[int] = field(default_factory=list)
+    reported: bool = False  # the exit code is sent: the caller's end is no signal
 
     def close_stdio(self) -> None:
         """Close the runner's copies of the caller's descriptors."""
@@ -257,6 +249,7 @@ class Job:
             signal.signal(sig, signal.SIG_IGN if sig in self.ignored else handler)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
+        threading.Thread(target=self._follow_caller, name="appgen-caller", daemon=True).start()
         from appgen import cli
 
         try:
@@ -273,6 +266,7 @@ class Job:
             traceback.print_exc()
             code = cli.EXIT_FAILED
         cli.flush_stdio()
+        self.reported = True
         with contextlib.suppress(OSError):
             self.connection.sendall(f"exit {code}\n".encode())
         # Prefect's log and event delivery ends at exit, without the caller's output.
@@ -281,6 +275,31 @@ class Job:
             os.dup2(devnull, target)
         self.connection.close()
         cli.exit_now(code)
+
+    def _follow_caller(self) -> None:
+        """Take the caller's signals; a caller gone without its goodbye was killed,
+        and so is its command (SIGTERM: it is cancelled). This process reads its
+        connection itself, so its caller keeps control even if the runner is gone."""
+        buffered = b""
+        while True:
+            try:
+                chunk = self.connection.recv(4096)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                if not self.reported:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return
+            buffered += chunk
+            while b"\n" in buffered:
+                line, buffered = buffered.split(b"\n", 1)
+                kind, _, value = line.decode(errors="replace").partition(" ")
+                if kind == "done":
+                    return
+                if kind == "signal" and value.isdigit() and not self.reported:
+                    sig = int(value)
+                    if sig in _FORWARDED_SIGNALS and sig not in self.ignored:
+                        os.kill(os.getpid(), signal.SIGTERM if sig == signal.SIGHUP else sig)
 
     def _become_the_caller(self) -> None:
         for target, fd in zip(_STDIO, self.stdio, strict=True):
@@ -329,7 +348,7 @@ def serve(directory: Path) -> Job:
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     selector.register(wakeup_read, selectors.EVENT_READ)
-    commands: dict[int, _Command] = {}  # by child pid
+    commands: dict[int, socket.socket] = {}  # child pid → its caller's connection
     _log(f"runner {runner} listening on {directory / SOCKET_NAME}")
     accepting = True
     try:
@@ -354,9 +373,7 @@ def serve(directory: Path) -> Job:
                 elif key.fileobj == wakeup_read:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wakeup_read, 512)
-                    _reap(commands, selector)
-                elif key.data is not None:
-                    _read_caller(key.data, selector, commands)
+                    _reap(commands)
     finally:
         if os.getpid() == runner and accepting:
             with contextlib.suppress(FileNotFoundError):
@@ -383,7 +400,7 @@ def _log(line: str) -> None:
 def _accept(
     listener: socket.socket,
     selector: selectors.BaseSelector,
-    commands: dict[int, _Command],
+    commands: dict[int, socket.socket],
     modules: dict[str, int],
 ) -> Job | str | None:
     """Take one command: a Job in the forked child; "stale" when the runner must stop;
@@ -420,15 +437,13 @@ def _accept(
     if child == 0:
         selector.close()
         listener.close()
-        for command in commands.values():
-            command.connection.close()
+        for caller in commands.values():
+            caller.close()
         connection.settimeout(None)
         return job
     job.close_stdio()
     _log(f"runner: {child} runs `appgen {job.argv[0]}` for pid {caller}")
-    connection.setblocking(False)
-    commands[child] = _Command(connection, child)
-    selector.register(connection, selectors.EVENT_READ, data=child)
+    commands[child] = connection
     with contextlib.suppress(OSError):
         connection.sendall(b"started\n")
     return None
@@ -493,43 +508,10 @@ def _read_request(connection: socket.socket) -> Job:
         raise
 
 
-def _read_caller(pid: int, selector: selectors.BaseSelector, commands: dict[int, _Command]) -> None:
-    """A caller's message: a signal to forward, its goodbye, or its end."""
-    command = commands[pid]
-    try:
-        chunk = command.connection.recv(4096)
-    except BlockingIOError:
-        return
-    except OSError:
-        chunk = b""
-    command.buffered += chunk
-    while b"\n" in command.buffered:
-        line, command.buffered = command.buffered.split(b"\n", 1)
-        kind, _, value = line.decode(errors="replace").partition(" ")
-        if kind == "done":
-            command.done = True
-        elif kind == "signal" and value.isdigit() and not command.exited:
-            sig = int(value)
-            if sig in _FORWARDED_SIGNALS:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM if sig == signal.SIGHUP else sig)
-    if chunk:
-        return
-    # The caller is gone. Without its goodbye it was killed: so is its command.
-    if not command.done and not command.exited:
-        _log(f"runner: the caller of {pid} is gone: stopping it (SIGTERM)")
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    selector.unregister(command.connection)
-    command.connection.close()
-    command.done = True
-    if command.exited:
-        del commands[pid]
-
-
-def _reap(commands: dict[int, _Command], selector: selectors.BaseSelector) -> None:
-    """Collect exited children; tell a caller still waiting how its command ended
-    (a child that reported its code itself is answered twice: the first counts)."""
+def _reap(commands: dict[int, socket.socket]) -> None:
+    """Collect exited children and tell their callers how they ended: a child that
+    died before reporting its exit code (killed) is reported here; one that did
+    report is reported twice, and the first counts."""
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -537,16 +519,14 @@ def _reap(commands: dict[int, _Command], selector: selectors.BaseSelector) -> No
             return
         if pid == 0:
             return
-        command = commands.get(pid)
-        if command is None:
-            continue
-        command.exited = True
-        if command.done:
-            del commands[pid]
+        connection = commands.pop(pid, None)
+        if connection is None:
             continue
         code = os.waitstatus_to_exitcode(status)
         with contextlib.suppress(OSError):
-            command.connection.sendall(f"exit {code if code >= 0 else 128 - code}\n".encode())
+            connection.settimeout(1.0)
+            connection.sendall(f"exit {code if code >= 0 else 128 - code}\n".encode())
+        connection.close()
 
 
 def _reopen_stdio() -> None:

@@ -365,3 +365,32 @@ def test_the_caller_finds_its_runner_where_the_settings_put_appgen_home(tmp_path
     assert appgen.runner.appgen_home() == Settings().home == Path("/srv/from-dotenv")
     monkeypatch.setenv("APPGEN_HOME", "/srv/from-env")
     assert appgen.runner.appgen_home() == Settings().home == Path("/srv/from-env")
+
+
+def test_a_killed_runner_leaves_each_run_in_its_callers_hands(warm, tmp_path):
+    """SIGKILL to the runner mid-run: Ctrl-C to the caller still cancels the run, and
+    the next publish starts a new runner."""
+    runner = warm.runner_pid()
+    process = warm.start(
+        "publish",
+        "--prompt",
+        "a counter",
+        "--request-id",
+        "83",
+        "--json",
+        APPGEN_TRUST_AGENT="true",
+        APPGEN_AGENT_COMMAND=gated_agent(tmp_path / "never"),
+    )
+    wait_for(lambda: started(warm.home, 83), "the agent")
+    os.kill(runner, signal.SIGKILL)
+    wait_for(lambda: warm.server.runner() is None, "the runner to die", timeout=60)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1].startswith("cancelled: stopped by SIGINT")
+    assert warm.row(83)["status"] == "cancelled"
+
+    code, _, stderr = warm.run("publish", "--prompt", "a counter", "--request-id", "83")
+    assert code == 0, stderr
+    assert warm.runner_pid() != runner
+    warm.wait_listening()
