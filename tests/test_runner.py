@@ -12,8 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ import pytest
 import appgen.runner
 from appgen.server import ManagedServer
 from tests.conftest import processes_like, unique_sleep, wait_until_gone
+from tests.test_faults import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -71,14 +71,6 @@ class Warm:
 
     def ran_in_runner(self, caller: int) -> bool:
         return re.search(rf"runs `appgen [a-z-]+` for pid {caller}$", self.log, re.M) is not None
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def children_of(pid: int) -> list[int]:
@@ -238,6 +230,23 @@ def gated_agent(gate: Path) -> str:
     )
 
 
+def start_gated(warm: Warm, request_id: int, gate: Path) -> subprocess.Popen:
+    """`appgen publish` of ``request_id`` whose agent waits for ``gate``, once it has
+    started."""
+    process = warm.start(
+        "publish",
+        "--prompt",
+        "a counter",
+        "--request-id",
+        str(request_id),
+        "--json",
+        APPGEN_TRUST_AGENT="true",
+        APPGEN_AGENT_COMMAND=gated_agent(gate),
+    )
+    wait_for(lambda: started(warm.home, request_id), "the agent")
+    return process
+
+
 def test_signals_the_caller_ignores_are_not_forwarded(warm, tmp_path):
     """`nohup appgen publish …`: a SIGHUP from the closing terminal does not stop it."""
     gate = tmp_path / "go"
@@ -263,17 +272,7 @@ def test_signals_the_caller_ignores_are_not_forwarded(warm, tmp_path):
 def test_a_runner_told_to_stop_finishes_the_commands_it_runs(warm, tmp_path):
     gate = tmp_path / "go"
     runner = warm.runner_pid()
-    process = warm.start(
-        "publish",
-        "--prompt",
-        "a counter",
-        "--request-id",
-        "82",
-        "--json",
-        APPGEN_TRUST_AGENT="true",
-        APPGEN_AGENT_COMMAND=gated_agent(gate),
-    )
-    wait_for(lambda: started(warm.home, 82), "the agent")
+    process = start_gated(warm, 82, gate)
     os.kill(runner, signal.SIGTERM)
     wait_for(lambda: "stopping once 1 running command(s) end" in warm.log, "the runner to stop")
     assert not (warm.home / "server/runner.sock").exists()  # it takes no new command
@@ -371,17 +370,7 @@ def test_a_killed_runner_leaves_each_run_in_its_callers_hands(warm, tmp_path):
     """SIGKILL to the runner mid-run: Ctrl-C to the caller still cancels the run, and
     the next publish starts a new runner."""
     runner = warm.runner_pid()
-    process = warm.start(
-        "publish",
-        "--prompt",
-        "a counter",
-        "--request-id",
-        "83",
-        "--json",
-        APPGEN_TRUST_AGENT="true",
-        APPGEN_AGENT_COMMAND=gated_agent(tmp_path / "never"),
-    )
-    wait_for(lambda: started(warm.home, 83), "the agent")
+    process = start_gated(warm, 83, tmp_path / "never")
     os.kill(runner, signal.SIGKILL)
     wait_for(lambda: warm.server.runner() is None, "the runner to die", timeout=60)
     process.send_signal(signal.SIGINT)
