@@ -114,6 +114,8 @@ def run_in_runner(argv: list[str]) -> int | None:
         connection = _connect(directory)
     except OSError:
         return None
+    except KeyboardInterrupt:  # before anything was asked of the runner
+        return 128 + signal.SIGINT
     with connection, _Forwarding(connection) as forwarding:
         try:
             _send_request(connection, argv, forwarding.ignored)
@@ -130,12 +132,13 @@ def run_in_runner(argv: list[str]) -> int | None:
             ) from None
         except OSError:
             return None
-        for reply in replies:
-            kind, _, value = reply.partition(" ")
-            if kind == "exit":
-                with contextlib.suppress(OSError):
-                    connection.sendall(b"done\n")
-                return int(value)
+        with contextlib.suppress(OSError):  # reset: as gone
+            for reply in replies:
+                kind, _, value = reply.partition(" ")
+                if kind == "exit":
+                    with contextlib.suppress(OSError):
+                        connection.sendall(b"done\n")
+                    return int(value)
     raise RunnerError("the warm runner went away before the command finished")
 
 
