@@ -70,6 +70,11 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _PYTHON = f"{os.path.realpath(sys.executable)} ({sys.prefix})"
 
 
+def runner_disabled() -> bool:
+    """``APPGEN_RUNNER=off``: commands run in their own processes, and no runner starts."""
+    return os.environ.get("APPGEN_RUNNER", "").lower() in ("off", "false", "0", "no")
+
+
 def appgen_home() -> Path:
     """``APPGEN_HOME`` as the settings read it (the environment, then ``./.env``,
     names matched without regard to case), without importing them."""
@@ -107,7 +112,7 @@ class RunnerError(Exception):
 def run_in_runner(argv: list[str]) -> int | None:
     """Run ``appgen argv`` in the warm runner and return its exit code; None when no
     runner takes it (then the caller runs the command itself)."""
-    if os.environ.get("APPGEN_RUNNER", "").lower() in ("off", "false", "0", "no"):
+    if runner_disabled():
         return None
     directory = appgen_home() / "server"
     try:

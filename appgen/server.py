@@ -14,13 +14,12 @@ needs one, which costs 5-12 s per ``appgen publish``. appgen instead keeps one
 It listens on a free port of 127.0.0.1 only, runs in a session of its own (so it
 outlives the command that started it and Ctrl-C in that terminal does not reach it)
 and sends no telemetry. Beside it runs the warm runner, started with it (or again,
-by the next command that uses the server, after it stopped because appgen changed);
-``stop`` stops both, and the commands the runner is running are cancelled. A start
-either leaves a server that answers ``/api/health`` with its state file, or nothing:
-on a timeout, an early exit or an interruption it kills what it started and removes
-the state file. A run with a Prefect API of its
-own (``PREFECT_API_URL``, in the environment or a Prefect profile) never starts,
-stops or uses this server.
+by the next command that uses the server, once an earlier one has exited); ``stop``
+stops both, and the commands the runner is running are cancelled. A start either
+leaves a server that answers ``/api/health`` with its state file, or nothing: on a
+timeout, an early exit or an interruption it kills what it started and removes the
+state file. A run with a Prefect API of its own (``PREFECT_API_URL``, in the
+environment or a Prefect profile) never starts, stops or uses this server.
 
 Imports only the standard library: ``appgen server status`` must stay instant.
 """
@@ -41,6 +40,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from appgen.runner import runner_disabled
 from core.errors import AppgenError
 
 # A first start creates the database: 4-8 s on an idle 2-core machine, 30 s when busy.
@@ -145,9 +145,9 @@ class ManagedServer:
             return state
 
     def _ensure_runner(self) -> None:
-        """Start the warm runner unless it runs; not waited for: until it listens,
-        commands run in their own processes."""
-        if self.runner() is not None:
+        """Start the warm runner unless it runs (or APPGEN_RUNNER=off); not waited
+        for: until it listens, commands run in their own processes."""
+        if runner_disabled() or self.runner() is not None:
             return
         with open(self.runner_log, "wb") as log:
             process = subprocess.Popen(
