@@ -11,6 +11,7 @@ redaction as soon as it is chosen.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -67,14 +68,23 @@ def run_blocks(
     database: str | None = None,
 ) -> RunBlocks:
     """The blocks a run with these parameters uses (each a saved block's name or None)."""
+    s3_store = functools.cache(lambda: _s3_store(settings, artifact_store))
+
+    def generator_from_settings() -> GeneratorBlock:
+        # Its store may be a saved block of its own; an incomplete ECS part is named
+        # before the store's variables.
+        if settings.generator == "ecs" and settings.ecs:
+            return defaults.ecs_generator(settings, artifacts=s3_store()[0])  # type: ignore[arg-type]
+        return defaults.generator(settings)
+
     generator_block, generator_part = _choose(
         "generator",
         generator,
         GeneratorBlock,
         defaults.generator_kind(settings),
-        lambda: defaults.generator(settings),
+        generator_from_settings,
     )
-    store, store_part = _artifact_store(settings, generator_block, generator_part, artifact_store)
+    store, store_part = _artifact_store(generator_block, generator_part, artifact_store, s3_store)
     if (
         store is not generator_block.artifact_store()
         and "artifacts" in type(generator_block).model_fields
@@ -103,10 +113,10 @@ def choose_database(settings: Settings, name: str | None = None) -> tuple[Databa
 
 
 def _artifact_store(
-    settings: Settings,
     generator: GeneratorBlock,
     generator_part: ConfiguredPart,
     name: str | None,
+    s3_store: Callable[[], tuple[ArtifactStore, ConfiguredPart]],
 ) -> tuple[ArtifactStore, ConfiguredPart]:
     """An ECS generator's S3 store (its ``artifacts``) may be a block of its own; the
     other generators leave the app in their workspace, which implies the store."""
@@ -128,10 +138,13 @@ def _artifact_store(
         return store, ConfiguredPart(
             part="artifact_store", kind=type(store).__name__, block=generator_part.block
         )
-    s3_store = defaults.block_type("appgen-s3-artifact-store")
-    return _choose(
-        "artifact_store", name, s3_store, s3_store, lambda: defaults.s3_artifact_store(settings)
-    )
+    return s3_store()
+
+
+def _s3_store(settings: Settings, name: str | None) -> tuple[ArtifactStore, ConfiguredPart]:
+    """The S3 store named, else the saved default, else the settings' (APPGEN_S3_*)."""
+    kind = defaults.block_type("appgen-s3-artifact-store")
+    return _choose("artifact_store", name, kind, kind, lambda: defaults.s3_artifact_store(settings))
 
 
 def _choose(
