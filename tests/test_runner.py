@@ -87,6 +87,15 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def start_publish(warm: Warm, request_id: int, **env: str) -> subprocess.Popen:
+    """`appgen publish --json` of ``request_id``, once its agent has started."""
+    process = warm.start(
+        "publish", "--prompt", "a counter", "--request-id", str(request_id), "--json", **env
+    )
+    wait_for(lambda: started(warm.home, request_id), "the agent")
+    return process
+
+
 def started(home: Path, request_id: int) -> bool:
     return any((home / "workspace" / str(request_id)).glob("g-*/app/started"))
 
@@ -158,19 +167,12 @@ def test_commands_run_in_the_runner_with_the_callers_environment(warm, tmp_path)
 @pytest.mark.parametrize(("sent", "stopped_by"), [("SIGINT", "SIGINT"), ("SIGKILL", "SIGTERM")])
 def test_a_stopped_or_killed_caller_cancels_its_run(warm, sent, stopped_by):
     """Ctrl-C reaches the run through its caller; a caller killed outright cannot say
-    so, and the runner stops the run (SIGTERM) when its connection drops."""
+    so, and the run stops itself (SIGTERM) when its caller's connection drops."""
     request_id = {"SIGINT": 71, "SIGKILL": 72}[sent]
     sleep = unique_sleep()
-    process = warm.start(
-        "publish",
-        "--prompt",
-        "a counter",
-        "--request-id",
-        str(request_id),
-        "--json",
-        APPGEN_AGENT_COMMAND=f"echo started > started; {sleep}",
+    process = start_publish(
+        warm, request_id, APPGEN_AGENT_COMMAND=f"echo started > started; {sleep}"
     )
-    wait_for(lambda: started(warm.home, request_id), "the agent")
     assert warm.ran_in_runner(process.pid)
     process.send_signal(getattr(signal, sent))
     _, stderr = process.communicate(timeout=60)
@@ -233,18 +235,9 @@ def gated_agent(gate: Path) -> str:
 def start_gated(warm: Warm, request_id: int, gate: Path) -> subprocess.Popen:
     """`appgen publish` of ``request_id`` whose agent waits for ``gate``, once it has
     started."""
-    process = warm.start(
-        "publish",
-        "--prompt",
-        "a counter",
-        "--request-id",
-        str(request_id),
-        "--json",
-        APPGEN_TRUST_AGENT="true",
-        APPGEN_AGENT_COMMAND=gated_agent(gate),
+    return start_publish(
+        warm, request_id, APPGEN_TRUST_AGENT="true", APPGEN_AGENT_COMMAND=gated_agent(gate)
     )
-    wait_for(lambda: started(warm.home, request_id), "the agent")
-    return process
 
 
 def test_signals_the_caller_ignores_are_not_forwarded(warm, tmp_path):
