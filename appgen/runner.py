@@ -429,12 +429,13 @@ def _accept(
         _log(f"runner: refused a request from pid {caller}: {exc}")
         _refuse(connection, b"refused\n")
         return None
-    reason = _refusal(job, modules)
+    stale = _changed(modules)
+    reason = "stale: its code changed on disk since it started" if stale else _foreign(job)
     if reason is not None:
         job.close_stdio()
         _log(f"runner: refused `appgen {job.argv[0]}` for pid {caller}: {reason}")
-        _refuse(connection, b"stale\n" if reason.startswith("stale") else b"refused\n")
-        return "stale" if reason.startswith("stale") else None
+        _refuse(connection, b"stale\n" if stale else b"refused\n")
+        return "stale" if stale else None
     try:
         child = os.fork()
     except OSError as exc:
@@ -445,8 +446,8 @@ def _accept(
     if child == 0:
         selector.close()
         listener.close()
-        for caller in commands.values():
-            caller.close()
+        for other in commands.values():
+            other.close()
         connection.settimeout(None)
         return job
     job.close_stdio()
@@ -457,10 +458,8 @@ def _accept(
     return None
 
 
-def _refusal(job: Job, modules: dict[str, int]) -> str | None:
-    """Why this runner must not run ``job``, or None."""
-    if _changed(modules):
-        return "stale: its code changed on disk since it started"
+def _foreign(job: Job) -> str | None:
+    """Why ``job``'s caller would run other code than this runner's, or None."""
     if job.python != _PYTHON or job.appgen != _PACKAGE:
         return f"the caller runs {job.python} with {job.appgen}, not this runner's"
     return None
