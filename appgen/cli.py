@@ -256,6 +256,13 @@ def main(argv: list[str] | None = None, *, warm: bool = False) -> None:
     except AppgenError as exc:
         _say(exc, "error: ", "red")
         code = EXIT_FAILED
+    except Exception as exc:
+        from appgen.server import prefect_api_problem
+
+        if (problem := prefect_api_problem(exc)) is None:
+            raise
+        _say(problem, "error: ", "red")
+        code = EXIT_FAILED
     sys.exit(code)
 
 
@@ -279,7 +286,7 @@ def _load_settings() -> Settings:
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
-    from appgen.server import ServerError
+    from appgen.server import ServerError, prefect_api_errors
     from core.errors import DatabaseError, InvalidRequest, SecretsFound, describe
     from core.models import RequestStatus, check_app_name, check_prompt
 
@@ -291,8 +298,9 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
         # or a place appgen cannot use is bad input too: refuse it before anything
         # is created.
         settings.check_usable()
-        server = _use_managed_server(settings)
-        blocks = _run_blocks(args, settings)
+        with prefect_api_errors():
+            server = _use_managed_server(settings)
+            blocks = _run_blocks(args, settings)
     except InvalidRequest as exc:
         raise _UsageError(str(exc)) from None
     except ServerError as exc:  # no Prefect server to run on: the request did not start

@@ -331,6 +331,51 @@ def use_for_prefect(
     return state
 
 
+@contextlib.contextmanager
+def prefect_api_errors() -> Iterator[None]:
+    """A Prefect API that cannot be reached, or answers with an error Prefect's client
+    leaves to its caller, as a ServerError that names it and says what to do: a
+    server that is down or a wrong PREFECT_API_URL is no traceback."""
+    try:
+        yield
+    except Exception as exc:
+        if (problem := prefect_api_problem(exc)) is None:
+            raise
+        raise ServerError(problem) from None
+
+
+def prefect_api_problem(exc: Exception) -> str | None:
+    """What went wrong with the Prefect API, if that is what ``exc`` says; else None."""
+    if "httpx" not in sys.modules:  # Prefect's client was never used
+        return None
+    import httpx
+    from prefect.settings import get_current_settings
+
+    if not isinstance(exc, httpx.TransportError | httpx.HTTPStatusError):
+        return None
+    api = get_current_settings().api.url
+    try:
+        url = str(exc.request.url)
+    except RuntimeError:  # an error raised without its request
+        return None
+    if not api or not url.startswith(api):
+        return None  # another service's (a Git host's, say)
+    if isinstance(exc, httpx.HTTPStatusError):
+        response = exc.response
+        what = (
+            f"answered {response.status_code} {response.reason_phrase} to "
+            f"{exc.request.method} {url.removeprefix(api)}"
+        )
+    else:
+        what = f"cannot be reached ({exc or type(exc).__name__})"
+    shown = httpx.URL(api).copy_with(userinfo=b"")
+    return (
+        f"the Prefect API at {shown} {what}; start that server, or point PREFECT_API_URL "
+        "(or the active Prefect profile) at one that runs; without either, appgen "
+        "runs its own local server"
+    )
+
+
 def prefect_server_command(port: int, *, ui: bool) -> list[str]:
     """`prefect server start` on 127.0.0.1:``port``, with analytics off."""
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]

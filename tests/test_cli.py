@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from tests.aws_standins import free_port
 from tests.conftest import agent_runs
 
 
@@ -236,6 +239,58 @@ def test_an_unreachable_database_fails_before_the_request_starts(appgen, appgen_
     assert "127.0.0.1:1" in outcome["error"] and "hunter22" not in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert not appgen_home.exists()
+
+
+def test_a_prefect_api_that_cannot_be_reached_is_named_and_nothing_starts(appgen, appgen_home):
+    api = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
+    result = appgen("publish", "--prompt", "x", "--json", PREFECT_API_URL=api)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    outcome = last_json(result)
+    assert (outcome["request_id"], outcome["status"], outcome["flow_run_id"]) == (
+        None,
+        "failed",
+        None,
+    )
+    assert outcome["error"].startswith(f"the Prefect API at {api} cannot be reached (")
+    assert not appgen_home.exists()  # no database, and no server of appgen's started
+    for command in ("setup", "config"):
+        result = appgen(command, PREFECT_API_URL=api)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert (
+            result.stderr.strip()
+            .splitlines()[-1]
+            .startswith(f"error: the Prefect API at {api} cannot be reached (")
+        )
+
+
+class _Failing(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_error(500)
+
+    do_POST = do_PATCH = do_PUT = do_DELETE = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_prefect_api_that_answers_with_errors_is_named_without_its_credentials(appgen):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = f"http://appgen:hunter22@127.0.0.1:{server.server_port}/api"
+        result = appgen("config", PREFECT_API_URL=api)
+    finally:
+        server.shutdown()
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "hunter22" not in result.stdout + result.stderr
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"error: the Prefect API at http://127.0.0.1:{server.server_port}/api answered "
+            "500 Internal Server Error to GET /"
+        )
+    )
 
 
 MARKUP = "[/x] [red]"
