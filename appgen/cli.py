@@ -623,6 +623,9 @@ _PREFECT_API_COMMANDS = frozenset({"setup", "config"})
 # Commands the warm runner of the managed server takes when it runs: all but those
 # that start or stop it.
 _RUNNER_COMMANDS = frozenset(_COMMANDS) - {"server"}
+# Commands that never import Prefect (tests/test_cli.py checks): the runner does not
+# read Prefect's settings again from their caller's environment.
+WITHOUT_PREFECT = frozenset({"status"})
 
 
 # Prefect's own modules that log each run's state changes.

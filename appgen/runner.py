@@ -13,13 +13,14 @@ for each command:
 ``appgen`` (which imports only the standard library up to here) connects, sends its
 arguments, environment, working directory, umask and ignored signals, and passes
 its stdin, stdout and stderr along (SCM_RIGHTS), so the child reads and prints
-exactly as the command would. The child takes over that environment (Prefect's
-settings, profile and logging, the time zone and the temporary directory are read
-again) and runs ``appgen.cli.main``; it reports the exit code as soon as the command
-is done, then finishes Prefect's log and event delivery on its own with its output
-detached, so the caller neither waits for that nor holds a pipe open. What a fork
-cannot take over stays the runner's: resource limits, cgroup, supplementary groups
-and namespaces (``APPGEN_RUNNER=off`` for a caller confined by those).
+exactly as the command would. The child takes over that environment (the time
+zone and the temporary directory are read again, and Prefect's settings, profile
+and logging for a command that uses Prefect) and runs ``appgen.cli.main``; it
+reports the exit code as soon as the command is done, then finishes Prefect's log
+and event delivery on its own with its output detached, so the caller neither
+waits for that nor holds a pipe open. What a fork cannot take over stays the
+runner's: resource limits, cgroup, supplementary groups and namespaces
+(``APPGEN_RUNNER=off`` for a caller confined by those).
 
 The caller stays in charge of the child: Ctrl-C, SIGTERM or SIGHUP to ``appgen`` are
 forwarded to it unless the caller ignores them (``nohup``), and when ``appgen`` dies
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import io
 import json
 import os
 import selectors
@@ -316,11 +318,16 @@ class Job:
         _reopen_stdio()
         os.chdir(self.cwd)
         os.umask(self.umask)
-        logging_before = _logging_configuration()
+        from appgen.cli import WITHOUT_PREFECT
+
+        uses_prefect = self.argv[0] not in WITHOUT_PREFECT
+        logging_before = _logging_configuration() if uses_prefect else None
         os.environ.clear()
         os.environ.update(self.env)
         sys.argv = ["appgen", *self.argv]
-        _reread_environment(logging_before)
+        _reread_environment()
+        if uses_prefect:
+            _reread_prefect_settings(logging_before)
 
 
 def serve(directory: Path) -> Job:
@@ -556,18 +563,31 @@ def _reopen_stdio() -> None:
         setattr(sys, f"__{name}__", stream)
 
 
-def _reread_environment(logging_before: object) -> None:
-    """What was read from the runner's environment at import, read from the caller's."""
+def _reread_environment() -> None:
+    """What the standard library read from the runner's environment, read from the
+    caller's."""
     import tempfile
-
-    from prefect.context import refresh_global_settings_context
 
     time.tzset()  # TZ
     tempfile.tempdir = None  # TMPDIR
-    # Twice: the first reads the profiles file the runner's settings name, the
-    # second the caller's (and so the caller's active profile).
-    refresh_global_settings_context()
-    refresh_global_settings_context()
+
+
+def _reread_prefect_settings(logging_before: object) -> None:
+    """Prefect's settings, active profile and logging, from the caller's environment
+    (70 ms a read: commands that never use Prefect skip it)."""
+    from prefect.context import refresh_global_settings_context
+    from prefect.settings import get_current_settings
+
+    profiles_before = get_current_settings().profiles_path
+    # This reads the profiles file the runner's settings name: when the caller's
+    # settings name another, a second read takes the caller's active profile from it,
+    # and what the first said of its profile (not found, say) is not the caller's.
+    with contextlib.redirect_stderr(io.StringIO()) as said:
+        refresh_global_settings_context()
+    if get_current_settings().profiles_path != profiles_before:
+        refresh_global_settings_context()
+    else:
+        sys.stderr.write(said.getvalue())
     if _logging_configuration() != logging_before:  # 75 ms: only when it differs
         from prefect.logging.configuration import setup_logging
 

@@ -152,7 +152,7 @@ class ManagedServer:
         with open(self.runner_log, "wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "appgen.runner", str(self.directory)],
-                env=self._environment(None),
+                env=self._environment(),
                 cwd=self.directory,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -236,21 +236,23 @@ class ManagedServer:
                 )
             time.sleep(_HEALTH_POLL_SECONDS)
 
-    def _environment(self, port: int | None) -> dict[str, str]:
+    def _environment(self, port: int | None = None) -> dict[str, str]:
         """The caller's environment without appgen's settings (the server and the
         runner need no credential; each command brings its own environment) or
-        Prefect's (the server's configuration is appgen's alone)."""
-        inherited = {
+        Prefect's. The server's configuration is appgen's alone; the runner keeps
+        Prefect's defaults, which most callers share (appgen/runner.py reads a
+        caller's profile in one pass when its profiles file is the runner's)."""
+        environment = {
             name: value
             for name, value in os.environ.items()
             if not name.startswith(("APPGEN_", "PREFECT_"))
         }
-        environment = inherited | {
-            "PREFECT_HOME": str(self.prefect_home),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        }
-        if port is not None:  # the UI is served on this port: it must call its API
-            environment["PREFECT_UI_API_URL"] = f"http://127.0.0.1:{port}/api"
+        if port is not None:  # the server; the UI is served on its port and calls its API
+            environment |= {
+                "PREFECT_HOME": str(self.prefect_home),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
+            }
         return environment
 
     def _read_state(self) -> ServerState | None:

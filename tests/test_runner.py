@@ -5,6 +5,7 @@ through the CLI as a person runs it: no PREFECT_API_URL, one APPGEN_HOME whose s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import pytest
 
 import appgen.runner
 from appgen.server import ManagedServer
+from tests.aws_standins import free_port
 from tests.conftest import processes_like, unique_sleep, wait_until_gone
 from tests.test_faults import wait_for
 
@@ -315,37 +317,88 @@ def test_malformed_and_foreign_requests_are_refused_and_the_runner_goes_on(warm)
     wait_for(lambda: not children_of(runner), "the command's process to end", timeout=60)
 
 
-def test_a_home_whose_socket_path_is_too_long_for_unix_sockets(tmp_path):
-    """Unix socket addresses hold 107 bytes: the runner binds and the caller connects
-    through the directory, so any APPGEN_HOME works."""
-    home = tmp_path / ("deep-" * 20) / "home"
-    directory = home / "server"
+@contextlib.contextmanager
+def own_runner(directory: Path, env: dict[str, str]) -> Iterator[Path]:
+    """A runner on ``directory`` started as the managed server starts it, without the
+    server (for commands that need none); yields its log, and stops it."""
     directory.mkdir(parents=True, mode=0o700)
-    assert len(str(directory / "runner.sock")) > 108
     log = directory / "runner.log"
     with open(log, "wb") as output:
         runner = subprocess.Popen(
             [sys.executable, "-m", "appgen.runner", str(directory)],
+            env=env,
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
         wait_for(lambda: "listening on" in log.read_text(), "the runner to listen")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("APPGEN_")}
+        yield log
+    finally:
+        runner.terminate()
+        assert runner.wait(timeout=60) == 0
+    assert not (directory / "runner.sock").exists()
+
+
+def without_settings() -> dict[str, str]:
+    """This environment without appgen's or Prefect's settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("APPGEN_", "PREFECT_"))}
+
+
+def test_a_home_whose_socket_path_is_too_long_for_unix_sockets(tmp_path):
+    """Unix socket addresses hold 107 bytes: the runner binds and the caller connects
+    through the directory, so any APPGEN_HOME works."""
+    home = tmp_path / ("deep-" * 20) / "home"
+    assert len(str(home / "server/runner.sock")) > 108
+    with own_runner(home / "server", without_settings()) as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "appgen", "status", "--json"],
-            env=env | {"APPGEN_HOME": str(home)},
+            env=without_settings() | {"APPGEN_HOME": str(home)},
             stdout=subprocess.PIPE,
             text=True,
         )
         stdout, _ = process.communicate(timeout=60)
         assert process.returncode == 0 and json.loads(stdout) == []
         assert f"runs `appgen status` for pid {process.pid}" in log.read_text()
-    finally:
-        runner.terminate()
-        assert runner.wait(timeout=60) == 0
-    assert not (directory / "runner.sock").exists()
+
+
+def test_the_callers_prefect_profile_names_the_api_its_command_uses(tmp_path):
+    """The runner keeps Prefect's default home, as most callers do: a caller's active
+    profile there, written after the runner started, is read again; so is the one a
+    caller names from a PREFECT_HOME of its own. Each names an API where nothing
+    listens."""
+    user = tmp_path / "user"  # HOME, of the runner and its callers
+    own_home = tmp_path / "own-prefect-home"
+    ports = {"default": free_port(), "own": free_port()}
+    env = without_settings() | {"HOME": str(user), "APPGEN_HOME": str(tmp_path / "home")}
+    with own_runner(tmp_path / "home/server", env) as log:
+        for name, directory in (("default", user / ".prefect"), ("own", own_home)):
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / "profiles.toml").write_text(
+                f'active = "{name}"\n[profiles.{name}]\n'
+                f'PREFECT_API_URL = "http://127.0.0.1:{ports[name]}/api"\n'
+            )
+        own = {"PREFECT_HOME": str(own_home), "PREFECT_PROFILE": "own"}
+        for name, extra in (("default", {}), ("own", own)):
+            process = subprocess.Popen(
+                [sys.executable, "-m", "appgen", "config"],
+                env=env | extra,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            _, stderr = process.communicate(timeout=120)
+            assert f"runs `appgen config` for pid {process.pid}" in log.read_text()
+            assert process.returncode == 1 and "Traceback" not in stderr
+            assert "WARNING" not in stderr  # as of a profile missing from the profiles file
+            assert (
+                stderr.strip()
+                .splitlines()[-1]
+                .startswith(
+                    f"error: the Prefect API at http://127.0.0.1:{ports[name]}/api cannot be "
+                    "reached ("
+                )
+            )
 
 
 def test_the_caller_finds_its_runner_where_the_settings_put_appgen_home(tmp_path, monkeypatch):
