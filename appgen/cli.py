@@ -317,19 +317,24 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
     # No flow-run heartbeats: waiting for their thread costs up to a second at the end
     # of every run, and a run the CLI started is watched by its caller (a killed one
     # is repaired by appgen's own leases; `appgen reap`).
-    with (
-        temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
-        _ProgressDisplay() as progress,
-    ):
-        state = generate_and_publish(
-            prompt=args.prompt,
-            request_id=args.request_id,
-            app_name=args.app_name,
-            regenerate=args.regenerate,
-            **{part: getattr(args, part) for part in _BLOCK_PARTS},
-            return_state=True,
-        )
-        progress.stop()
+    try:
+        with (
+            prefect_api_errors(),
+            temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+            _ProgressDisplay() as progress,
+        ):
+            state = generate_and_publish(
+                prompt=args.prompt,
+                request_id=args.request_id,
+                app_name=args.app_name,
+                regenerate=args.regenerate,
+                **{part: getattr(args, part) for part in _BLOCK_PARTS},
+                return_state=True,
+            )
+            progress.stop()
+    except ServerError as exc:  # lost as the run started, or while it ran
+        lost = ServerError(f"{exc} (a request it had started is repaired by `appgen reap`)")
+        return _not_started(args, lost)
     flow_run_id = str(state.state_details.flow_run_id)
     try:
         record = blocks.database.request_of_flow_run(flow_run_id)
@@ -519,8 +524,8 @@ def _record_json(record: RequestRecord) -> dict[str, Any]:
 
 
 def _not_started(args: argparse.Namespace, error: Exception) -> int:
-    """Report a publish that failed before its flow run started (with --json, as the
-    usual result object)."""
+    """Report a publish that failed before its flow run could report (with --json, as
+    the usual result object)."""
     from core.models import RequestStatus
 
     _say(error, "error: ", "red")

@@ -39,9 +39,13 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appgen.runner import runner_disabled
 from core.errors import AppgenError
+
+if TYPE_CHECKING:
+    import httpx
 
 # A first start creates the database: 4-8 s on an idle 2-core machine, 30 s when busy.
 STOP_GRACE_SECONDS = 20.0  # SIGTERM lets it finish open requests; SIGKILL after this
@@ -346,36 +350,67 @@ def prefect_api_errors() -> Iterator[None]:
         raise ServerError(problem) from None
 
 
-def prefect_api_problem(exc: Exception) -> str | None:
-    """What went wrong with the Prefect API, if that is what ``exc`` says; else None."""
+def prefect_api_problem(exc: BaseException) -> str | None:
+    """What went wrong with the Prefect API, if that is what ``exc`` (or an error it
+    was raised from, as by Prefect's version check) says; else None."""
     if "httpx" not in sys.modules:  # Prefect's client was never used
         return None
     import httpx
+
+    for _ in range(4):
+        if isinstance(exc, httpx.TransportError | httpx.HTTPStatusError):
+            break
+        if exc.__cause__ is None:
+            return None
+        exc = exc.__cause__
+    else:
+        return None
     from prefect.settings import get_current_settings
 
-    if not isinstance(exc, httpx.TransportError | httpx.HTTPStatusError):
-        return None
-    api = get_current_settings().api.url
     try:
-        url = str(exc.request.url)
+        request = exc.request
     except RuntimeError:  # an error raised without its request
         return None
-    if not api or not url.startswith(api):
+    api = httpx.URL(get_current_settings().api.url or "")
+    if not _under(request.url, api):
         return None  # another service's (a Git host's, say)
-    if isinstance(exc, httpx.HTTPStatusError):
+    shown = api.copy_with(userinfo=b"", query=None, fragment=None)
+    if isinstance(exc, httpx.TransportError):
+        what = f"cannot be reached ({str(exc) or type(exc).__name__})"
+    else:
         response = exc.response
         what = (
-            f"answered {response.status_code} {response.reason_phrase} to "
-            f"{exc.request.method} {url.removeprefix(api)}"
+            f"answered {response.status_code} {response.reason_phrase} to {request.method} "
+            f"{request.url.path.removeprefix(api.path.rstrip('/'))}"
         )
-    else:
-        what = f"cannot be reached ({exc or type(exc).__name__})"
-    shown = httpx.URL(api).copy_with(userinfo=b"")
+        if response.status_code in (401, 403):
+            return (
+                f"the Prefect API at {shown} {what}: check PREFECT_API_KEY (or "
+                "PREFECT_API_AUTH_STRING) for it"
+            )
+        if response.status_code not in (502, 503, 504):
+            return f"the Prefect API at {shown} {what}{_detail(response)}"
     return (
         f"the Prefect API at {shown} {what}; start that server, or point PREFECT_API_URL "
         "(or the active Prefect profile) at one that runs; without either, appgen "
         "runs its own local server"
     )
+
+
+def _under(url: httpx.URL, api: httpx.URL) -> bool:
+    base = api.path.rstrip("/") + "/"
+    return (url.scheme, url.host, url.port) == (api.scheme, api.host, api.port) and (
+        url.path + "/"
+    ).startswith(base)
+
+
+def _detail(response: httpx.Response) -> str:
+    """Prefect's own account of an error answer, shortened."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        return ""
+    return f": {str(detail)[:300]}" if detail else ""
 
 
 def prefect_server_command(port: int, *, ui: bool) -> list[str]:

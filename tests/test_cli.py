@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -264,34 +266,51 @@ def test_a_prefect_api_that_cannot_be_reached_is_named_and_nothing_starts(appgen
         )
 
 
-class _Failing(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_error(500)
+@contextlib.contextmanager
+def api_answering(status: int) -> Iterator[str]:
+    """A Prefect API URL (with credentials) whose server answers ``status`` to all."""
 
-    do_POST = do_PATCH = do_PUT = do_DELETE = do_GET
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(status)
 
-    def log_message(self, *args: object) -> None:
-        pass
+        do_POST = do_PATCH = do_PUT = do_DELETE = do_GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://appgen:hunter22@127.0.0.1:{server.server_port}/api"
+    finally:
+        server.shutdown()
 
 
 def test_a_prefect_api_that_answers_with_errors_is_named_without_its_credentials(appgen):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        api = f"http://appgen:hunter22@127.0.0.1:{server.server_port}/api"
+    with api_answering(500) as api:
         result = appgen("config", PREFECT_API_URL=api)
-    finally:
-        server.shutdown()
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "hunter22" not in result.stdout + result.stderr
+    shown = api.replace("appgen:hunter22@", "")
     assert (
         result.stderr.strip()
         .splitlines()[-1]
         .startswith(
-            f"error: the Prefect API at http://127.0.0.1:{server.server_port}/api answered "
-            "500 Internal Server Error to GET /"
+            f"error: the Prefect API at {shown} answered 500 Internal Server Error to GET /"
         )
     )
+
+
+def test_a_prefect_api_lost_as_the_run_starts_still_ends_with_the_json_line(appgen):
+    """Every saved-block lookup finds none (404), so the run is started, and fails."""
+    with api_answering(404) as api:
+        result = appgen("publish", "--prompt", "x", "--json", PREFECT_API_URL=api)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    outcome = last_json(result)
+    assert outcome["status"] == "failed" and outcome["flow_run_id"] is None
+    assert "answered 404 Not Found" in outcome["error"] and "`appgen reap`" in outcome["error"]
+    assert "hunter22" not in result.stdout + result.stderr
 
 
 MARKUP = "[/x] [red]"
