@@ -51,6 +51,7 @@ import struct
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -575,19 +576,37 @@ def _reread_environment() -> None:
 def _reread_prefect_settings(logging_before: object) -> None:
     """Prefect's settings, active profile and logging, from the caller's environment
     (70 ms a read: commands that never use Prefect skip it)."""
-    from prefect.context import refresh_global_settings_context
-    from prefect.settings import get_current_settings
+    from prefect.context import (
+        SettingsContext,
+        get_settings_context,
+        refresh_global_settings_context,
+    )
+    from prefect.settings import Settings, get_current_settings
 
     profiles_before = get_current_settings().profiles_path
-    # This reads the profiles file the runner's settings name: when the caller's
-    # settings name another, a second read takes the caller's active profile from it,
-    # and what the first said of its profile (not found, say) is not the caller's.
-    with contextlib.redirect_stderr(io.StringIO()) as said:
-        refresh_global_settings_context()
-    if get_current_settings().profiles_path != profiles_before:
-        refresh_global_settings_context()
+    # A read takes the active profile from the profiles file the current settings
+    # name: the runner's. When the caller's settings name that file too (Prefect's
+    # default home, as the runner's), the first read is the caller's, with what it
+    # said; otherwise it is read again through the caller's settings.
+    try:
+        with (
+            contextlib.redirect_stderr(io.StringIO()) as said,
+            warnings.catch_warnings(record=True) as warned,
+        ):
+            warnings.simplefilter("always")  # and so none is marked as already shown
+            refresh_global_settings_context()
+    except Exception:  # the runner's profiles file is broken; the caller's may not be
+        with SettingsContext(profile=get_settings_context().profile, settings=Settings()):
+            refresh_global_settings_context()
     else:
-        sys.stderr.write(said.getvalue())
+        if get_current_settings().profiles_path != profiles_before:
+            refresh_global_settings_context()
+        else:
+            sys.stderr.write(said.getvalue())
+            for warning in warned:
+                warnings.warn_explicit(
+                    warning.message, warning.category, warning.filename, warning.lineno
+                )
     if _logging_configuration() != logging_before:  # 75 ms: only when it differs
         from prefect.logging.configuration import setup_logging
 

@@ -365,12 +365,34 @@ def test_a_home_whose_socket_path_is_too_long_for_unix_sockets(tmp_path):
 def test_the_callers_prefect_profile_names_the_api_its_command_uses(tmp_path):
     """The runner keeps Prefect's default home, as most callers do: a caller's active
     profile there, written after the runner started, is read again; so is the one a
-    caller names from a PREFECT_HOME of its own. Each names an API where nothing
-    listens."""
+    caller names from a PREFECT_HOME of its own, even once the runner's profiles file
+    is broken. Each names an API where nothing listens."""
     user = tmp_path / "user"  # HOME, of the runner and its callers
     own_home = tmp_path / "own-prefect-home"
     ports = {"default": free_port(), "own": free_port()}
     env = without_settings() | {"HOME": str(user), "APPGEN_HOME": str(tmp_path / "home")}
+    own = {"PREFECT_HOME": str(own_home), "PREFECT_PROFILE": "own"}
+
+    def config_fails_on(name: str, extra: dict[str, str]) -> None:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "appgen", "config"],
+            env=env | extra,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _, stderr = process.communicate(timeout=120)
+        assert f"runs `appgen config` for pid {process.pid}" in log.read_text()
+        assert process.returncode == 1 and "Traceback" not in stderr
+        assert "WARNING" not in stderr  # as of a profile missing from the profiles file
+        assert (
+            stderr.strip()
+            .splitlines()[-1]
+            .startswith(
+                f"error: the Prefect API at http://127.0.0.1:{ports[name]}/api cannot be reached ("
+            )
+        )
+
     with own_runner(tmp_path / "home/server", env) as log:
         for name, directory in (("default", user / ".prefect"), ("own", own_home)):
             directory.mkdir(parents=True, exist_ok=True)
@@ -378,27 +400,10 @@ def test_the_callers_prefect_profile_names_the_api_its_command_uses(tmp_path):
                 f'active = "{name}"\n[profiles.{name}]\n'
                 f'PREFECT_API_URL = "http://127.0.0.1:{ports[name]}/api"\n'
             )
-        own = {"PREFECT_HOME": str(own_home), "PREFECT_PROFILE": "own"}
-        for name, extra in (("default", {}), ("own", own)):
-            process = subprocess.Popen(
-                [sys.executable, "-m", "appgen", "config"],
-                env=env | extra,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            _, stderr = process.communicate(timeout=120)
-            assert f"runs `appgen config` for pid {process.pid}" in log.read_text()
-            assert process.returncode == 1 and "Traceback" not in stderr
-            assert "WARNING" not in stderr  # as of a profile missing from the profiles file
-            assert (
-                stderr.strip()
-                .splitlines()[-1]
-                .startswith(
-                    f"error: the Prefect API at http://127.0.0.1:{ports[name]}/api cannot be "
-                    "reached ("
-                )
-            )
+        config_fails_on("default", {})
+        config_fails_on("own", own)
+        (user / ".prefect/profiles.toml").write_text("active = [\n")
+        config_fails_on("own", own)
 
 
 def test_the_caller_finds_its_runner_where_the_settings_put_appgen_home(tmp_path, monkeypatch):
