@@ -1,3 +1,3 @@
-from appgen.cli import run
+from appgen.cli import main
 
-run()
+main()

@@ -20,7 +20,6 @@ of a second.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import logging
@@ -173,49 +172,8 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
     raise _Stopped
 
 
-def run() -> NoReturn:
-    """The ``appgen`` command: ``main``, then a quick exit."""
-    try:
-        main()
-    except SystemExit as exc:
-        exit_now(exit_code(exc))
-    exit_now(EXIT_OK)
-
-
-def exit_code(stop: SystemExit) -> int:
-    """The process's exit code for ``stop``, as Python's exit would make it (a text
-    is printed on stderr and exits 1)."""
-    if isinstance(stop.code, int) or stop.code is None:
-        return stop.code or 0
-    print(stop.code, file=sys.stderr)
-    return 1
-
-
-def exit_now(code: int) -> NoReturn:
-    """End the process as Python's exit would, without tearing down every module and
-    object one by one: 0.8 s of CPU once Prefect is loaded, spent on memory the
-    kernel frees anyway. Non-daemon threads are joined and exit handlers run first,
-    as at a normal exit: Prefect delivers its queued logs and events, logging flushes
-    its handlers, temporary directories are removed."""
-    import atexit
-    import threading
-
-    flush_stdio()
-    threading._shutdown()  # type: ignore[attr-defined]  # Python's own first exit step
-    atexit._run_exitfuncs()
-    flush_stdio()
-    os._exit(code)
-
-
-def flush_stdio() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-
-
-def main(argv: list[str] | None = None, *, warm: bool = False) -> None:
-    """Run one command and exit with its code; ``warm`` when the runner forked this
-    process for it (appgen/runner.py), which then must not hand it on again."""
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Run one command and exit with its code."""
     make_non_dumpable()  # no agent of this user reads our environment or memory
     # A temporary Prefect API this process might start inherits this: no telemetry
     # attempts (and no "Failed to send telemetry" error without internet access).
@@ -223,16 +181,6 @@ def main(argv: list[str] | None = None, *, warm: bool = False) -> None:
     # Nor from Prefect's client (its SDK analytics); DO_NOT_TRACK=0 turns them back on.
     os.environ.setdefault("DO_NOT_TRACK", "1")
     args = _parser().parse_args(argv)
-    if not warm and args.command in _RUNNER_COMMANDS:
-        from appgen.runner import RunnerError, run_in_runner
-
-        try:
-            code = run_in_runner(sys.argv[1:] if argv is None else argv)
-        except RunnerError as exc:
-            _say(exc, "error: ", "red")
-            code = EXIT_FAILED
-        if code is not None:
-            sys.exit(code)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     from core.errors import AppgenError
 
@@ -257,7 +205,7 @@ def main(argv: list[str] | None = None, *, warm: bool = False) -> None:
         _say(exc, "error: ", "red")
         code = EXIT_FAILED
     except Exception as exc:
-        from appgen.server import prefect_api_problem
+        from appgen.prefect_api import prefect_api_problem
 
         if (problem := prefect_api_problem(exc)) is None:
             raise
@@ -286,8 +234,8 @@ def _load_settings() -> Settings:
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
-    from appgen.server import ServerError, prefect_api_errors
-    from core.errors import DatabaseError, InvalidRequest, SecretsFound, describe
+    from appgen.prefect_api import prefect_api_errors
+    from core.errors import DatabaseError, InvalidRequest, PrefectApiError, SecretsFound, describe
     from core.models import RequestStatus, check_app_name, check_prompt
 
     try:
@@ -303,7 +251,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
             blocks = _run_blocks(args, settings)
     except InvalidRequest as exc:
         raise _UsageError(str(exc)) from None
-    except ServerError as exc:  # no Prefect server to run on: the request did not start
+    except PrefectApiError as exc:  # no Prefect server to run on: the request did not start
         return _not_started(args, exc)
     try:
         blocks.database.migrate()  # the URL is good: creating the file is fine
@@ -332,8 +280,8 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
                 return_state=True,
             )
             progress.stop()
-    except ServerError as exc:  # lost as the run started, or while it ran
-        lost = ServerError(f"{exc} (a request it had started is repaired by `appgen reap`)")
+    except PrefectApiError as exc:  # lost as the run started, or while it ran
+        lost = PrefectApiError(f"{exc} (a request it had started is repaired by `appgen reap`)")
         return _not_started(args, lost)
     flow_run_id = str(state.state_details.flow_run_id)
     try:
@@ -447,12 +395,6 @@ def _server(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_FAILED
         answers = "" if server.healthy(state) else f"; not answering yet, see {server.log}"
         print(f"running at {state.ui_url} (API {state.api_url}, pid {state.pid}{answers})")
-        runner = server.runner()
-        print(
-            f"warm runner: pid {runner.pid} (log {server.runner_log})"
-            if runner
-            else "warm runner: not running (the next publish starts it)"
-        )
         return EXIT_OK
     if args.action == "stop":
         stopped = server.stop()
@@ -625,12 +567,6 @@ _COMMANDS = {
 # Commands that talk to the Prefect API: without PREFECT_API_URL they use the managed
 # server (publish connects itself, after the checks that need no server).
 _PREFECT_API_COMMANDS = frozenset({"setup", "config"})
-# Commands the warm runner of the managed server takes when it runs: all but those
-# that start or stop it.
-_RUNNER_COMMANDS = frozenset(_COMMANDS) - {"server"}
-# Commands that never import Prefect (tests/test_cli.py checks): the runner does not
-# read Prefect's settings again from their caller's environment.
-WITHOUT_PREFECT = frozenset({"status"})
 
 
 # Prefect's own modules that log each run's state changes.

@@ -1,7 +1,7 @@
 """The managed local Prefect server: ``appgen server start|stop|status``.
 
 Without ``PREFECT_API_URL``, Prefect starts a temporary API in every process that
-needs one, which costs 5-12 s per ``appgen publish``. appgen instead keeps one
+needs one, which costs seconds on every ``appgen publish``. appgen instead keeps one
 ``prefect server start`` running in the background, started on first use:
 
     $APPGEN_HOME/server/
@@ -9,19 +9,17 @@ needs one, which costs 5-12 s per ``appgen publish``. appgen instead keeps one
         server.log      its output, from its latest start
         server.lock     held while a server is started or stopped
         prefect/        its PREFECT_HOME: the SQLite database and the UI's files
-        runner.*        the warm runner that runs appgen's commands (appgen/runner.py)
 
 It listens on a free port of 127.0.0.1 only, runs in a session of its own (so it
 outlives the command that started it and Ctrl-C in that terminal does not reach it)
-and sends no telemetry. Beside it runs the warm runner, started with it (or again,
-by the next command that uses the server, once an earlier one has exited); ``stop``
-stops both, and the commands the runner is running are cancelled. A start either
-leaves a server that answers ``/api/health`` with its state file, or nothing: on a
-timeout, an early exit or an interruption it kills what it started and removes the
-state file. A run with a Prefect API of its own (``PREFECT_API_URL``, in the
-environment or a Prefect profile) never starts, stops or uses this server.
+and sends no telemetry. A start either leaves a server that answers ``/api/health``
+with its state file, or nothing: on a timeout, an early exit or an interruption it
+kills what it started and removes the state file. A run with a Prefect API of its
+own (``PREFECT_API_URL``, in the environment or a Prefect profile) never starts,
+stops or uses this server.
 
-Imports only the standard library: ``appgen server status`` must stay instant.
+Imports only the standard library and ``core``: ``appgen server status`` must stay
+instant.
 """
 
 from __future__ import annotations
@@ -30,7 +28,6 @@ import contextlib
 import fcntl
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -39,23 +36,20 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from appgen.runner import runner_disabled
-from core.errors import AppgenError
+from core.errors import PrefectApiError
+from core.processes import (
+    end_process_group,
+    group_members,
+    process_identity,
+    process_is_running,
+    read_stat,
+)
 
-if TYPE_CHECKING:
-    import httpx
-
-# A first start creates the database: 4-8 s on an idle 2-core machine, 30 s when busy.
 STOP_GRACE_SECONDS = 20.0  # SIGTERM lets it finish open requests; SIGKILL after this
 _KILL_WAIT_SECONDS = 10.0
 _HEALTH_POLL_SECONDS = 0.2
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
-
-
-class ServerError(AppgenError):
-    """The managed server could not be started, stopped or judged."""
 
 
 @dataclass(frozen=True)
@@ -74,13 +68,8 @@ class ServerState:
     def ui_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-
-@dataclass(frozen=True)
-class RunnerState:
-    """A started warm runner, as its state file records it."""
-
-    pid: int
-    process: str
+    def is_running(self) -> bool:
+        return process_is_running(self.pid, self.process)
 
 
 class ManagedServer:
@@ -92,13 +81,11 @@ class ManagedServer:
         self.log = self.directory / "server.log"
         self.prefect_home = self.directory / "prefect"
         self._lock_file = self.directory / "server.lock"
-        self.runner_file = self.directory / "runner.json"
-        self.runner_log = self.directory / "runner.log"
 
     def running(self) -> ServerState | None:
         """The server if it runs (it may still be starting)."""
         state = self._read_state()
-        return state if state is not None and _is_alive(state) else None
+        return state if state is not None and state.is_running() else None
 
     def forget_if_dead(self) -> ServerState | None:
         """Remove a state file whose server is no longer running (killed, or its
@@ -108,7 +95,7 @@ class ManagedServer:
             return None
         with self._lock():
             state = self._read_state()  # a start may have replaced it meanwhile
-            if state is None or _is_alive(state):
+            if state is None or state.is_running():
                 return None
             self._forget(state)
             return state
@@ -118,70 +105,26 @@ class ManagedServer:
         Two callers at once start one server: the second waits for the first."""
         with self._lock():
             state = self._read_state()
-            if state is not None and _is_alive(state):
+            if state is not None and state.is_running():
                 # Healthy at once, unless its starter was killed before it answered.
                 self._wait_healthy(state, None, timeout)
-                self._ensure_runner()
                 return state, False
             if state is not None:
                 self._forget(state)
-            state = self._start(timeout)
-            self._ensure_runner()
-            return state, True
-
-    def runner(self) -> RunnerState | None:
-        """The warm runner if it runs."""
-        state = self._read_runner()
-        return state if state is not None and _is_alive(state) else None
+            return self._start(timeout), True
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> ServerState | None:
         """Stop the server (SIGTERM to its process group, SIGKILL after ``grace``) and
         remove its state file; None if none was running."""
         with self._lock():
-            self._stop_runner(grace)
             state = self._read_state()
-            if state is None or not _is_alive(state):
+            if state is None or not state.is_running():
                 if state is not None:
                     self._forget(state)
                 return None
             _end_group(state.pid, grace)
             self._forget(state)
             return state
-
-    def _ensure_runner(self) -> None:
-        """Start the warm runner unless it runs (or APPGEN_RUNNER=off); not waited
-        for: until it listens, commands run in their own processes."""
-        if runner_disabled() or self.runner() is not None:
-            return
-        with open(self.runner_log, "wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "appgen.runner", str(self.directory)],
-                env=self._environment(),
-                cwd=self.directory,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        state = RunnerState(pid=process.pid, process=_identity(process.pid))
-        _write_json(self.runner_file, asdict(state))
-
-    def _stop_runner(self, grace: float) -> None:
-        """Stop the runner and the commands it runs (they are cancelled)."""
-        state = self._read_runner()
-        if state is not None and (_is_alive(state) or _left_members(state)):
-            _end_group(state.pid, grace)
-        self.runner_file.unlink(missing_ok=True)
-
-    def _read_runner(self) -> RunnerState | None:
-        try:
-            fields = json.loads(self.runner_file.read_text())
-            return RunnerState(pid=int(fields["pid"]), process=str(fields["process"]))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError):
-            self.runner_file.unlink(missing_ok=True)  # only ever a hint: start another
-            return None
 
     def healthy(self, state: ServerState) -> bool:
         try:
@@ -194,7 +137,7 @@ class ManagedServer:
         try:
             self.prefect_home.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ServerError(f"cannot create {self.prefect_home}: {exc}") from exc
+            raise PrefectApiError(f"cannot create {self.prefect_home}: {exc}") from exc
         port = _free_port()
         with open(self.log, "wb") as log:
             process = subprocess.Popen(
@@ -209,7 +152,7 @@ class ManagedServer:
         try:
             # Recorded at once: if this command is killed while waiting, the next one
             # finds the server (and stops it or uses it) instead of losing it.
-            state = ServerState(pid=process.pid, process=_identity(process.pid), port=port)
+            state = ServerState(pid=process.pid, process=process_identity(process.pid), port=port)
             self._write_state(state)
             self._wait_healthy(state, process, timeout)
         except BaseException:
@@ -224,40 +167,36 @@ class ManagedServer:
     ) -> None:
         deadline = time.monotonic() + timeout
         while not self.healthy(state):
-            exited = process.poll() is not None if process else not _is_alive(state)
+            exited = process.poll() is not None if process else not state.is_running()
             if exited:
-                raise ServerError(f"the Prefect server exited while starting; see {self.log}")
+                raise PrefectApiError(f"the Prefect server exited while starting; see {self.log}")
             if time.monotonic() > deadline:
                 if process is None:  # not ours to give up on: a start we did not make
-                    raise ServerError(
+                    raise PrefectApiError(
                         f"the Prefect server (pid {state.pid}) does not answer at "
                         f"{state.api_url} after {timeout:g} s; see {self.log}, or "
                         "`appgen server stop` it"
                     )
-                raise ServerError(
+                raise PrefectApiError(
                     f"the Prefect server did not answer within {timeout:g} s "
                     f"(APPGEN_SERVER_START_TIMEOUT); it was stopped; see {self.log}"
                 )
             time.sleep(_HEALTH_POLL_SECONDS)
 
-    def _environment(self, port: int | None = None) -> dict[str, str]:
-        """The caller's environment without appgen's settings (the server and the
-        runner need no credential; each command brings its own environment) or
-        Prefect's. The server's configuration is appgen's alone; the runner keeps
-        Prefect's defaults, which most callers share (appgen/runner.py reads a
-        caller's profile in one pass when its profiles file is the runner's)."""
+    def _environment(self, port: int) -> dict[str, str]:
+        """The caller's environment without appgen's settings (the server needs no
+        credential) or Prefect's: the server's configuration is appgen's alone. The UI
+        is served on the server's port and calls its API there."""
         environment = {
             name: value
             for name, value in os.environ.items()
             if not name.startswith(("APPGEN_", "PREFECT_"))
         }
-        if port is not None:  # the server; the UI is served on its port and calls its API
-            environment |= {
-                "PREFECT_HOME": str(self.prefect_home),
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
-            }
-        return environment
+        return environment | {
+            "PREFECT_HOME": str(self.prefect_home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
+        }
 
     def _read_state(self) -> ServerState | None:
         try:
@@ -268,12 +207,12 @@ class ManagedServer:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ServerError(
+            raise PrefectApiError(
                 f"{self.state_file} is unreadable ({exc}); if no server runs, remove it"
             ) from exc
         host = state.process.split(":", 1)[0]
         if host != socket.gethostname():
-            raise ServerError(
+            raise PrefectApiError(
                 f"{self.state_file} names a server on the host {host}, which this host cannot "
                 "judge: give each host an APPGEN_HOME of its own"
             )
@@ -294,7 +233,7 @@ class ManagedServer:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             handle = open(self._lock_file, "a")  # noqa: SIM115 (closed below)
         except OSError as exc:
-            raise ServerError(f"cannot use {self.directory}: {exc}") from exc
+            raise PrefectApiError(f"cannot use {self.directory}: {exc}") from exc
         with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
@@ -337,82 +276,6 @@ def use_for_prefect(
     return state
 
 
-@contextlib.contextmanager
-def prefect_api_errors() -> Iterator[None]:
-    """A Prefect API that cannot be reached, or answers with an error Prefect's client
-    leaves to its caller, as a ServerError that names it and says what to do: a
-    server that is down or a wrong PREFECT_API_URL is no traceback."""
-    try:
-        yield
-    except Exception as exc:
-        if (problem := prefect_api_problem(exc)) is None:
-            raise
-        raise ServerError(problem) from None
-
-
-def prefect_api_problem(exc: BaseException) -> str | None:
-    """What went wrong with the Prefect API, if that is what ``exc`` (or an error it
-    was raised from, as by Prefect's version check) says; else None."""
-    if "httpx" not in sys.modules:  # Prefect's client was never used
-        return None
-    import httpx
-
-    for _ in range(4):
-        if isinstance(exc, httpx.TransportError | httpx.HTTPStatusError):
-            break
-        if exc.__cause__ is None:
-            return None
-        exc = exc.__cause__
-    else:
-        return None
-    from prefect.settings import get_current_settings
-
-    try:
-        request = exc.request
-    except RuntimeError:  # an error raised without its request
-        return None
-    api = httpx.URL(get_current_settings().api.url or "")
-    if not _under(request.url, api):
-        return None  # another service's (a Git host's, say)
-    shown = api.copy_with(userinfo=b"", query=None, fragment=None)
-    if isinstance(exc, httpx.TransportError):
-        what = f"cannot be reached ({str(exc) or type(exc).__name__})"
-    else:
-        response = exc.response
-        what = (
-            f"answered {response.status_code} {response.reason_phrase} to {request.method} "
-            f"{request.url.path.removeprefix(api.path.rstrip('/'))}"
-        )
-        if response.status_code in (401, 403):
-            return (
-                f"the Prefect API at {shown} {what}: check PREFECT_API_KEY (or "
-                "PREFECT_API_AUTH_STRING) for it"
-            )
-        if response.status_code not in (502, 503, 504):
-            return f"the Prefect API at {shown} {what}{_detail(response)}"
-    return (
-        f"the Prefect API at {shown} {what}; start that server, or point PREFECT_API_URL "
-        "(or the active Prefect profile) at one that runs; without either, appgen "
-        "runs its own local server"
-    )
-
-
-def _under(url: httpx.URL, api: httpx.URL) -> bool:
-    base = api.path.rstrip("/") + "/"
-    return (url.scheme, url.host, url.port) == (api.scheme, api.host, api.port) and (
-        url.path + "/"
-    ).startswith(base)
-
-
-def _detail(response: httpx.Response) -> str:
-    """Prefect's own account of an error answer, shortened."""
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        return ""
-    return f": {str(detail)[:300]}" if detail else ""
-
-
 def prefect_server_command(port: int, *, ui: bool) -> list[str]:
     """`prefect server start` on 127.0.0.1:``port``, with analytics off."""
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
@@ -426,60 +289,17 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _stat(pid: int) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command name (state first), or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses: split after its end.
-    return stat[stat.rfind(b")") + 2 :].decode().split()
-
-
-def _identity(pid: int) -> str:
-    fields = _stat(pid)
-    return f"{socket.gethostname()}:{pid}:{fields[19] if fields else '?'}"
-
-
-def _is_alive(state: ServerState | RunnerState) -> bool:
-    """The recorded process still runs: same pid, same start time, not a zombie (an
-    orphaned server's zombie lingers where the init process does not reap)."""
-    fields = _stat(state.pid)
-    return fields is not None and fields[0] != "Z" and _identity(state.pid) == state.process
-
-
-def _left_members(state: ServerState | RunnerState) -> list[int]:
+def _left_members(state: ServerState) -> list[int]:
     """Processes of a dead server's group that outlived it. Only while its pid is
     free (or its zombie lingers): a pid in use by another process means the group
     is long gone (Linux does not hand out a pid that still names a group), and that
     process's own group is not ours to kill."""
-    if _stat(state.pid) is not None and _identity(state.pid) != state.process:
+    if read_stat(state.pid) is not None and process_identity(state.pid) != state.process:
         return []
-    return _group_members(state.pid)
-
-
-def _group_members(group: int) -> list[int]:
-    """Live (not zombie) processes of the process group ``group``."""
-    members = []
-    for entry in os.listdir("/proc"):
-        fields = _stat(int(entry)) if entry.isdigit() else None
-        if fields and fields[2] == str(group) and fields[0] != "Z":
-            members.append(int(entry))
-    return members
+    return group_members(state.pid)
 
 
 def _end_group(group: int, grace: float) -> None:
-    """SIGTERM to the process group, SIGKILL to what is left after ``grace``."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, _KILL_WAIT_SECONDS)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, sig)
-        deadline = time.monotonic() + wait
-        while _group_members(group):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        else:
-            return
-    if left := _group_members(group):
-        raise ServerError(f"processes {left} of the Prefect server survived SIGKILL")
+    """SIGTERM to the server's process group, SIGKILL to what is left after ``grace``."""
+    if left := end_process_group(group, grace, _KILL_WAIT_SECONDS):
+        raise PrefectApiError(f"processes {left} of the Prefect server survived SIGKILL")

@@ -10,7 +10,9 @@ to do about it.
     │   ├── SecretsFound     the secret scan found secrets in the app (nothing was pushed)
     │   └── PushProtectionRejected  the Git host's push protection (GitHub GH013) refused
     ├── DatabaseError        the request could not be read or recorded
-    └── SetupError           an image, block or work pool could not be set up
+    ├── SetupError           an image, block or work pool could not be set up
+    └── PrefectApiError      the Prefect API is unreachable or refused a call, or the
+                             local server appgen manages could not be started or stopped
 
 An ``AppgenError`` is an *expected* failure: the CLI prints its message without a
 traceback; anything else is a bug and keeps its traceback.
@@ -69,6 +71,12 @@ class DatabaseError(AppgenError):
 
 class SetupError(AppgenError):
     """Raised when setting up infrastructure (an image, a block, a pool) fails."""
+
+
+class PrefectApiError(AppgenError):
+    """Raised when there is no Prefect API to run on: the configured one cannot be
+    reached or answers with an error, or the managed local server cannot be started,
+    stopped or judged."""
 
 
 def describe(exc: BaseException) -> str:

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from appgen import cli
 from tests.aws_standins import free_port
 from tests.conftest import agent_runs
 
@@ -401,12 +400,6 @@ WITHOUT_PREFECT_CASES = [
 def test_read_only_commands_and_bad_input_do_not_import_prefect(args):
     imported = imported_by(*args)
     assert not {"prefect", "prefect_aws", "boto3", "docker"} & set(imported)
-
-
-def test_the_commands_the_runner_runs_without_prefect_settings_are_checked_above():
-    """The warm runner does not read Prefect's settings again for these commands: a
-    command that used Prefect there would run with the runner's settings."""
-    assert {args[0] for args in WITHOUT_PREFECT_CASES} >= cli.WITHOUT_PREFECT
 
 
 @pytest.mark.parametrize("args", [["--help"], ["publish"], ["status", "-1"]])
