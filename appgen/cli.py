@@ -38,27 +38,13 @@ if TYPE_CHECKING:
 
     from appgen.server import ServerState
     from blocks.configuration import RunBlocks
-    from core.models import RequestRecord
+    from core.models import PublishOutcome, RequestRecord
     from core.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # The flow's parameters that name saved blocks.
 _BLOCK_PARTS = ("generator", "git_host", "artifact_store", "database")
 MAX_REQUEST_ID = 2**63 - 1  # request ids are 64-bit database keys
-_RESULT_FIELDS = (
-    "request_id",
-    "status",
-    "app_name",
-    "repo_url",
-    "commit_sha",
-    "error",
-    "secret_findings",
-    "branch",
-    "pull_request_url",
-    "deployable",
-    "deploy_reason",
-    "verified",
-)
 
 
 @functools.cache
@@ -236,7 +222,7 @@ def _load_settings() -> Settings:
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
     from appgen.prefect_api import prefect_api_errors
     from core.errors import DatabaseError, InvalidRequest, PrefectApiError, SecretsFound, describe
-    from core.models import RequestStatus, check_app_name, check_prompt
+    from core.models import PublishOutcome, RequestStatus, check_app_name, check_prompt
 
     try:
         check_prompt(args.prompt)
@@ -289,8 +275,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
     except DatabaseError:  # the run's own error says so; the JSON line still comes
         record = None
     if state.is_completed():
-        outcome = state.result()
-        result = outcome.model_dump(mode="json")
+        outcome: PublishOutcome = state.result()
         _say(
             f"request {outcome.request_id} ({outcome.app_name}): "
             f"{outcome.repo_url} @ {outcome.commit_sha[:12]}",
@@ -315,20 +300,23 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
     else:
         error = state.result(raise_on_failure=False)
         message = describe(error) if isinstance(error, BaseException) else str(state.message)
-        result = _record_json(record) if record else {"status": RequestStatus.FAILED.value}
-        result["error"] = message
-        findings = error.findings if isinstance(error, SecretsFound) else []
-        result["secret_findings"] = [finding.model_dump() for finding in findings]
+        failed = {
+            "status": RequestStatus.FAILED,
+            "error": message,
+            "secret_findings": error.findings if isinstance(error, SecretsFound) else [],
+        }
+        outcome = (
+            PublishOutcome.of_record(record, **failed)
+            if record
+            else PublishOutcome(request_id=args.request_id, **failed)
+        )
         where = f"request {record.request_id}" if record else "the request"
         _say(message, f"{where} failed: ", "red")
         api = f"PREFECT_API_URL={server.api_url} " if server else ""
         _say(f"full log: {api}prefect flow-run logs {flow_run_id}", style="dim")
         code = EXIT_USAGE if isinstance(error, InvalidRequest) else EXIT_FAILED
     if args.json:
-        result = {field: result.get(field) for field in _RESULT_FIELDS} | {
-            "flow_run_id": flow_run_id
-        }
-        print(json.dumps(result))
+        print(json.dumps(_result_json(outcome, flow_run_id)))
     return code
 
 
@@ -465,21 +453,25 @@ def _record_json(record: RequestRecord) -> dict[str, Any]:
     return record.model_dump(mode="json")
 
 
+def _result_json(outcome: PublishOutcome, flow_run_id: str | None) -> dict[str, Any]:
+    """``appgen publish --json``'s object: the outcome and the flow run that made it."""
+    return outcome.model_dump(mode="json") | {"flow_run_id": flow_run_id}
+
+
 def _not_started(args: argparse.Namespace, error: Exception) -> int:
     """Report a publish that failed before its flow run could report (with --json, as
     the usual result object)."""
-    from core.models import RequestStatus
+    from core.models import PublishOutcome, RequestStatus
 
     _say(error, "error: ", "red")
     if args.json:
-        result = dict.fromkeys(_RESULT_FIELDS) | {
-            "request_id": args.request_id,
-            "status": RequestStatus.FAILED.value,
-            "app_name": args.app_name,
-            "error": str(error),
-            "flow_run_id": None,
-        }
-        print(json.dumps(result))
+        outcome = PublishOutcome(
+            request_id=args.request_id,
+            status=RequestStatus.FAILED,
+            app_name=args.app_name,
+            error=str(error),
+        )
+        print(json.dumps(_result_json(outcome, None)))
     return EXIT_FAILED
 
 

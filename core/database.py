@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import types
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from pydantic import SecretStr
+from pydantic.fields import FieldInfo
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from core.errors import DatabaseError
-from core.models import LeaseHolder, RequestRecord, RequestStatus
+from core.models import Column, LeaseHolder, RequestRecord, RequestStatus
 from core.processes import process_is_gone
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -35,59 +38,64 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class Base(DeclarativeBase):
-    pass
+def _column(name: str, field: FieldInfo) -> sa.Column[Any]:
+    """The column that stores a ``RequestRecord`` field."""
+    kinds = set(typing.get_args(field.annotation)) if _is_union(field.annotation) else set()
+    kind = next(iter(kinds - {type(None)}), field.annotation)
+    length = next((m.length for m in field.metadata if isinstance(m, Column)), None)
+    column_type: sa.types.TypeEngine[Any]
+    if kind is bool:
+        column_type = sa.Boolean()
+    elif kind is int:
+        column_type = sa.Integer()
+    elif kind is float:
+        column_type = sa.Float()
+    elif kind is datetime:
+        column_type = sa.DateTime(timezone=True)
+    elif kind is str or typing.get_origin(kind) is typing.Literal or issubclass(kind, Enum):
+        column_type = sa.String(length) if length else sa.Text()
+    else:
+        raise TypeError(f"RequestRecord.{name}: no column type for {field.annotation}")
+    return sa.Column(name, column_type, nullable=type(None) in kinds)
 
 
-class RequestRow(Base):
-    __tablename__ = "requests"
-
-    request_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
-    prompt: Mapped[str] = mapped_column(sa.Text)
-    app_name: Mapped[str | None] = mapped_column(sa.String(100))
-    status: Mapped[str] = mapped_column(sa.String(20), default=RequestStatus.PENDING.value)
-    repo_url: Mapped[str | None] = mapped_column(sa.Text)
-    repo_id: Mapped[str | None] = mapped_column(sa.String(64))
-    commit_sha: Mapped[str | None] = mapped_column(sa.String(64))
-    flow_run_id: Mapped[str | None] = mapped_column(sa.String(64))
-    error: Mapped[str | None] = mapped_column(sa.Text)
-    # What the launch scanners and the deploy check said (NULL until rendered).
-    deployable: Mapped[bool | None] = mapped_column(sa.Boolean)
-    deploy_reason: Mapped[str | None] = mapped_column(sa.Text)
-    verified: Mapped[str | None] = mapped_column(sa.String(16))
-    # Where the last publish went when not main: its branch and pull request.
-    branch: Mapped[str | None] = mapped_column(sa.String(255))
-    pull_request_url: Mapped[str | None] = mapped_column(sa.Text)
-    # The flow run that holds the right to work on this request, its process
-    # (host:pid:start) and its last heartbeat.
-    claimed_by: Mapped[str | None] = mapped_column(sa.String(64))
-    claim_process: Mapped[str | None] = mapped_column(sa.String(300))
-    claimed_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=_now)
-    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=_now)
+def _is_union(annotation: object) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
 
 
-class RequestRunRow(Base):
-    """Which request a flow run registered: a retried or rescheduled run finds it again."""
-
-    __tablename__ = "request_runs"
-
-    flow_run_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
-    request_id: Mapped[int] = mapped_column(sa.Integer, index=True)
-    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=_now)
-
-
-class GeneratorSlotRow(Base):
-    """One of the generator slots shared by every worker; held like a claim."""
-
-    __tablename__ = "generator_slots"
-
-    slot: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
-    holder: Mapped[str | None] = mapped_column(sa.String(64))
-    holder_process: Mapped[str | None] = mapped_column(sa.String(300))
-    heartbeat_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
-
-
+metadata = sa.MetaData()
+# One row per request: RequestRecord's fields, then the lease a flow run holds on it
+# (``claimed_by`` is the record's; its process, host:pid:start, and last heartbeat).
+requests = sa.Table(
+    "requests",
+    metadata,
+    sa.Column("request_id", sa.Integer(), primary_key=True, autoincrement=True),
+    *(
+        _column(name, field)
+        for name, field in RequestRecord.model_fields.items()
+        if name != "request_id"
+    ),
+    sa.Column("claim_process", sa.String(300)),
+    sa.Column("claimed_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_requests_flow_run_id", "flow_run_id"),
+)
+# Which request a flow run registered: a retried or rescheduled run finds it again.
+request_runs = sa.Table(
+    "request_runs",
+    metadata,
+    sa.Column("flow_run_id", sa.String(64), primary_key=True),
+    sa.Column("request_id", sa.Integer(), nullable=False, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+# The generator slots shared by every worker; each held like a claim.
+generator_slots = sa.Table(
+    "generator_slots",
+    metadata,
+    sa.Column("slot", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("holder", sa.String(64)),
+    sa.Column("holder_process", sa.String(300)),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True)),
+)
 _RECORD_FIELDS = frozenset(RequestRecord.model_fields) - {"request_id", "created_at", "updated_at"}
 
 
@@ -116,59 +124,70 @@ class RequestStore:
     def upsert(self, request_id: int, **fields: Any) -> RequestRecord:
         """Insert or update the request's row with the given fields, atomically
         (``INSERT … ON CONFLICT DO UPDATE``): concurrent writers never lose a field."""
-        unknown = set(fields) - _RECORD_FIELDS
-        if unknown:
-            raise ValueError(f"not columns of a request: {sorted(unknown)}")
+        values = _column_values(fields)
         now = _now()
-        values = {k: v.value if isinstance(v, RequestStatus) else v for k, v in fields.items()}
         values["updated_at"] = now
-        with self._session() as session:
-            insert = _upsert_statement(session, RequestRow).values(
+        with self._connection() as connection:
+            insert = _insert(connection, requests).values(
                 {"prompt": "", "status": RequestStatus.PENDING.value, "created_at": now}
                 | values
                 | {"request_id": request_id}
             )
-            session.execute(
-                insert.on_conflict_do_update(index_elements=[RequestRow.request_id], set_=values)
+            connection.execute(
+                insert.on_conflict_do_update(index_elements=[requests.c.request_id], set_=values)
             )
-            if session.bind.dialect.name == "postgresql":
+            if connection.dialect.name == "postgresql":
                 # An explicit id must not be handed out again by the id sequence.
-                session.execute(
+                connection.execute(
                     sa.text(
                         "SELECT setval(pg_get_serial_sequence('requests', 'request_id'), "
                         "GREATEST(:id, (SELECT last_value FROM requests_request_id_seq)))"
                     ),
                     {"id": request_id},
                 )
-            row = session.get(RequestRow, request_id, populate_existing=True)
-            assert row is not None
-            return _record(row)
+            record = _get(connection, request_id)
+            assert record is not None
+            return record
 
     def create_request(self, prompt: str, app_name: str | None, flow_run_id: str) -> RequestRecord:
         """Insert a new pending request, registered by ``flow_run_id``; return it with
         its assigned id."""
-        with self._session() as session:
-            row = RequestRow(prompt=prompt, app_name=app_name, status=RequestStatus.PENDING.value)
-            session.add(row)
-            session.flush()
-            session.add(RequestRunRow(flow_run_id=flow_run_id, request_id=row.request_id))
-            return _record(row)
+        now = _now()
+        with self._connection() as connection:
+            inserted = connection.execute(
+                sa.insert(requests).values(
+                    prompt=prompt,
+                    app_name=app_name,
+                    status=RequestStatus.PENDING.value,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            request_id = inserted.inserted_primary_key[0]
+            connection.execute(
+                sa.insert(request_runs).values(
+                    flow_run_id=flow_run_id, request_id=request_id, created_at=now
+                )
+            )
+            record = _get(connection, request_id)
+            assert record is not None
+            return record
 
     def link_flow_run(self, flow_run_id: str, request_id: int) -> None:
         """Remember that ``flow_run_id`` works on ``request_id`` (first link wins)."""
-        with self._session() as session:
-            insert = _upsert_statement(session, RequestRunRow).values(
+        with self._connection() as connection:
+            insert = _insert(connection, request_runs).values(
                 flow_run_id=flow_run_id, request_id=request_id, created_at=_now()
             )
-            session.execute(insert.on_conflict_do_nothing(index_elements=["flow_run_id"]))
+            connection.execute(insert.on_conflict_do_nothing(index_elements=["flow_run_id"]))
 
     def request_of_flow_run(self, flow_run_id: str) -> RequestRecord | None:
         """The request this flow run registered, whichever attempt of it asks."""
-        with self._session() as session:
-            row = session.scalars(
-                sa.select(RequestRow)
-                .join(RequestRunRow, RequestRunRow.request_id == RequestRow.request_id)
-                .where(RequestRunRow.flow_run_id == flow_run_id)
+        with self._connection() as connection:
+            row = connection.execute(
+                sa.select(requests)
+                .join(request_runs, request_runs.c.request_id == requests.c.request_id)
+                .where(request_runs.c.flow_run_id == flow_run_id)
             ).first()
             return _record(row) if row else None
 
@@ -179,67 +198,65 @@ class RequestStore:
         it now (and is recorded as the request's flow run), else the flow run that
         does. A claim whose process is gone or whose heartbeat is older than
         ``stale_after`` is taken over."""
-        with self._session() as session:
+        with self._connection() as connection:
             taken = _take_lease(
-                session,
+                connection,
                 _CLAIM,
-                RequestRow.request_id == request_id,
+                requests.c.request_id == request_id,
                 holder,
                 stale_after,
                 extra={"flow_run_id": holder.flow_run_id},
             )
             if taken:
                 return None
-            held_by = session.scalar(
-                sa.select(RequestRow.claimed_by).where(RequestRow.request_id == request_id)
+            held_by = connection.scalar(
+                sa.select(requests.c.claimed_by).where(requests.c.request_id == request_id)
             )
             return held_by or "an unknown flow run"
 
     def acquire_slot(self, holder: LeaseHolder, slots: int, stale_after: timedelta) -> int | None:
         """Take one of ``slots`` generator slots for ``holder``; None while all are held
         by live holders. Slots held by dead processes or stale heartbeats are taken over."""
-        with self._session() as session:
-            insert = _upsert_statement(session, GeneratorSlotRow)
-            session.execute(
+        with self._connection() as connection:
+            insert = _insert(connection, generator_slots)
+            connection.execute(
                 insert.values([{"slot": n} for n in range(1, slots + 1)]).on_conflict_do_nothing(
                     index_elements=["slot"]
                 )
             )
         for slot in range(1, slots + 1):
-            with self._session() as session:
-                if _take_lease(session, _SLOT, GeneratorSlotRow.slot == slot, holder, stale_after):
+            with self._connection() as connection:
+                which = generator_slots.c.slot == slot
+                if _take_lease(connection, _SLOT, which, holder, stale_after):
                     return slot
         return None
 
     def release_slot(self, holder: LeaseHolder) -> None:
-        with self._session() as session:
-            session.execute(
-                sa.update(GeneratorSlotRow)
-                .where(GeneratorSlotRow.holder == holder.flow_run_id)
+        with self._connection() as connection:
+            connection.execute(
+                sa.update(generator_slots)
+                .where(generator_slots.c.holder == holder.flow_run_id)
                 .values(holder=None, holder_process=None, heartbeat_at=None)
             )
 
     def held_slots(self) -> list[str]:
         """The flow runs holding a generator slot now (for status and tests)."""
-        with self._session() as session:
-            return list(
-                session.scalars(
-                    sa.select(GeneratorSlotRow.holder).where(GeneratorSlotRow.holder.is_not(None))
-                )
-            )
+        with self._connection() as connection:
+            holder = generator_slots.c.holder
+            return list(connection.scalars(sa.select(holder).where(holder.is_not(None))))
 
     def heartbeat(self, holder: LeaseHolder) -> None:
         """Renew every lease ``holder`` has: its request claim and its generator slot."""
         now = _now()
-        with self._session() as session:
-            session.execute(
-                sa.update(RequestRow)
-                .where(RequestRow.claimed_by == holder.flow_run_id)
+        with self._connection() as connection:
+            connection.execute(
+                sa.update(requests)
+                .where(requests.c.claimed_by == holder.flow_run_id)
                 .values(claimed_at=now)
             )
-            session.execute(
-                sa.update(GeneratorSlotRow)
-                .where(GeneratorSlotRow.holder == holder.flow_run_id)
+            connection.execute(
+                sa.update(generator_slots)
+                .where(generator_slots.c.holder == holder.flow_run_id)
                 .values(heartbeat_at=now)
             )
 
@@ -251,29 +268,23 @@ class RequestStore:
         taken the request over since (its outcome is that run's to record). With
         ``keep_published``, a row already ``published`` keeps its fields (a run that
         ends badly after recording its push did publish) and only the claim goes."""
-        unknown = set(fields) - _RECORD_FIELDS
-        if unknown:
-            raise ValueError(f"not columns of a request: {sorted(unknown)}")
-        values: dict[str, Any] = {
-            k: v.value if isinstance(v, RequestStatus) else v for k, v in fields.items()
-        }
+        values: dict[str, Any] = _column_values(fields)
         if keep_published:
-            published = RequestRow.status == RequestStatus.PUBLISHED.value
+            published = requests.c.status == RequestStatus.PUBLISHED.value
             values = {
-                name: sa.case((published, getattr(RequestRow, name)), else_=value)
+                name: sa.case((published, requests.c[name]), else_=value)
                 for name, value in values.items()
             }
         release = {"claimed_by": None, "claim_process": None, "claimed_at": None}
-        with self._session() as session:
-            updated = session.execute(
-                sa.update(RequestRow)
-                .where(RequestRow.request_id == request_id, RequestRow.flow_run_id == flow_run_id)
+        with self._connection() as connection:
+            updated = connection.execute(
+                sa.update(requests)
+                .where(requests.c.request_id == request_id, requests.c.flow_run_id == flow_run_id)
                 .values(values | release | {"updated_at": _now()})
             )
             if updated.rowcount != 1:
                 return None
-            row = session.get(RequestRow, request_id, populate_existing=True)
-            return _record(row) if row else None
+            return _get(connection, request_id)
 
     def repair_abandoned(self, lease: timedelta) -> list[RequestRecord]:
         """Mark ``failed`` the unfinished requests whose claim holder is gone (its
@@ -281,50 +292,70 @@ class RequestStore:
         their claims, and free generator slots held by such holders."""
         stale_before = _now() - lease
         repaired = []
-        with self._session() as session:
-            held = session.execute(
-                sa.select(
-                    RequestRow.request_id, RequestRow.claimed_by, RequestRow.claim_process
-                ).where(RequestRow.claimed_by.is_not(None))
+        claim = requests.c
+        with self._connection() as connection:
+            held = connection.execute(
+                sa.select(claim.request_id, claim.claimed_by, claim.claim_process).where(
+                    claim.claimed_by.is_not(None)
+                )
             ).all()
         for request_id, holder, process in held:
-            with self._session() as session:
-                row = session.get(RequestRow, request_id)
-                if row is None or row.claimed_by != holder:
+            with self._connection() as connection:
+                row = connection.execute(
+                    sa.select(claim.status, claim.claimed_at).where(
+                        claim.request_id == request_id, claim.claimed_by == holder
+                    )
+                ).first()
+                if row is None:
                     continue
                 silent = row.claimed_at is not None and _aware(row.claimed_at) < stale_before
                 if not (silent or process_is_gone(process)):
                     continue
-                status = RequestStatus(row.status)
-                if not status.is_final:
-                    row.status = RequestStatus.FAILED.value
-                    row.error = (
+                values: dict[str, Any] = {
+                    "claimed_by": None,
+                    "claim_process": None,
+                    "claimed_at": None,
+                    "updated_at": _now(),
+                }
+                if not RequestStatus(row.status).is_final:
+                    values["status"] = RequestStatus.FAILED.value
+                    values["error"] = (
                         f"abandoned: flow run {holder} stopped without recording an outcome "
                         f"({'its heartbeat stopped' if silent else 'its process is gone'}); "
                         "publish the request again to finish it"
                     )
-                row.claimed_by = row.claim_process = row.claimed_at = None
-                row.updated_at = _now()
-                session.flush()
-                repaired.append(_record(row))
-        with self._session() as session:
-            slots = session.execute(
-                sa.select(GeneratorSlotRow).where(GeneratorSlotRow.holder.is_not(None))
-            ).scalars()
+                connection.execute(
+                    sa.update(requests)
+                    .where(claim.request_id == request_id, claim.claimed_by == holder)
+                    .values(values)
+                )
+                record = _get(connection, request_id)
+                assert record is not None
+                repaired.append(record)
+        with self._connection() as connection:
+            slots = connection.execute(
+                sa.select(generator_slots).where(generator_slots.c.holder.is_not(None))
+            ).all()
             for slot in slots:
                 silent = slot.heartbeat_at is not None and _aware(slot.heartbeat_at) < stale_before
                 if silent or process_is_gone(slot.holder_process):
-                    slot.holder = slot.holder_process = slot.heartbeat_at = None
+                    connection.execute(
+                        sa.update(generator_slots)
+                        .where(
+                            generator_slots.c.slot == slot.slot,
+                            generator_slots.c.holder == slot.holder,
+                        )
+                        .values(holder=None, holder_process=None, heartbeat_at=None)
+                    )
         return repaired
 
     def get(self, request_id: int) -> RequestRecord | None:
-        with self._session() as session:
-            row = session.get(RequestRow, request_id)
-            return _record(row) if row else None
+        with self._connection() as connection:
+            return _get(connection, request_id)
 
     def all(self) -> list[RequestRecord]:
-        with self._session() as session:
-            rows = session.scalars(sa.select(RequestRow).order_by(RequestRow.request_id))
+        with self._connection() as connection:
+            rows = connection.execute(sa.select(requests).order_by(requests.c.request_id))
             return [_record(row) for row in rows]
 
     def migrate(self) -> None:
@@ -337,10 +368,11 @@ class RequestStore:
         return sa.make_url(self.url.get_secret_value()).render_as_string(hide_password=True)
 
     @contextlib.contextmanager
-    def _session(self) -> Iterator[Session]:
+    def _connection(self) -> Iterator[sa.Connection]:
+        """A connection in a transaction, committed at the end of the block."""
         try:
-            with Session(self._get_engine(), expire_on_commit=False) as session, session.begin():
-                yield session
+            with self._get_engine().begin() as connection:
+                yield connection
         except SQLAlchemyError as exc:
             raise DatabaseError(
                 f"database {self.display_url()} failed: {type(exc).__name__}: "
@@ -435,25 +467,18 @@ class _LeaseColumns:
     """Where a table keeps a lease: its holder (a flow run), the holder's process, and
     the holder's last heartbeat."""
 
-    table: type[Base]
-    holder: sa.orm.InstrumentedAttribute
-    process: sa.orm.InstrumentedAttribute
-    heartbeat: sa.orm.InstrumentedAttribute
+    table: sa.Table
+    holder: str
+    process: str
+    heartbeat: str
 
 
-_CLAIM = _LeaseColumns(
-    RequestRow, RequestRow.claimed_by, RequestRow.claim_process, RequestRow.claimed_at
-)
-_SLOT = _LeaseColumns(
-    GeneratorSlotRow,
-    GeneratorSlotRow.holder,
-    GeneratorSlotRow.holder_process,
-    GeneratorSlotRow.heartbeat_at,
-)
+_CLAIM = _LeaseColumns(requests, "claimed_by", "claim_process", "claimed_at")
+_SLOT = _LeaseColumns(generator_slots, "holder", "holder_process", "heartbeat_at")
 
 
 def _take_lease(
-    session: Session,
+    connection: sa.Connection,
     lease: _LeaseColumns,
     which: sa.ColumnElement[bool],
     holder: LeaseHolder,
@@ -465,14 +490,18 @@ def _take_lease(
     held by a process that is gone from this host. Each take is a conditional UPDATE
     on the row's current holder, so two takers never both win."""
     table = lease.table
-    holder_column, process_column, heartbeat_column = lease.holder, lease.process, lease.heartbeat
+    holder_column, process_column, heartbeat_column = (
+        table.c[lease.holder],
+        table.c[lease.process],
+        table.c[lease.heartbeat],
+    )
     now = _now()
     values = {
-        holder_column.key: holder.flow_run_id,
-        process_column.key: holder.process,
-        heartbeat_column.key: now,
+        lease.holder: holder.flow_run_id,
+        lease.process: holder.process,
+        lease.heartbeat: now,
     } | (extra or {})
-    taken = session.execute(
+    taken = connection.execute(
         sa.update(table)
         .where(
             which,
@@ -486,10 +515,10 @@ def _take_lease(
     )
     if taken.rowcount == 1:
         return True
-    current = session.execute(sa.select(holder_column, process_column).where(which)).first()
+    current = connection.execute(sa.select(holder_column, process_column).where(which)).first()
     if current is None or not process_is_gone(current[1]):
         return False
-    taken = session.execute(
+    taken = connection.execute(
         sa.update(table)
         .where(which, holder_column == current[0], process_column == current[1])
         .values(values)
@@ -497,14 +526,21 @@ def _take_lease(
     return taken.rowcount == 1
 
 
-def _upsert_statement(session: Session, table: type[Base]) -> Any:
-    """The session's dialect's INSERT, which has ``on_conflict_do_…``. Imported on the
-    first write: the PostgreSQL dialect alone costs a SQLite reader 50-150 ms."""
-    if session.get_bind().dialect.name == "postgresql":
+def _insert(connection: sa.Connection, table: sa.Table) -> Any:
+    """The connection's dialect's INSERT, which has ``on_conflict_do_…``. Imported on
+    the first write: a SQLite reader does not pay for the PostgreSQL dialect."""
+    if connection.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert(table)
+
+
+def _column_values(fields: dict[str, Any]) -> dict[str, Any]:
+    """A request's fields as column values (a status as its text)."""
+    if unknown := set(fields) - _RECORD_FIELDS:
+        raise ValueError(f"not columns of a request: {sorted(unknown)}")
+    return {k: v.value if isinstance(v, Enum) else v for k, v in fields.items()}
 
 
 def _aware(moment: datetime) -> datetime:
@@ -512,5 +548,11 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _record(row: RequestRow) -> RequestRecord:
-    return RequestRecord.model_validate(row, from_attributes=True)
+def _get(connection: sa.Connection, request_id: int) -> RequestRecord | None:
+    row = connection.execute(sa.select(requests).where(requests.c.request_id == request_id))
+    found = row.first()
+    return _record(found) if found else None
+
+
+def _record(row: sa.Row[Any]) -> RequestRecord:
+    return RequestRecord.model_validate(dict(row._mapping))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -309,24 +310,52 @@ class LeaseHolder(Frozen):
     process: str
 
 
-class RequestRecord(BaseModel):
+@dataclass(frozen=True)
+class Column:
+    """How a request field is stored: its SQL size (None: unbounded text). Every
+    field of ``RequestRecord`` is a column of the requests table, derived from the
+    model by ``core.database``."""
+
+    length: int | None = None
+
+
+class RequestOutcome(BaseModel):
+    """What a publish records about a request: each field is a column of the requests
+    table, and a field of ``appgen status --json`` and ``appgen publish --json``. A new
+    one is a field here and a migration (tests/test_database.py compares the two)."""
+
+    app_name: Annotated[str | None, Column(100)] = None
+    repo_url: str | None = None
+    repo_id: Annotated[str | None, Column(64)] = Field(
+        default=None, description="The Git host's id of the repository."
+    )
+    commit_sha: Annotated[str | None, Column(64)] = None
+    error: str | None = None
+    deployable: bool | None = Field(
+        default=None, description="What the launch scanners said (None until rendered)."
+    )
+    deploy_reason: str | None = None
+    verified: Annotated[Verified | None, Column(16)] = Field(
+        default=None, description="What the deploy check (APPGEN_VERIFY) found."
+    )
+    branch: Annotated[str | None, Column(255)] = Field(
+        default=None, description="The branch pushed instead of main (its pull request's head)."
+    )
+    pull_request_url: str | None = None
+
+
+class RequestRecord(RequestOutcome):
     """One row of the requests table, as the CLI and the flow see it."""
 
     request_id: int
     prompt: str
-    app_name: str | None = None
-    status: RequestStatus
-    repo_url: str | None = None
-    repo_id: str | None = None
-    commit_sha: str | None = None
-    flow_run_id: str | None = None
-    error: str | None = None
-    deployable: bool | None = None
-    deploy_reason: str | None = None
-    verified: str | None = None
-    branch: str | None = None
-    pull_request_url: str | None = None
-    claimed_by: str | None = None
+    status: Annotated[RequestStatus, Column(20)]
+    flow_run_id: Annotated[str | None, Column(64)] = Field(
+        default=None, description="The flow run that registered or holds the request."
+    )
+    claimed_by: Annotated[str | None, Column(64)] = Field(
+        default=None, description="The flow run holding the right to work on the request."
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -337,45 +366,35 @@ class RequestRecord(BaseModel):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-class RequestUpdate(Frozen):
+class RequestUpdate(RequestOutcome, Frozen):
     """A change to a request's row; fields left unset are not touched."""
 
     request_id: int
     status: RequestStatus
     prompt: str | None = None
-    app_name: str | None = None
-    repo_url: str | None = None
-    repo_id: str | None = None
-    commit_sha: str | None = None
     flow_run_id: str | None = None
-    error: str | None = None
-    deployable: bool | None = None
-    deploy_reason: str | None = None
-    verified: str | None = None
-    branch: str | None = None
-    pull_request_url: str | None = None
+
+    def changes(self) -> dict[str, object]:
+        """The columns this update writes: the fields it was given."""
+        return self.model_dump(exclude_unset=True, exclude={"request_id"})
 
 
-class PublishOutcome(Frozen):
-    """What ``generate_and_publish`` returns, and what ``appgen publish --json`` prints."""
+class PublishOutcome(RequestOutcome, Frozen):
+    """What ``generate_and_publish`` returns, and what ``appgen publish --json`` prints
+    (with the flow run's id)."""
 
-    request_id: int
+    request_id: int | None
     status: RequestStatus
-    app_name: str | None = None
-    repo_url: str | None = None
-    commit_sha: str | None = None
-    error: str | None = None
-    deployable: bool | None = None
-    deploy_reason: str | None = None
-    verified: str | None = None
     secret_findings: list[SecretFinding] = Field(
         default_factory=list,
         description="Secrets found and published anyway (APPGEN_SECRET_SCAN=warn).",
     )
-    branch: str | None = Field(
-        default=None, description="The branch pushed instead of main (its pull request's head)."
-    )
-    pull_request_url: str | None = None
+
+    @classmethod
+    def of_record(cls, record: RequestRecord, **changes: object) -> PublishOutcome:
+        """The outcome a row records, with ``changes``."""
+        fields = record.model_dump(include=set(cls.model_fields))
+        return cls.model_validate(fields | changes)
 
 
 class ConfiguredPart(Frozen):

@@ -196,6 +196,7 @@ def generate_and_publish(
         verified=check.verified,
         app_name=repository.name,
         repo_url=published.url,
+        repo_id=repository.id,
         commit_sha=published.commit_sha,
         secret_findings=scan.findings,
         branch=published.branch,

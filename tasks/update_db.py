@@ -83,8 +83,7 @@ def register_request(
 def record_progress(database: Database, update: RequestUpdate) -> RequestRecord:
     """Apply one status change (and whatever fields come with it) to the request's row:
     a plain write, not a task run of its own."""
-    fields = update.model_dump(exclude_unset=True, exclude={"request_id"})
-    record = database.upsert(update.request_id, **fields)
+    record = database.upsert(update.request_id, **update.changes())
     get_run_logger().info("request %d → %s", record.request_id, record.status.value)
     return record
 
@@ -92,8 +91,7 @@ def record_progress(database: Database, update: RequestUpdate) -> RequestRecord:
 @task(cache_policy=NO_CACHE, on_completion=[remember_timing], on_failure=[remember_timing])
 def update_db(database: Database, holder: LeaseHolder, update: RequestUpdate) -> None:
     """Record the request's outcome and release its claim, in one write."""
-    fields = update.model_dump(exclude_unset=True, exclude={"request_id"})
-    database.finish(update.request_id, holder.flow_run_id, **fields)
+    database.finish(update.request_id, holder.flow_run_id, **update.changes())
     get_run_logger().info("request %d → %s", update.request_id, update.status.value)
 
 

@@ -176,3 +176,25 @@ def test_an_unwritable_location_is_a_database_error(tmp_path):
 def test_an_unsupported_database_says_which_are():
     with pytest.raises(DatabaseError, match="supports SQLite and PostgreSQL"):
         Database(url=SecretStr("mysql://u:p@127.0.0.1/x")).get(1)
+
+
+def test_the_tables_the_models_declare_are_the_schema_the_migrations_make(database):
+    """A request field is declared once (core.models.RequestOutcome or RequestRecord)
+    and its column derived from it: adding one without its migration fails here."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from core.database import metadata
+
+    database.migrate()
+    with sa.create_engine(database.url.get_secret_value()).connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = compare_metadata(context, metadata)
+    assert differences == []
+
+
+def test_every_recorded_field_is_in_status_and_publish_json():
+    from core.models import PublishOutcome, RequestOutcome, RequestRecord
+
+    assert set(RequestOutcome.model_fields) <= set(RequestRecord.model_fields)
+    assert set(RequestOutcome.model_fields) <= set(PublishOutcome.model_fields)
