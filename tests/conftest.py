@@ -273,7 +273,8 @@ def flow_run_logs(
     flow_run_ids: list[str], *, expect: set[str] = frozenset(), timeout: float = 15.0
 ) -> list[str]:
     """Messages the Prefect API holds for these flow runs. Records are shipped in
-    batches, so wait until every ``expect``-ed message (or at least one) is there."""
+    batches, so wait until each ``expect``-ed text is in some message (or, with none
+    expected, until there is at least one message)."""
     import time
     import uuid
 
@@ -286,7 +287,11 @@ def flow_run_logs(
         while True:
             logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)))
             messages = [log.message for log in logs]
-            done = expect <= set(messages) if expect else bool(messages)
+            done = (
+                all(any(text in message for message in messages) for text in expect)
+                if expect
+                else bool(messages)
+            )
             if done or time.monotonic() > deadline:
                 return messages
             time.sleep(0.2)

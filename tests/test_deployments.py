@@ -311,13 +311,14 @@ def test_a_saved_github_host_publishes_with_no_token_in_the_workers_environment(
     )
     assert main.stdout.strip() == row["commit_sha"]
     # The token the block holds reaches no log line, artifact or parameter.
-    logs = flow_run_logs([str(flow_run_id)])
+    configured = f"git_host: GitHubHost from the saved block {host}"
+    logs = flow_run_logs([str(flow_run_id)], expect={configured})
     artifacts = client.read_artifacts(
         artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
     )
     seen = "\n".join(logs) + "".join(str(a.data) for a in artifacts)
     seen += json.dumps(client.read_flow_run(flow_run_id).parameters)
-    assert f"git_host: GitHubHost from the saved block {host}" in seen
+    assert configured in seen
     assert state.token not in seen + json.dumps(row)
 
 
