@@ -218,11 +218,11 @@ class _SlirpNetwork:
     def close(self) -> None:
         self._close(*list(self._fds))  # exit_write among them: slirp4netns then exits
         if self._process is not None:
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            with self._process:  # closes its stderr pipe and waits for it
+                try:
+                    self._process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self._process.kill()
 
     def _close(self, *names: str) -> None:
         for name in names:

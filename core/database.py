@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from core.errors import DatabaseError
 from core.models import Column, LeaseHolder, RequestRecord, RequestStatus
@@ -405,12 +406,16 @@ def _open_engine(url_text: str, shown: str) -> sa.Engine:
 
 
 def _create_engine(url: sa.URL) -> sa.Engine:
+    # A store does a few statements per run, minutes apart (a heartbeat, a status):
+    # each opens a connection and closes it, so no idle one is held through a
+    # generation, and none is left for the garbage collector when a store goes.
     if url.get_backend_name() != "sqlite":
-        return sa.create_engine(url, pool_pre_ping=True)
-    if url.database not in (None, "", ":memory:"):
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        return sa.create_engine(url, poolclass=NullPool)
+    if url.database in (None, "", ":memory:"):
+        return sa.create_engine(url)  # its pool keeps the one connection the data lives in
+    Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     # Concurrent flow runs share the file: wait for the write lock rather than fail.
-    return sa.create_engine(url, connect_args={"timeout": 60})
+    return sa.create_engine(url, poolclass=NullPool, connect_args={"timeout": 60})
 
 
 def _upgrade_schema(engine: sa.Engine, url: sa.URL) -> None:

@@ -38,25 +38,26 @@ class SeaweedS3:
 
     def __enter__(self) -> SeaweedS3:
         env = os.environ | {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
-        log = open(self._data / "weed.log", "w")
-        self._process = subprocess.Popen(
-            [
-                "weed",
-                "mini",
-                f"-dir={self._data}",
-                "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1",
-                f"-s3.port={self.port}",
-                "-master.telemetry=false",
-                "-admin.ui=false",
-                f"-master.port={free_port()}",
-                f"-volume.port={free_port()}",
-                f"-filer.port={free_port()}",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        # The server writes its log through its own descriptor; ours closes here.
+        with open(self._data / "weed.log", "w") as log:
+            self._process = subprocess.Popen(
+                [
+                    "weed",
+                    "mini",
+                    f"-dir={self._data}",
+                    "-ip=127.0.0.1",
+                    "-ip.bind=127.0.0.1",
+                    f"-s3.port={self.port}",
+                    "-master.telemetry=false",
+                    "-admin.ui=false",
+                    f"-master.port={free_port()}",
+                    f"-volume.port={free_port()}",
+                    f"-filer.port={free_port()}",
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
