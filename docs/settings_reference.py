@@ -29,7 +29,6 @@ sys.path.insert(0, str(ROOT))
 import annotated_types  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 from pydantic.fields import FieldInfo  # noqa: E402
-from pydantic_core import PydanticUndefined  # noqa: E402
 from pydantic_settings import BaseSettings  # noqa: E402
 
 import core.settings  # noqa: E402
@@ -105,12 +104,9 @@ def describe_bounds(field: FieldInfo) -> str:
 
 
 def describe_default(field: FieldInfo) -> str:
-    if field.default_factory is not None:
-        value = field.default_factory()  # type: ignore[call-arg]
-    elif field.default is PydanticUndefined:
+    if field.is_required():
         return "required"
-    else:
-        value = field.default
+    value = field.get_default(call_default_factory=True, validated_data={})
     if value is None:
         return "unset"
     if isinstance(value, bool):
