@@ -130,23 +130,36 @@ class Settings(ProcessOptions, BaseSettings):
 
     home: Path = Field(
         default=Path("~/.appgen"),
-        description="Root of the embedded defaults: workspace/, repos/ and the SQLite DB.",
+        description="Root of the embedded defaults: workspace/, repos/, the SQLite DB and "
+        "the local Prefect server's state (server/).",
     )
     database_url: SecretStr | None = Field(
         default=None,
-        description="SQLAlchemy URL; defaults to sqlite:///$APPGEN_HOME/appgen.db.",
+        description="SQLAlchemy URL of the appgen database (requests, claims, generator "
+        "slots): sqlite:/// or postgresql+psycopg:// (the `postgres` extra); default "
+        "sqlite:///$APPGEN_HOME/appgen.db.",
     )
-    generator: GeneratorKind = Field(default="process", description="Where the generator runs.")
+    generator: GeneratorKind = Field(
+        default="process",
+        description="Where the generator runs: `process` (a child process, sandboxed unless "
+        "APPGEN_TRUST_AGENT), `docker` (a container on the local engine) or `ecs` (an ECS "
+        "Fargate task); chooses the generator block a run uses when none is named.",
+    )
     generator_timeout: float = Field(
         default=DEFAULT_GENERATOR_TIMEOUT,
         gt=0,
-        description="Seconds before a generation is killed.",
+        description="Seconds a generation may run before it is stopped; the generator keeps "
+        "this deadline itself too (it exits 124). For generators built from the settings; a "
+        "saved generator block has its own timeout_seconds.",
     )
     generator_slots: int = Field(
         default=4,
         gt=0,
-        description="Generations that may run at once across all workers (a Prefect global "
-        "concurrency limit, set by `appgen setup`).",
+        description="Generations that may run at once across every worker sharing the appgen "
+        "database. Slots are leases in that database (its generator_slots table), not a "
+        "Prefect concurrency limit: a run takes one before its generator starts, renews it by "
+        "heartbeat and releases it when the generator ends; a dead holder's slot is taken "
+        "over (APPGEN_LEASE_SECONDS).",
     )
     server_start_timeout: float = Field(
         default=120.0,
@@ -160,25 +173,43 @@ class Settings(ProcessOptions, BaseSettings):
         description="A request's claim or a generator slot whose holder has not renewed it "
         "for this long is taken over (a holder killed on this host is noticed at once).",
     )
-    agent: AgentKind = Field(default="template", description="The coding agent to run.")
+    agent: AgentKind = Field(
+        default="template",
+        description="The coding agent: `template` (an offline scaffold, no model), `command` "
+        "(APPGEN_AGENT_COMMAND) or `claude` (Claude Code).",
+    )
     agent_command: str | None = Field(
-        default=None, description="Shell command run by the `command` agent in the app dir."
+        default=None,
+        description="With APPGEN_AGENT=command: the shell command that writes the app, run "
+        "with the app directory as its working directory and APPGEN_REQUEST_ID, "
+        "APPGEN_PROMPT and APPGEN_APP_DIR in its environment.",
     )
     agent_env: JsonList = Field(
         default_factory=list,
-        description="Extra environment variable names passed through to the generator "
-        "(for example an agent's API key). Nothing else of the orchestrator's "
-        "environment reaches it.",
+        description="JSON list of extra environment variable names passed through to the "
+        'generator (for example an agent\'s API key: ["OPENAI_API_KEY"]); `claude` always '
+        "gets ANTHROPIC_API_KEY and CLAUDE_CODE_OAUTH_TOKEN. Nothing else of the "
+        "orchestrator's environment reaches it.",
     )
-    git_host: GitHostKind = Field(default="local", description="Where repositories live.")
+    git_host: GitHostKind = Field(
+        default="local",
+        description="Where repositories live: `local` (bare repositories under "
+        "APPGEN_GIT_ROOT) or `github` (APPGEN_GITHUB_*).",
+    )
     git_root: Path | None = Field(
-        default=None, description="Directory of bare repositories for the local Git host."
+        default=None,
+        description="Directory of bare repositories for the local Git host; default "
+        "$APPGEN_HOME/repos.",
     )
     aws_endpoint_url: str | None = Field(
-        default=None, description="ECS and CloudWatch Logs endpoint (a local stand-in)."
+        default=None,
+        description="Endpoint of the ECS generator's AWS clients (ECS, CloudWatch Logs) when "
+        "it is not AWS itself, such as a local stand-in; default: AWS.",
     )
     s3_endpoint_url: str | None = Field(
-        default=None, description="S3 endpoint (an S3-compatible server)."
+        default=None,
+        description="Endpoint of the S3 artifact store when it is not AWS S3, such as an "
+        "S3-compatible server; default: AWS.",
     )
     git_author_name: str = Field(default="appgen", description="Author of published commits.")
     git_author_email: str = Field(
