@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from core.launch.render import render_into
 from core.models import DeployCheck, DeployFiles, StagedTree
-from tasks.render_deploy_files import render_into
 from tasks.verify_deploy import refusal, verify
 
 APPS = Path(__file__).resolve().parent / "apps"

@@ -1,7 +1,7 @@
 """Launch scanners: what an app is and how to run it, in the spirit of ``fly launch``.
 
 ``scan(root)`` tries the scanners from the most to the least specific and returns one
-``LaunchPlan``; ``tasks.render_deploy_files`` renders it. Scanners read the app only
+``LaunchPlan``; ``core.launch.render`` renders it. Scanners read the app only
 through ``AppFiles`` (regular files inside the tree, size caps, typed fields), and
 run nothing.
 

@@ -1,6 +1,6 @@
 """The launch plan: what a scanner found out about an app, and all the renderer needs.
 
-A scanner returns one plan or nothing; ``render_deploy_files`` turns a plan into
+A scanner returns one plan or nothing; ``core.launch.render`` turns a plan into
 ``fly.toml``, a Dockerfile and a README section without looking at the app again.
 """
 

@@ -18,8 +18,8 @@ import jsonschema
 import pytest
 
 from core.launch import scan
+from core.launch.render import fly_app_name, render_into
 from generator.template import write_app
-from tasks.render_deploy_files import fly_app_name, render_into
 
 APPS = Path(__file__).resolve().parent / "apps"
 FLY_SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "schemas" / "fly.schema.json"
