@@ -26,6 +26,7 @@ from prefect.runtime import flow_run
 
 from blocks.configuration import run_blocks
 from core.errors import InvalidRequest
+from core.launch.gate import enforce
 from core.models import (
     CommitAuthor,
     GenerationSpec,
@@ -52,7 +53,7 @@ from tasks.update_db import (
     register_request,
     update_db,
 )
-from tasks.verify_deploy import enforce, verify_deploy
+from tasks.verify_deploy import verify_deploy
 
 
 @flow(

@@ -1,190 +1,14 @@
-"""verify_deploy: the build-and-smoke check of the rendered deploy files (APPGEN_VERIFY).
-
-``build`` builds the staged tree's image with the Docker engine; ``smoke`` also runs
-it with ``PORT`` set, publishes the internal port on 127.0.0.1 only, and waits (a
-bounded time) for any HTTP answer. The container and the image are removed
-afterwards, whatever happened. A failed check raises ``PublishError`` carrying the
-tail of the build or container log, before anything is pushed.
-"""
+"""verify_deploy: the build-and-smoke check of the rendered deploy files (APPGEN_VERIFY),
+run by ``blocks.deploy_check`` on a Docker engine. With the check off, nothing of
+Docker is imported."""
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import re
-import time
-import uuid
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Literal
-
-import docker
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from core.errors import PublishError
-from core.models import DeployCheck, DeployFiles, StagedTree
+from core.models import DeployCheck, DeployFiles, StagedTree, VerifyMode
 from tasks.step_timings import remember_timing
-
-if TYPE_CHECKING:
-    from prefect_docker import DockerHost
-
-LOG_TAIL_LINES = 30
-_STEP_IMAGE = re.compile(r"^ ---> ([0-9a-f]{12})$", re.MULTILINE)
-POLL_SECONDS = 0.5
-LABEL = "org.appgen.verify"
-
-
-def verify(
-    client: docker.DockerClient,
-    staged: StagedTree,
-    deploy: DeployFiles,
-    mode: Literal["off", "build", "smoke"],
-    *,
-    timeout: float,
-    answer_timeout: float,
-) -> DeployCheck:
-    """Run the check and return its outcome (``verified='failed'`` with a log tail on
-    failure); never leaves a container or the image behind."""
-    started = time.monotonic()
-    if mode == "off":
-        return DeployCheck(mode=mode, verified=None, detail="APPGEN_VERIFY=off")
-    if not deploy.deployable or deploy.dockerfile is None:
-        return DeployCheck(
-            mode=mode, verified=None, detail="not deployable, so there is nothing to build"
-        )
-    tag = f"appgen-verify-{uuid.uuid4().hex[:12]}:latest"
-    log: list[str] = []
-    try:
-        error = _build(client, staged, deploy.dockerfile, tag, timeout, log)
-        if error is not None:
-            return _failed(mode, started, f"docker build failed: {error}", log)
-        if mode == "build":
-            return DeployCheck(
-                mode=mode, verified="built", seconds=time.monotonic() - started, detail=tag
-            )
-        deadline = time.monotonic() + answer_timeout
-        with _running(client, tag, deploy) as container:
-            status = _first_answer(container, deploy.internal_port, deadline)
-            if status is None:
-                container.reload()
-                log[:] = _container_log(container)
-                why = (
-                    f"the container exited ({container.attrs['State'].get('ExitCode')})"
-                    if container.status != "running"
-                    else f"no HTTP answer on port {deploy.internal_port} within "
-                    f"{answer_timeout:.0f}s"
-                )
-                return _failed(mode, started, why, log)
-        return DeployCheck(
-            mode=mode,
-            verified="served",
-            seconds=time.monotonic() - started,
-            detail=f"HTTP {status} on port {deploy.internal_port}",
-        )
-    except docker.errors.DockerException as exc:
-        return _failed(mode, started, f"the Docker engine refused: {exc}", log)
-    finally:
-        with contextlib.suppress(docker.errors.DockerException):
-            client.images.remove(tag, force=True)
-        _remove_stages(client, log)
-
-
-def _remove_stages(client: docker.DockerClient, log: list[str]) -> None:
-    """Remove the untagged images the build's earlier stages left (the classic
-    builder keeps them); ones still in use by another image are left alone."""
-    for image_id in reversed(_STEP_IMAGE.findall("\n".join(log))):
-        with contextlib.suppress(docker.errors.DockerException):
-            if not client.images.get(image_id).tags:
-                client.images.remove(image_id)
-
-
-def _failed(mode: str, started: float, why: str, log: list[str]) -> DeployCheck:
-    tail = [line for line in log if line.strip()][-LOG_TAIL_LINES:]
-    return DeployCheck(
-        mode=mode,  # type: ignore[arg-type]
-        verified="failed",
-        seconds=time.monotonic() - started,
-        detail=why,
-        log_tail=tail,
-    )
-
-
-def _build(
-    client: docker.DockerClient,
-    staged: StagedTree,
-    dockerfile: str,
-    tag: str,
-    timeout: float,
-    log: list[str],
-) -> str | None:
-    """Build the image; the error message, or None when it built."""
-    try:
-        for chunk in client.api.build(
-            path=str(staged.path),
-            dockerfile=dockerfile,
-            tag=tag,
-            rm=True,
-            forcerm=True,
-            decode=True,
-            labels={LABEL: "true"},
-            timeout=int(timeout),
-        ):
-            if "stream" in chunk:
-                log.extend(chunk["stream"].rstrip("\n").splitlines())
-            if "error" in chunk:
-                return str(chunk["error"]).strip()
-    except docker.errors.DockerException as exc:
-        return str(exc)
-    except OSError as exc:  # the stream timed out
-        return f"no progress for {timeout:.0f}s ({exc})"
-    return None
-
-
-@contextlib.contextmanager
-def _running(client: docker.DockerClient, tag: str, deploy: DeployFiles) -> Iterator:
-    port = f"{deploy.internal_port}/tcp"
-    container = client.containers.run(
-        tag,
-        detach=True,
-        environment={"PORT": str(deploy.internal_port)},
-        ports={port: ("127.0.0.1", None)},
-        labels={LABEL: "true"},
-        mem_limit="1g",
-    )
-    try:
-        yield container
-    finally:
-        with contextlib.suppress(docker.errors.DockerException):
-            container.remove(force=True)
-
-
-def _first_answer(container, port: int | None, deadline: float) -> int | None:
-    """The status of the first HTTP answer on the published port, or None when the
-    container stops or the deadline passes first."""
-    while time.monotonic() < deadline:
-        container.reload()
-        if container.status not in ("created", "running"):
-            return None
-        bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{port}/tcp")
-        if bindings:
-            host_port = int(bindings[0]["HostPort"])
-            connection = http.client.HTTPConnection("127.0.0.1", host_port, timeout=5)
-            try:
-                connection.request("GET", "/")
-                return connection.getresponse().status
-            except (OSError, http.client.HTTPException):
-                pass
-            finally:
-                connection.close()
-        time.sleep(POLL_SECONDS)
-    return None
-
-
-def _container_log(container) -> list[str]:
-    with contextlib.suppress(docker.errors.DockerException):
-        text = container.logs(tail=LOG_TAIL_LINES).decode("utf-8", errors="replace")
-        return text.splitlines()
-    return []
 
 
 @task(
@@ -195,53 +19,22 @@ def _container_log(container) -> list[str]:
 def verify_deploy(
     staged: StagedTree,
     deploy: DeployFiles,
-    mode: Literal["off", "build", "smoke"],
+    mode: VerifyMode,
     timeout: float = 900.0,
     answer_timeout: float = 60.0,
-    docker_host: DockerHost | None = None,
 ) -> DeployCheck:
     """Build (and for ``smoke`` run) the deploy files. A failed check is returned as
     ``verified='failed'`` (the flow records it, then refuses to push); an engine that
     cannot be reached raises ``PublishError``."""
     if mode == "off":
         return DeployCheck(mode=mode, verified=None, detail="APPGEN_VERIFY=off")
-    from prefect_docker import DockerHost  # imported by the runs that check only
+    from blocks.deploy_check import DockerDeployCheck  # the Docker SDK, for runs that check
 
-    host = docker_host or DockerHost()
-    try:
-        client = host.get_client()
-    except docker.errors.DockerException as exc:
-        raise PublishError(
-            f"APPGEN_VERIFY={mode} needs a Docker engine and none answered ({exc}); start "
-            "one or set APPGEN_VERIFY=off"
-        ) from exc
-    try:
-        check = verify(client, staged, deploy, mode, timeout=timeout, answer_timeout=answer_timeout)
-    finally:
-        client.close()
+    checker = DockerDeployCheck(timeout=timeout, answer_timeout=answer_timeout)
+    check = checker.verify(staged, deploy, mode)
     logger = get_run_logger()
     if check.verified == "failed":
         logger.warning("deploy check (%s) failed: %s", mode, check.detail)
     else:
         logger.info("deploy check (%s): %s in %.1fs", mode, check.verified, check.seconds)
     return check
-
-
-def refusal(deploy: DeployFiles, check: DeployCheck, require_deployable: bool) -> str | None:
-    """Why the publish must stop before anything is pushed, or None."""
-    if require_deployable and not deploy.deployable:
-        return (
-            f"the app is not deployable ({deploy.deploy_reason}) and "
-            "APPGEN_REQUIRE_DEPLOYABLE is set"
-        )
-    if check.verified == "failed":
-        tail = "\n".join(check.log_tail)
-        return f"the deploy check ({check.mode}) failed: {check.detail}\n{tail}".rstrip()
-    return None
-
-
-def enforce(deploy: DeployFiles, check: DeployCheck, *, require_deployable: bool) -> None:
-    """Raise ``PublishError`` when the publish must stop before anything is pushed."""
-    why = refusal(deploy, check, require_deployable)
-    if why is not None:
-        raise PublishError(why)
