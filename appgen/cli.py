@@ -278,7 +278,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
         outcome: PublishOutcome = state.result()
         _say(
             f"request {outcome.request_id} ({outcome.app_name}): "
-            f"{outcome.repo_url} @ {outcome.commit_sha[:12]}",
+            f"{outcome.repo_url} @ {(outcome.commit_sha or '')[:12]}",
             "published ",
             "green",
         )

@@ -129,7 +129,7 @@ class ManagedServer:
     def healthy(self, state: ServerState) -> bool:
         try:
             with _NO_PROXY.open(f"{state.api_url}/health", timeout=2) as response:
-                return response.status == 200
+                return bool(response.status == 200)
         except OSError:  # refused, reset, timed out, or an HTTP error status
             return False
 
@@ -163,7 +163,7 @@ class ManagedServer:
         return state
 
     def _wait_healthy(
-        self, state: ServerState, process: subprocess.Popen | None, timeout: float
+        self, state: ServerState, process: subprocess.Popen[bytes] | None, timeout: float
     ) -> None:
         deadline = time.monotonic() + timeout
         while not self.healthy(state):
@@ -286,7 +286,8 @@ def prefect_server_command(port: int, *, ui: bool) -> list[str]:
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def _left_members(state: ServerState) -> list[int]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from prefect.blocks.core import Block
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -80,7 +80,7 @@ def run_blocks(
     generator_block, generator_part = _choose(
         "generator",
         generator,
-        GeneratorBlock,
+        GeneratorBlock,  # type: ignore[type-abstract]  # its saved subclasses load through it
         defaults.generator_kind(settings),
         generator_from_settings,
     )
@@ -93,7 +93,7 @@ def run_blocks(
     host, host_part = _choose(
         "git_host",
         git_host,
-        GitHost,
+        GitHost,  # type: ignore[type-abstract]  # its saved subclasses load through it
         defaults.git_host_kind(settings),
         lambda: defaults.git_host(settings),
     )
@@ -143,8 +143,15 @@ def _artifact_store(
 
 def _s3_store(settings: Settings, name: str | None) -> tuple[ArtifactStore, ConfiguredPart]:
     """The S3 store named, else the saved default, else the settings' (APPGEN_S3_*)."""
-    kind = defaults.block_type("appgen-s3-artifact-store")
-    return _choose("artifact_store", name, kind, kind, lambda: defaults.s3_artifact_store(settings))
+    from blocks.s3_artifact_store import S3ArtifactStore  # boto3, for the runs that use S3
+
+    return _choose(
+        "artifact_store",
+        name,
+        S3ArtifactStore,
+        S3ArtifactStore,
+        lambda: defaults.s3_artifact_store(settings),
+    )
 
 
 def _choose(
@@ -203,7 +210,7 @@ def read_saved_block(name: str) -> Block | None:
     """The saved block ``name``, or None when there is none."""
     defaults.block_type(name.partition("/")[0])  # its class must be known to load it
     try:
-        return Block.load(name)
+        return cast(Block, Block.load(name))  # Prefect's sync form: no event loop runs here
     except ValidationError as exc:
         if exc.title not in {name for _, name, _ in defaults.BLOCK_TYPES.values()}:
             raise  # not the block's data: Prefect's own settings, say

@@ -54,7 +54,8 @@ def block_type(slug: str) -> type | None:
     if slug not in BLOCK_TYPES:
         return None
     module, name, _ = BLOCK_TYPES[slug]
-    return getattr(importlib.import_module(module), name)
+    kind: type = getattr(importlib.import_module(module), name)
+    return kind
 
 
 def env_prefix(slug: str) -> str:

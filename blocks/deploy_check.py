@@ -178,7 +178,8 @@ def _build(
 @contextlib.contextmanager
 def _running(client: docker.DockerClient, tag: str, deploy: DeployFiles) -> Iterator[Container]:
     port = f"{deploy.internal_port}/tcp"
-    container = client.containers.run(
+    # types-docker has no (host_ip, None) for "any free port on host_ip", which Docker takes.
+    container = client.containers.run(  # type: ignore[call-overload]
         tag,
         detach=True,
         environment={"PORT": str(deploy.internal_port)},

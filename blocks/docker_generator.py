@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import logging
 import os
 import socket
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import docker
 from prefect_docker import DockerHost
@@ -31,8 +31,11 @@ from blocks.generators import (
     generator_environment,
 )
 from core.errors import GeneratorFailed
-from core.models import ArtifactRef, GenerationSpec, GeneratorRun
+from core.models import ArtifactRef, GenerationSpec, GeneratorRun, RunLogger
 from core.options import DockerOptions
+
+if TYPE_CHECKING:
+    from docker.models.containers import Container
 
 # Note `import docker`, never `import docker.errors`: Prefect registers docker as a lazy
 # module, and a submodule import beside it executes docker/errors.py a second time, so
@@ -92,7 +95,7 @@ class DockerGenerator(GeneratorBlock, DockerOptions):
     def output_location(self) -> str:
         return str(self.workspace)
 
-    def run(self, spec: GenerationSpec, logger: logging.LoggerAdapter) -> GeneratorRun:
+    def run(self, spec: GenerationSpec, logger: RunLogger) -> GeneratorRun:
         for reaped in self.reap():  # what killed orchestrators left, before adding more
             logger.info("removed container %s: %s", reaped.container_id, reaped.reason)
         with generation_directory(self.workspace, spec.request_id) as generation:
@@ -157,7 +160,14 @@ class DockerGenerator(GeneratorBlock, DockerOptions):
         with client:
             yield client
 
-    def _create(self, client, spec, environment, mount_source, mount_target):
+    def _create(
+        self,
+        client: docker.DockerClient,
+        spec: GenerationSpec,
+        environment: dict[str, str],
+        mount_source: Path,
+        mount_target: PurePosixPath,
+    ) -> Container:
         labels = self.labels | {
             LABEL_MANAGED: "true",
             LABEL_REQUEST: str(spec.request_id),
@@ -207,7 +217,7 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
         yield pending
 
 
-def _kill(container) -> None:
+def _kill(container: Container) -> None:
     with contextlib.suppress(docker.errors.APIError):
         container.kill()
 

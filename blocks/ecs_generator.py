@@ -10,10 +10,9 @@ for every way a task can fail to produce an app.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 from prefect_aws import AwsCredentials
@@ -28,8 +27,16 @@ from blocks.generators import (
 )
 from blocks.s3_artifact_store import S3ArtifactStore
 from core.errors import GeneratorFailed
-from core.models import ArtifactRef, GenerationSpec, GeneratorRun
+from core.models import ArtifactRef, GenerationSpec, GeneratorRun, RunLogger
 from core.options import EcsOptions
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecs import ECSClient
+    from mypy_boto3_ecs.type_defs import (
+        ContainerTypeDef,
+        TaskOverrideTypeDef,
+        TaskTypeDef,
+    )
 
 # The presigned URL must outlive the generation: upload happens at its very end.
 _UPLOAD_URL_MARGIN_SECONDS = 900
@@ -65,8 +72,8 @@ class EcsGenerator(GeneratorBlock, EcsOptions):
     def output_location(self) -> str:
         return self.artifacts.location(self.artifacts.prefix)
 
-    def run(self, spec: GenerationSpec, logger: logging.LoggerAdapter) -> GeneratorRun:
-        ecs = self.credentials.get_client("ecs")
+    def run(self, spec: GenerationSpec, logger: RunLogger) -> GeneratorRun:
+        ecs: ECSClient = self.credentials.get_client("ecs")
         key = self.artifacts.new_key(spec.request_id)
         environment = allowed_environment(self.env_allowlist)
         environment |= generator_environment(spec, self.container_app_dir, self.timeout_seconds)
@@ -90,8 +97,9 @@ class EcsGenerator(GeneratorBlock, EcsOptions):
             except BaseException:
                 stop()  # cancelled or crashed: the task must not run on unwatched
                 raise
+        empty: ContainerTypeDef = {}
         container = next(
-            (c for c in task.get("containers", []) if c.get("name") == self.container_name), {}
+            (c for c in task.get("containers", []) if c.get("name") == self.container_name), empty
         )
         exit_code = container.get("exitCode")
         if exit_code is None and not output.timed_out:
@@ -104,8 +112,8 @@ class EcsGenerator(GeneratorBlock, EcsOptions):
         exit_code = exit_code if exit_code is not None else -1
         return output.result(spec, exit_code, artifact, f"in the ECS task {task_arn}")
 
-    def _start(self, ecs, spec: GenerationSpec, environment: dict[str, str]) -> str:
-        overrides = {
+    def _start(self, ecs: ECSClient, spec: GenerationSpec, environment: dict[str, str]) -> str:
+        overrides: TaskOverrideTypeDef = {
             "containerOverrides": [
                 {
                     "name": self.container_name,
@@ -150,8 +158,12 @@ class EcsGenerator(GeneratorBlock, EcsOptions):
         return response["tasks"][0]["taskArn"]
 
     def _wait_stopped(
-        self, ecs, task_arn: str, output: OutputFollower, log_stream: tuple[str, str] | None
-    ) -> dict[str, Any]:
+        self,
+        ecs: ECSClient,
+        task_arn: str,
+        output: OutputFollower,
+        log_stream: tuple[str, str] | None,
+    ) -> TaskTypeDef:
         delay = self.poll_seconds
         tail = _LogTail(self.credentials, log_stream)
         while True:
@@ -168,13 +180,15 @@ class EcsGenerator(GeneratorBlock, EcsOptions):
             time.sleep(delay)
             delay = min(delay * 1.5, _MAX_POLL_SECONDS)
 
-    def _log_stream(self, ecs, task_arn: str) -> tuple[str, str] | None:
+    def _log_stream(self, ecs: ECSClient, task_arn: str) -> tuple[str, str] | None:
         """The awslogs group and stream of the generator container, if it logs there."""
         definition = ecs.describe_task_definition(taskDefinition=self.task_definition)
         for container in definition["taskDefinition"]["containerDefinitions"]:
             if container.get("name") != self.container_name:
                 continue
-            config = container.get("logConfiguration") or {}
+            config = container.get("logConfiguration")
+            if config is None:
+                continue
             options = config.get("options", {})
             if config.get("logDriver") == "awslogs" and "awslogs-stream-prefix" in options:
                 task_id = task_arn.rsplit("/", 1)[-1]

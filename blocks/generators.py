@@ -11,7 +11,6 @@ import abc
 import contextlib
 import functools
 import importlib.util
-import logging
 import os
 import shutil
 import signal
@@ -30,7 +29,7 @@ from pydantic import Field
 from blocks import sandbox
 from blocks.artifact_stores import ArtifactStore, VolumeArtifactStore
 from core.errors import GeneratorFailed
-from core.models import ArtifactRef, GenerationSpec, GeneratorRun
+from core.models import ArtifactRef, GenerationSpec, GeneratorRun, RunLogger
 from core.options import DEFAULT_GENERATOR_TIMEOUT, ProcessOptions
 
 LOG_TAIL_LINES = 20
@@ -71,7 +70,7 @@ class OutputFollower:
     """Logs a running generator's output line by line, keeps the last lines for the
     error message, and calls ``kill`` if the deadline passes first."""
 
-    def __init__(self, logger: logging.LoggerAdapter, timeout: float, kill: Callable[[], None]):
+    def __init__(self, logger: RunLogger, timeout: float, kill: Callable[[], None]):
         self._logger = logger
         self._tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         self._timeout = timeout
@@ -150,7 +149,7 @@ class GeneratorBlock(Block, abc.ABC):
     )
 
     @abc.abstractmethod
-    def run(self, spec: GenerationSpec, logger: logging.LoggerAdapter) -> GeneratorRun:
+    def run(self, spec: GenerationSpec, logger: RunLogger) -> GeneratorRun:
         """Run the generator to completion or raise ``GeneratorFailed``."""
 
     @abc.abstractmethod
@@ -218,7 +217,7 @@ class ProcessGenerator(GeneratorBlock, ProcessOptions):
     def output_location(self) -> str:
         return str(self.workspace)
 
-    def run(self, spec: GenerationSpec, logger: logging.LoggerAdapter) -> GeneratorRun:
+    def run(self, spec: GenerationSpec, logger: RunLogger) -> GeneratorRun:
         with generation_directory(self.workspace, spec.request_id) as generation:
             app_dir = generation / "app"
             launch = self._launch(spec, generation, logger)
@@ -256,7 +255,7 @@ class ProcessGenerator(GeneratorBlock, ProcessOptions):
             return output.result(spec, process.returncode, artifact, launch.confinement)
 
     def _launch(
-        self, spec: GenerationSpec, generation: Path, logger: logging.LoggerAdapter
+        self, spec: GenerationSpec, generation: Path, logger: RunLogger
     ) -> sandbox.SandboxLaunch | _UnconfinedLaunch:
         """``python -m generator``: in the sandbox, unless the agent is trusted (or is
         the built-in template agent and the sandbox cannot start)."""

@@ -8,6 +8,7 @@ import os
 import secrets
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from prefect.blocks.core import Block
@@ -28,7 +29,7 @@ _TEMP_PREFIX = ".tmp-"
 _TARGET_EXISTS = (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR)
 
 
-def candidate_names(name: str):
+def candidate_names(name: str) -> Iterator[str]:
     """``name``, then ``name-2``, ``name-3`` …: the deterministic order in which a
     request claims a repository name that someone else may already hold."""
     yield name

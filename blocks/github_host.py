@@ -18,7 +18,6 @@ the repository is then found again by its request marker.
 from __future__ import annotations
 
 import base64
-import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from pydantic import PrivateAttr, model_validator
 
 from blocks.git_hosts import MAX_NAME_ATTEMPTS, GitHost, candidate_names
 from core.errors import PublishError
-from core.models import PullRequest, RemoteRepository
+from core.models import PullRequest, RemoteRepository, RunLogger
 from core.options import GitHubOptions
 from core.redaction import redact, register_secret
 
@@ -59,7 +58,7 @@ class RetryPolicy:
 
     def delay(self, retry: int) -> float:
         """The wait before retry number ``retry`` (1 for the first)."""
-        return min(self.max_delay, self.first_delay * 2 ** (retry - 1))
+        return min(self.max_delay, self.first_delay * 2.0 ** (retry - 1))
 
 
 RETRY_POLICY = RetryPolicy()
@@ -179,7 +178,9 @@ class GitHubHost(GitHost, GitHubOptions):
         while the list is empty (GitHub's lists lag behind its writes)."""
         query = {"head": f"{self.owner}:{branch}", "base": "main", "state": state}
         for look in range(1, looks + 1):
-            found = api.call("GET", pulls, what=what, params=query | {"per_page": 100})
+            found: list[dict[str, Any]] = api.call(
+                "GET", pulls, what=what, params=query | {"per_page": 100}
+            )
             if found or look == looks:
                 return found
             time.sleep(api.retry_delay(look))
@@ -204,7 +205,7 @@ class GitHubHost(GitHost, GitHubOptions):
             # about to recognise by its marker. Right after a create, GitHub's reads may
             # still say 404: look again for a while before calling it someone else's.
             return api.repository(self.owner, name, looks=3)
-        repository = api.check(response, what)
+        repository: dict[str, Any] = api.check(response, what)
         _log().info("created %s (id %s)", repository["html_url"], repository["id"])
         return repository
 
@@ -280,6 +281,8 @@ class _GitHubAPI:
         """The response to one call, after waiting out rate limits and retrying 5xx
         answers, connection errors and timeouts; any other answer is returned as is."""
         failures, first_failure = 0, 0.0
+        response: httpx.Response | None
+        cause: httpx.TransportError | None
         while True:
             try:
                 response = self._client.request(method, path, **kwargs)
@@ -354,7 +357,8 @@ class _GitHubAPI:
             )
         return PublishError(redact(f"could not {what}: {failure}" if what else failure))
 
-    def call(self, method: str, path: str, *, what: str, **kwargs: Any) -> dict[str, Any]:
+    def call(self, method: str, path: str, *, what: str, **kwargs: Any) -> Any:
+        """The answer's JSON: an object, or a list for a listing."""
         return self.check(self.send(method, path, what=what, **kwargs), what)
 
     def retry_delay(self, retry: int) -> float:
@@ -366,13 +370,14 @@ class _GitHubAPI:
         for look in range(1, looks + 1):
             response = self.send("GET", f"/repos/{owner}/{name}", what=what)
             if response.status_code != 404:
-                return self.check(response, what)
+                found: dict[str, Any] = self.check(response, what)
+                return found
             if look < looks:
                 time.sleep(self._retry.delay(look))
         return None
 
     @staticmethod
-    def check(response: httpx.Response, what: str) -> dict[str, Any]:
+    def check(response: httpx.Response, what: str) -> Any:
         if response.is_success:
             return response.json()
         message = _error_message(response)
@@ -421,7 +426,7 @@ def _rate_limit_delay(response: httpx.Response) -> float | None:
     return None
 
 
-def _log() -> logging.Logger | logging.LoggerAdapter:
+def _log() -> RunLogger:
     """The run's logger inside a flow or task run, this module's outside one."""
     try:
         return get_run_logger()

@@ -10,6 +10,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -22,6 +23,9 @@ from core.errors import ArtifactError, SetupError
 from core.models import GeneratorRun, SourceTree
 from core.options import S3Options
 from core.processes import temp_prefix
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 CONTENT_TYPE = "application/gzip"  # what the generator sends; the URL is signed for it
 LIFECYCLE_RULE_ID = "appgen-expire-generations"
@@ -55,11 +59,12 @@ class S3ArtifactStore(ArtifactStore, S3Options):
 
     def upload_url(self, key: str, expires_in: int) -> str:
         """A presigned PUT URL for exactly this key and the tarball content type."""
-        return self._client().generate_presigned_url(
+        url: str = self._client().generate_presigned_url(
             "put_object",
             Params={"Bucket": self.bucket, "Key": key, "ContentType": CONTENT_TYPE},
             ExpiresIn=expires_in,
         )
+        return url
 
     def location(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
@@ -86,7 +91,8 @@ class S3ArtifactStore(ArtifactStore, S3Options):
         limits = Limits(self.max_members, self.max_file_bytes, self.max_total_bytes)
         try:
             with contextlib.closing(body):
-                extract_tarball(body, destination, limits)
+                # botocore's StreamingBody reads like a binary file, which tarfile needs.
+                extract_tarball(body, destination, limits)  # type: ignore[arg-type]
         except BaseException:
             shutil.rmtree(destination, ignore_errors=True)
             raise
@@ -116,7 +122,7 @@ class S3ArtifactStore(ArtifactStore, S3Options):
         except (ClientError, BotoCoreError) as exc:
             raise SetupError(f"cannot set up the bucket {self.bucket!r}: {exc}") from exc
 
-    def _client(self):
+    def _client(self) -> S3Client:
         params = self.credentials.aws_client_parameters.get_params_override()
         # Presigned URLs must be SigV4 and path-style to work with any S3 endpoint.
         signing = Config(signature_version="s3v4", s3={"addressing_style": "path"})

@@ -25,7 +25,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from core.errors import ArtifactError
 
@@ -122,7 +122,9 @@ def _make_directories(root: Path, parts: tuple[str, ...], member: tarfile.TarInf
                 raise _rejected(member, f"{part!r} is already a file") from None
 
 
-def _write_file(source: BinaryIO | None, target: Path, member: tarfile.TarInfo, budget: int) -> int:
+def _write_file(
+    source: IO[bytes] | None, target: Path, member: tarfile.TarInfo, budget: int
+) -> int:
     if source is None:
         raise _rejected(member, "it has no data")
     mode = 0o755 if member.mode & 0o111 else 0o644

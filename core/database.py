@@ -53,7 +53,11 @@ def _column(name: str, field: FieldInfo) -> sa.Column[Any]:
         column_type = sa.Float()
     elif kind is datetime:
         column_type = sa.DateTime(timezone=True)
-    elif kind is str or typing.get_origin(kind) is typing.Literal or issubclass(kind, Enum):
+    elif (
+        kind is str
+        or typing.get_origin(kind) is typing.Literal
+        or (isinstance(kind, type) and issubclass(kind, Enum))
+    ):
         column_type = sa.String(length) if length else sa.Text()
     else:
         raise TypeError(f"RequestRecord.{name}: no column type for {field.annotation}")
@@ -164,6 +168,7 @@ class RequestStore:
                     updated_at=now,
                 )
             )
+            assert inserted.inserted_primary_key is not None  # an INSERT of one row
             request_id = inserted.inserted_primary_key[0]
             connection.execute(
                 sa.insert(request_runs).values(
@@ -535,10 +540,12 @@ def _insert(connection: sa.Connection, table: sa.Table) -> Any:
     """The connection's dialect's INSERT, which has ``on_conflict_do_…``. Imported on
     the first write: a SQLite reader does not pay for the PostgreSQL dialect."""
     if connection.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table)
 
 
 def _column_values(fields: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,14 @@ An ``AppgenError`` is an *expected* failure: the CLI prints its message without 
 traceback; anything else is a bug and keeps its traceback.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from core.redaction import redact
+
+if TYPE_CHECKING:
+    from core.models import SecretFinding
 
 
 class AppgenError(Exception):
@@ -45,12 +52,12 @@ class SecretsFound(PublishError):
     """Raised before anything is created or pushed when the staged app holds secrets
     (APPGEN_SECRET_SCAN=block). ``findings`` say where and by which rule, never what."""
 
-    def __init__(self, message: str, findings: list | None = None) -> None:
+    def __init__(self, message: str, findings: list[SecretFinding] | None = None) -> None:
         super().__init__(message, findings or [])
         self.findings = findings or []
 
     def __str__(self) -> str:
-        return self.args[0]
+        return str(self.args[0])
 
 
 class PushProtectionRejected(PublishError):
@@ -62,7 +69,7 @@ class PushProtectionRejected(PublishError):
         self.paths = paths or []
 
     def __str__(self) -> str:
-        return self.args[0]
+        return str(self.args[0])
 
 
 class DatabaseError(AppgenError):

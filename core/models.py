@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -77,8 +78,16 @@ def derive_app_name(prompt: str) -> str:
     return name or "app"
 
 
+GeneratorKind = Literal["process", "docker", "ecs"]
+AgentKind = Literal["template", "command", "claude"]
+GitHostKind = Literal["local", "github"]
+
+# What get_run_logger() returns, and what the steps below a task log to.
+RunLogger: TypeAlias = logging.Logger | logging.LoggerAdapter[logging.Logger]
+
+
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class PublishRequest(Frozen):
@@ -118,7 +127,7 @@ class GenerationSpec(Frozen):
     # cannot, so a cached generation is never mistaken for a new request's.
     registered_at: datetime
     prompt: str
-    agent: Literal["template", "command", "claude"]
+    agent: AgentKind
     agent_command: str | None = None
     agent_env: tuple[str, ...] = Field(
         default=(), description="Names of the variables the agent is given (not their values)."
@@ -374,7 +383,7 @@ class RequestUpdate(RequestOutcome, Frozen):
     prompt: str | None = None
     flow_run_id: str | None = None
 
-    def changes(self) -> dict[str, object]:
+    def changes(self) -> dict[str, Any]:
         """The columns this update writes: the fields it was given."""
         return self.model_dump(exclude_unset=True, exclude={"request_id"})
 

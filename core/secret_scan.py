@@ -272,7 +272,7 @@ def held_secrets(
     for name in dict.fromkeys(names):
         if os.environ.get(name):
             held.append(KnownSecret(name, os.environ[name]))
-    first_by_value = {}
+    first_by_value: dict[str, KnownSecret] = {}
     for secret in held:  # a value is named by where it is configured, once
         first_by_value.setdefault(secret.value, secret)
     return [secret for secret in first_by_value.values() if secret.needles()]

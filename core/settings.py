@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar, get_origin
+from typing import Annotated, TypeVar, get_origin
 
 from pydantic import (
     Field,
@@ -22,6 +22,14 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.errors import InvalidRequest
 from core.excludes import MAX_FILE_BYTES
+from core.models import (
+    AgentKind,
+    GeneratorKind,
+    GitHostKind,
+    PublishMode,
+    SecretScanMode,
+    VerifyMode,
+)
 from core.options import (
     DEFAULT_GENERATOR_TIMEOUT,
     DockerOptions,
@@ -32,9 +40,6 @@ from core.options import (
 )
 from core.paths import display_path
 
-GeneratorKind = Literal["process", "docker", "ecs"]
-AgentKind = Literal["template", "command", "claude"]
-GitHostKind = Literal["local", "github"]
 # The database backends blocks/database.py implements.
 DATABASE_BACKENDS = ("sqlite", "postgresql")
 # A list setting is JSON, decoded by _decode_json_list.
@@ -226,7 +231,7 @@ class Settings(ProcessOptions, BaseSettings):
         description="Fail the publish, before anything is pushed, when no launch scanner "
         "knows how to run the app (deployable: false).",
     )
-    verify: Literal["off", "build", "smoke"] = Field(
+    verify: VerifyMode = Field(
         default="off",
         description="Check the deploy files before pushing: `build` the image with the "
         "local Docker engine, or `smoke`: build, run it and wait for an HTTP answer.",
@@ -237,13 +242,13 @@ class Settings(ProcessOptions, BaseSettings):
     verify_answer_seconds: float = Field(
         default=60.0, gt=0, description="Seconds a smoke check waits for an HTTP answer."
     )
-    publish_mode: Literal["main", "pull-request"] = Field(
+    publish_mode: PublishMode = Field(
         default="main",
         description="`pull-request`: the first publish of a request creates main, every later "
         "one pushes the branch appgen/request-N and opens or updates its pull request. In "
         "`main` mode a main that moved on gets the same branch and pull request.",
     )
-    secret_scan: Literal["block", "warn", "off"] = Field(
+    secret_scan: SecretScanMode = Field(
         default="block",
         description="Scan the staged app for secrets before anything is created or pushed: "
         "`block` fails the publish when one is found, `warn` publishes and lists them, "

@@ -19,11 +19,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import docker
 from pydantic import BaseModel
 
 from core.errors import SetupError
+
+if TYPE_CHECKING:
+    from docker.models.images import Image
 
 DEFAULT_TAG = "appgen-generator:local"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -123,7 +127,7 @@ def build_generator_image(
     )
 
 
-def _labelled(client: docker.DockerClient, content: str):
+def _labelled(client: docker.DockerClient, content: str) -> Image | None:
     images = client.images.list(filters={"label": f"{CONTENT_LABEL}={content}"})
     return images[0] if images else None
 

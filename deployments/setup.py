@@ -19,7 +19,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from prefect import get_client
 from prefect.blocks.core import Block
@@ -77,7 +77,7 @@ def setup(
                 client.read_work_pool(name)
                 log(f"work pool {name} ({pool_type}) exists")
             except ObjectNotFound:
-                template = run_coro_as_sync(
+                template: dict[str, Any] | None = run_coro_as_sync(
                     get_default_base_job_template_for_infrastructure_type(pool_type)
                 )
                 client.create_work_pool(

@@ -19,6 +19,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -31,7 +34,7 @@ _KILL_ROUNDS = 500  # of 10 ms each: killed processes are gone long before
 def _prctl(option: int, value: int) -> bool:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(option, value, 0, 0, 0) == 0
+        return bool(libc.prctl(option, value, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
 
@@ -90,7 +93,7 @@ class Reaper:
     def __init__(self, deadline_seconds: float | None = None) -> None:
         self._deadline = deadline_seconds
         self._timer: threading.Timer | None = None
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
         self._expired = threading.Event()
 
     def __enter__(self) -> Reaper:

@@ -24,7 +24,7 @@ from datetime import timedelta
 
 from blocks.database import Database
 from core.errors import AppgenError
-from core.models import LeaseHolder, RequestRecord
+from core.models import LeaseHolder, RequestRecord, RunLogger
 
 POLL_SECONDS = 1.0
 _log = logging.getLogger("appgen.leases")
@@ -62,7 +62,7 @@ def claim_request(
     request_id: int,
     holder: LeaseHolder,
     lease: timedelta,
-    logger: logging.Logger | logging.LoggerAdapter,
+    logger: RunLogger,
 ) -> RequestRecord:
     """Return the request's row once ``holder`` holds it — what earlier runs published
     and created, as of now — waiting while another live run holds it."""
@@ -83,7 +83,7 @@ def generator_slot(
     holder: LeaseHolder,
     slots: int,
     lease: timedelta,
-    logger: logging.Logger | logging.LoggerAdapter,
+    logger: RunLogger,
 ) -> Iterator[int]:
     """Hold one of ``slots`` generator slots for the duration of the block."""
     waiting = False

@@ -63,13 +63,13 @@ class _Rules:
         """Why ``relative`` is excluded, or None if it is kept."""
         probe = relative + "/" if is_dir else relative
         verdict = _DEFAULT_RULES.check_file(probe)
-        if verdict.include:
+        if verdict.include and verdict.index is not None:
             return f"default rule {_DEFAULT_RULES.patterns[verdict.index].pattern!r}"
         # The deepest .gitignore with a matching pattern decides, as in git.
         for base, spec, label in reversed(self.layers):
             verdict = spec.check_file(probe[len(base) :])
             if verdict.include is not None:
-                if verdict.include:
+                if verdict.include and verdict.index is not None:
                     return f"{label} rule {spec.patterns[verdict.index].pattern!r}"
                 return None
         return None
@@ -155,7 +155,7 @@ def stage_tree(
 
 
 def _stage_link(
-    entry: os.DirEntry, relative: str, real_root: str, target_dir: str, tally: _Tally
+    entry: os.DirEntry[str], relative: str, real_root: str, target_dir: str, tally: _Tally
 ) -> None:
     """Keep a relative link whose target stays inside the app; drop any other."""
     target = os.readlink(entry.path)

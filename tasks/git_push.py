@@ -141,8 +141,8 @@ def commit_and_push(
     if branch is None:
         raise PublishError(
             f"main of {remote.url} moved on: it is at {main[:12]}, but appgen last "
-            f"pushed {expected_head[:12]}. appgen never overwrites commits it did not "
-            "make: merge or revert them on main, then publish again."
+            f"pushed {(expected_head or 'nothing')[:12]}. appgen never overwrites commits it "
+            "did not make: merge or revert them on main, then publish again."
         )
     if moved_on and not tip:
         # The pull request shows appgen's change to what it published last, and merging
@@ -232,7 +232,7 @@ class _Git:
 
     def _run(
         self, args: tuple[str, ...], succeeded: tuple[int, ...]
-    ) -> subprocess.CompletedProcess:
+    ) -> subprocess.CompletedProcess[str]:
         try:
             completed = subprocess.run(
                 ["git", *args],

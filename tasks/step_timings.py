@@ -8,6 +8,7 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from prefect import Task
 from prefect.client.schemas.objects import State, TaskRun
@@ -26,7 +27,7 @@ _timings: defaultdict[str, list[StepTiming]] = defaultdict(list)
 _lock = threading.Lock()
 
 
-def remember_timing(task: Task, task_run: TaskRun, state: State) -> None:
+def remember_timing(task: Task[..., Any], task_run: TaskRun, state: State) -> None:
     """State hook (on completion and on failure) of each step."""
     timing = StepTiming(
         name=task_run.name,

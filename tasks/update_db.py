@@ -29,6 +29,7 @@ from core.models import (
     RequestRecord,
     RequestStatus,
     RequestUpdate,
+    RunLogger,
     check_app_name,
     check_prompt,
     derive_app_name,
@@ -141,7 +142,7 @@ def _failure_text(state: State) -> str:
     return redact(state.message or "the run failed")
 
 
-def _run_logger() -> logging.Logger | logging.LoggerAdapter:
+def _run_logger() -> RunLogger:
     """The flow run's logger while its hooks run (so the line reaches the run log)."""
     try:
         return get_run_logger()

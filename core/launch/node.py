@@ -92,7 +92,7 @@ class NodeProject:
                 return manager, name
         for manager in ("pnpm", "yarn", "bun"):
             if declared.startswith(f"{manager}@"):
-                return manager, None  # type: ignore[return-value]
+                return manager, None
         return "npm", None
 
     def build(self, output: str | None = None) -> NodeBuild:
@@ -407,8 +407,8 @@ def _spa_output(project: NodeProject) -> tuple[str, str] | None:
     if project.has("@vue/cli-service"):
         return "vue-cli", "dist"
     if project.has("vite") or project.config_text("vite.config"):
-        out = re.search(r"outDir\s*:\s*['\"]([^'\"]+)['\"]", project.config_text("vite.config"))
-        clean = project.files.relative(out.group(1)) if out else "dist"
+        out_dir = re.search(r"outDir\s*:\s*['\"]([^'\"]+)['\"]", project.config_text("vite.config"))
+        clean = project.files.relative(out_dir.group(1)) if out_dir else "dist"
         return "vite", clean or "dist"
     return None
 

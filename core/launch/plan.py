@@ -6,7 +6,7 @@ A scanner returns one plan or nothing; ``core.launch.render`` turns a plan into
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -82,5 +82,5 @@ class LaunchPlan(_Frozen):
         return self.dockerfile is not None
 
 
-def not_deployable(stack: str, reason: str, **fields) -> LaunchPlan:
+def not_deployable(stack: str, reason: str, **fields: Any) -> LaunchPlan:
     return LaunchPlan(stack=stack, deployable=False, reason=reason, **fields)

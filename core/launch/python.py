@@ -203,7 +203,14 @@ def _fastapi(project: PythonProject) -> LaunchPlan | None:
             "fastapi", "FastAPI is a dependency, but no FastAPI() app was found", runtime="python"
         )
     module, chdir = _module_of(project, found[0])
-    start = ("uvicorn", f"{module}:{found[1]}", "--host", "0.0.0.0", "--port", str(PORT))
+    start: tuple[str, ...] = (
+        "uvicorn",
+        f"{module}:{found[1]}",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(PORT),
+    )
     start += ("--proxy-headers",) + (("--factory",) if factory else ())
     start += ("--app-dir", chdir) if chdir else ()
     return _plan(
@@ -232,7 +239,7 @@ def _flask(project: PythonProject) -> LaunchPlan | None:
         )
     module, chdir = _module_of(project, found[0])
     target = f"{module}:{found[1]}{call}"
-    start = ("gunicorn", "--bind", f"0.0.0.0:{PORT}")
+    start: tuple[str, ...] = ("gunicorn", "--bind", f"0.0.0.0:{PORT}")
     start += ("--chdir", chdir) if chdir else ()
     return _plan(
         project,
