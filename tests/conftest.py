@@ -24,6 +24,26 @@ from core.models import GenerationSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MAKE_WORKSPACE = REPO_ROOT.parent / "shared" / "bench" / "make_workspace.py"
+# A test that needs one of these (a Prefect API, the appgen command, the Docker
+# engine, a Git host, S3 or ECS stand-in) starts or talks to processes of its own:
+# it is in the slow tier, and `pytest -m "not slow"` leaves it out.
+SERVICE_FIXTURES = frozenset(
+    {
+        "prefect_api",
+        "prefect_server",
+        "appgen",
+        "docker_engine",
+        "github_server",
+        "s3_server",
+        "moto_server",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -278,12 +278,12 @@ def api_answering(status: int) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://appgen:hunter22@127.0.0.1:{server.server_port}/api"
-    finally:
-        server.shutdown()
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield f"http://appgen:hunter22@127.0.0.1:{server.server_port}/api"
+        finally:
+            server.shutdown()
 
 
 def test_a_prefect_api_that_answers_with_errors_is_named_without_its_credentials(appgen):
