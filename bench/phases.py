@@ -14,6 +14,9 @@ process, the way a person runs it:
               its phases from the Prefect API: start-up until the flow run is
               created, the flow run itself, and the end of the run until the
               process exits
+  floor       what any Prefect flow run costs in its own process on the same server:
+              a script whose flow runs as many no-op tasks as a publish runs tasks;
+              appgen's own share of a publish is what it takes beyond this
   status      `appgen status` and `appgen status 1 --json` on the same home
 
 Targets (issue #19):  publish ≤ 1.8 x import prefect;  status ≤ 10 x import sqlite3, json.
@@ -132,6 +135,7 @@ _PROJECT = frozenset({"appgen", "blocks", "core", "deployments", "flows", "tasks
 
 @dataclass
 class Publish:
+    flow_run_id: str
     wall: float
     start_up: float  # process start → flow run created (imports, settings, API connect)
     flow_run: float  # flow run created → final state
@@ -153,7 +157,50 @@ def publish(env: dict[str, str], cwd: Path, api_url: str, prompt: str) -> Publis
     if result["status"] != "published":
         raise SystemExit(f"the benchmark's publish failed: {result['error']}")
     created, ended = flow_run_times(api_url, result["flow_run_id"])
-    return Publish(run.seconds, created - run.started, ended - created, run.ended - ended)
+    return Publish(
+        result["flow_run_id"],
+        run.seconds,
+        created - run.started,
+        ended - created,
+        run.ended - ended,
+    )
+
+
+# A flow of no-op tasks: Prefect's own cost of a flow run (import, parameter
+# serialization, flow and task runs through the API, exit), with no appgen code.
+FLOOR_FLOW = """
+import sys
+from prefect import flow, task
+
+@task
+def step(n: int) -> int:
+    return n + 1
+
+@flow
+def floor(prompt: str, tasks: int) -> int:
+    n = 0
+    for _ in range(tasks):
+        n = step(n)
+    return n
+
+floor(sys.argv[1], int(sys.argv[2]))
+"""
+
+
+def task_run_count(api_url: str, flow_run_id: str) -> int:
+    body = json.dumps({"flow_runs": {"id": {"any_": [flow_run_id]}}}).encode()
+    request = urllib.request.Request(
+        f"{api_url}/task_runs/filter", body, {"Content-Type": "application/json"}
+    )
+    with _NO_PROXY.open(request, timeout=30) as response:
+        return len(json.loads(response.read()))
+
+
+def floor_flow(env: dict[str, str], cwd: Path, api_url: str, tasks: int) -> float:
+    # As appgen's CLI runs its flows: no telemetry, no heartbeat thread.
+    floor_env = env | {"PREFECT_API_URL": api_url, "DO_NOT_TRACK": "1"}
+    command = [sys.executable, "-c", FLOOR_FLOW, PROMPT, str(tasks)]
+    return timed(command, floor_env, cwd).seconds
 
 
 def server_api_url(env: dict[str, str], cwd: Path) -> str:
@@ -208,6 +255,8 @@ def main() -> None:
             api_url = server_api_url(env, work)
             publish(env, work, api_url, f"{PROMPT} warm-up")  # the server's first run
             runs = [publish(env, work, api_url, f"{PROMPT} {n}") for n in range(repeat)]
+            tasks = task_run_count(api_url, runs[-1].flow_run_id)
+            floor = median_of(repeat, lambda: floor_flow(env, work, api_url, tasks))
             status = median_of(repeat, lambda: timed([*APPGEN, "status"], env, work).seconds)
             status_json = median_of(
                 repeat, lambda: timed([*APPGEN, "status", "1", "--json"], env, work).seconds
@@ -222,6 +271,7 @@ def main() -> None:
             ["python -c pass", ms(bare)],
             ['python -c "import prefect"', ms(prefect)],
             ['python -c "import sqlite3, json"', ms(sqlite)],
+            [f"a Prefect flow of {tasks} no-op tasks, same server", ms(floor)],
         ],
     )
     print_table(
@@ -246,6 +296,15 @@ def main() -> None:
                 ("flow run final → process exited", statistics.median(r.exit for r in runs)),
                 ("wall", wall),
             )
+        ],
+    )
+    print_table(
+        "appgen publish against the floor (any flow run of as many tasks)",
+        ["", "wall", "x import prefect"],
+        [
+            ["the floor", ms(floor), f"{floor / prefect:.2f}"],
+            ["appgen publish", ms(wall), f"{wall / prefect:.2f}"],
+            ["appgen's own share", ms(wall - floor), f"{(wall - floor) / prefect:.2f}"],
         ],
     )
     results = [
