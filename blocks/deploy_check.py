@@ -2,10 +2,13 @@
 ``DockerHost`` (the environment's engine unless a host is given).
 
 ``build`` builds the staged tree's image; ``smoke`` also runs it with ``PORT`` set,
-publishes the internal port on 127.0.0.1 only, and waits (a bounded time) for any
-HTTP answer. The container, the image and the build's intermediate images are
-removed afterwards, whatever happened. A failed check is returned as
-``verified='failed'`` with the tail of the build or container log.
+publishes the internal port on 127.0.0.1 only, and waits (a bounded time) for the
+first HTTP answer at ``/``. An answer from 200 to 499 is an app that serves (a 404 at
+``/`` is an API with no home page); a 5xx is an app that starts but fails, as a
+container that exits or no answer in time is one that does not start. The
+container, the image and the build's intermediate images are removed afterwards,
+whatever happened. A failed check is returned as ``verified='failed'`` with the tail
+of the build or container log.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ if TYPE_CHECKING:
 LOG_TAIL_LINES = 30
 _STEP_IMAGE = re.compile(r"^ ---> ([0-9a-f]{12})$", re.MULTILINE)
 POLL_SECONDS = 0.5
+SERVER_ERROR = 500
+STOP_SECONDS = 10
 LABEL = "org.appgen.verify"
 
 
@@ -109,6 +114,14 @@ def _check(
                     else f"no HTTP answer on port {deploy.internal_port} within "
                     f"{answer_timeout:.0f}s"
                 )
+                return _failed(mode, started, why, log)
+            if status >= SERVER_ERROR:
+                # Stopped first: the engine has then copied all the app printed about
+                # the failure into the container's log.
+                with contextlib.suppress(docker.errors.DockerException):
+                    container.stop(timeout=STOP_SECONDS)
+                log[:] = _container_log(container)
+                why = f"HTTP {status} at / on port {deploy.internal_port}: the app fails"
                 return _failed(mode, started, why, log)
         return DeployCheck(
             mode=mode,

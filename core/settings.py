@@ -234,7 +234,8 @@ class Settings(ProcessOptions, BaseSettings):
     verify: VerifyMode = Field(
         default="off",
         description="Check the deploy files before pushing: `build` the image with the "
-        "local Docker engine, or `smoke`: build, run it and wait for an HTTP answer.",
+        "local Docker engine, or `smoke`: build, run it and wait for an answer at `/` "
+        "(a 5xx fails the check).",
     )
     verify_timeout: float = Field(
         default=900.0, gt=0, description="Seconds a deploy check's image build may go silent."

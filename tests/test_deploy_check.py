@@ -77,6 +77,35 @@ def test_an_app_that_crashes_on_start_fails_the_check_with_its_log(
     assert reason is not None and "boom at start" in reason
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("status", "verified"), [(500, "failed"), (503, "failed"), (404, "served")]
+)
+def test_an_app_that_answers_5xx_fails_the_check_and_4xx_serves(
+    status, verified, tmp_path, docker_engine, deploy_base
+):
+    staged, deploy = staged_app(tmp_path, "python-stdlib")
+    server = staged.path / "server.py"
+    server.write_text(
+        server.read_text()
+        .replace("self.send_response(200)", f"self.send_response({status})")
+        .replace(
+            "def do_GET(self):",
+            "def do_GET(self):\n        print('no such table: post', flush=True)",
+        )
+    )
+    check = DockerDeployCheck(timeout=BUILD_TIMEOUT, answer_timeout=ANSWER_TIMEOUT).verify(
+        staged, deploy, "smoke"
+    )
+    assert check.verified == verified, check.detail
+    assert check.detail.startswith(f"HTTP {status}")
+    if verified == "failed":
+        assert "the app fails" in check.detail
+        assert any("no such table: post" in line for line in check.log_tail)
+        reason = refusal(deploy, check, require_deployable=False)
+        assert reason is not None and f"HTTP {status} at /" in reason
+
+
 def test_nothing_is_checked_when_off_or_not_deployable(tmp_path):
     staged, deploy = staged_app(tmp_path, "unknown")
     # Neither needs an engine: a host nothing listens on is never asked.
