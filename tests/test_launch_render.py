@@ -293,6 +293,53 @@ def test_generator_files_are_never_overwritten(tmp_path):
     assert {"dockerfile", ".GITIGNORE"} <= set(deploy.kept_from_generator)
 
 
+def _go_module(root: Path, files: dict[str, str]) -> Path:
+    (root).mkdir()
+    (root / "go.mod").write_text("module example.com/app\n\ngo 1.22\n")
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+_SERVER_GO = 'package main\n\nimport "os"\n\nfunc main() { _ = os.Getenv("PORT") }\n'
+
+
+@pytest.mark.parametrize(
+    ("files", "package"),
+    [
+        # The package clause decides, not the file's name.
+        ({"hello.go": _SERVER_GO}, "."),
+        ({"server.go": _SERVER_GO, "server_test.go": "package main_test\n"}, "."),
+        (
+            {
+                "lib.go": "package app\n",
+                "gen.go": "//go:build ignore\n\npackage main\n",  # `go run gen.go` only
+                "cmd/api/serve.go": _SERVER_GO,
+            },
+            "./cmd/api",
+        ),
+    ],
+)
+def test_go_main_packages_are_found_by_their_package_clause(files, package, tmp_path):
+    app = _go_module(tmp_path / "app", files)
+    deploy = render_into(app, "x", "iad")
+    assert deploy.deployable is True, deploy.deploy_reason
+    assert f"-o /out/app/server {package}\n" in (app / "Dockerfile").read_text()
+
+
+@pytest.mark.parametrize(
+    ("files", "says"),
+    [
+        ({"lib.go": "package app\n", "lib_test.go": "package main\n"}, "no main package"),
+        ({"main.go": _SERVER_GO, "cmd/tool/tool.go": _SERVER_GO}, "2 main packages"),
+    ],
+)
+def test_go_modules_without_exactly_one_main_package_say_so(files, says, tmp_path):
+    deploy = render_into(_go_module(tmp_path / "app", files), "x", "iad")
+    assert deploy.deployable is False and says in deploy.deploy_reason
+
+
 def test_the_template_app_is_an_express_server_on_port_3000(tmp_path):
     write_app("Build me a counter app", tmp_path)
     deploy = render_into(tmp_path, "counter-app", "iad")
