@@ -340,6 +340,16 @@ def test_go_modules_without_exactly_one_main_package_say_so(files, says, tmp_pat
     assert deploy.deployable is False and says in deploy.deploy_reason
 
 
+def test_a_standard_library_server_is_found_whatever_its_script_is_called(tmp_path):
+    app = tmp_path / "app"
+    shutil.copytree(APPS / "python-stdlib", app)
+    (app / "server.py").rename(app / "hello_server.py")
+    (app / "util.py").write_text("def helper():\n    return 1\n")
+    deploy = render_into(app, "x", "iad")
+    assert deploy.deployable is True, deploy.deploy_reason
+    assert '"python", "hello_server.py"' in (app / "Dockerfile").read_text()
+
+
 def test_the_template_app_is_an_express_server_on_port_3000(tmp_path):
     write_app("Build me a counter app", tmp_path)
     deploy = render_into(tmp_path, "counter-app", "iad")

@@ -252,7 +252,10 @@ def _flask(project: PythonProject) -> LaunchPlan | None:
 
 
 def _stdlib(project: PythonProject) -> LaunchPlan | None:
-    for name in ("app.py", "main.py", "server.py", "serve.py"):
+    # Whatever the script is called: the usual names first, then any other top-level one.
+    usual = ("app.py", "main.py", "server.py", "serve.py")
+    others = [n for n in project.files.listdir(project.folder) if n.endswith(".py")]
+    for name in dict.fromkeys([*usual, *others]):
         source = project.files.read_text(project.path(name))
         if not source or not _STDLIB_SERVER.search(source):
             continue
