@@ -44,7 +44,9 @@ def staged_app(tmp_path: Path, name: str) -> tuple[StagedTree, DeployFiles]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["node-http", "static", "python-stdlib", "client-server-vendored"])
+@pytest.mark.parametrize(
+    "name", ["node-http", "static", "python-stdlib", "client-server-vendored", "procfile-steps"]
+)
 def test_rendered_apps_build_and_answer_on_their_internal_port(
     name, tmp_path, docker_engine, deploy_base
 ):

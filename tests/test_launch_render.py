@@ -64,6 +64,12 @@ CORPUS: dict[str, tuple[str, int | None, str | None, str | None]] = {
     "procfile": ("procfile/flask", 8080, "-r requirements.txt", "exec gunicorn app:app"),
     "procfile-node": ("procfile/node", 8080, "npm ci --omit=dev", "exec node web.js --port $PORT"),
     "procfile-python-pinned": ("procfile/python", 8080, "-r requirements.txt\n", "exec gunicorn"),
+    "procfile-steps": (
+        "procfile/python-http",
+        8080,
+        "-r requirements.txt",
+        "python init_db.py && exec python server.py",
+    ),
     "python-stdlib": ("python-http", 8000, None, '"server.py"'),
     "remix": ("remix", 3000, "npm ci", '"npm", "start"'),
     "react-router": ("react-router", 3000, "npm ci", '"npm", "start"'),

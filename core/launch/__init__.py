@@ -21,6 +21,7 @@ from core.launch.layout import app_folder, scan_client_server, scan_workspaces
 from core.launch.node import NodeProject, scan_node
 from core.launch.plan import LaunchPlan, NodeBuild, not_deployable
 from core.launch.python import GUNICORN, UVICORN, read_project, scan_python
+from core.launch.shell import ShellCommand
 from core.launch.static import scan_static
 
 __all__ = ["LaunchPlan", "NodeBuild", "scan"]
@@ -74,13 +75,22 @@ def _with_procfile(
         if plan is None:
             return None
     extra = plan.python_extra
+    command = ShellCommand.parse(web)
     if plan.runtime == "python":
         project = read_project(files, folder)
-        server = web.split()[0]
+        server = command.server.removeprefix("exec ").split()[0] if command.server else ""
         pinned = {"gunicorn": GUNICORN, "uvicorn": UVICORN}.get(server)
         if pinned and project is not None and not project.has(server) and pinned not in extra:
             extra = (*extra, pinned)
     port = plan.port or 8080
+    notes = plan.notes
+    if command.keeps_shell:
+        notes = (
+            *notes,
+            "the Procfile's web command has a pipe, `||` or a background job, so it runs "
+            "under `sh`, which does not pass the stop signal on: a stop waits for Fly's "
+            "kill timeout",
+        )
     return plan.model_copy(
         update={
             "stack": f"procfile/{plan.stack}",
@@ -91,6 +101,7 @@ def _with_procfile(
             "port": port,
             "python_extra": extra,
             "env": {**plan.env, "PORT": str(port)},
+            "notes": notes,
         }
     )
 

@@ -7,6 +7,7 @@ import json
 import posixpath
 
 from core.launch import LaunchPlan
+from core.launch.shell import ShellCommand
 
 USER = "10001:10001"
 HOME = "/home/app"
@@ -37,7 +38,8 @@ def env_line(env: dict[str, str]) -> str:
 
 def start_command(plan: LaunchPlan) -> str:
     if plan.shell_start:
-        return f"CMD {json_list(['sh', '-c', 'exec ' + plan.shell_start])}"
+        command = ShellCommand.parse(plan.shell_start).for_container()
+        return f"CMD {json_list(['sh', '-c', command])}"
     return f"CMD {json_list(plan.start)}"
 
 
