@@ -19,6 +19,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -27,14 +28,14 @@ from blocks.docker_generator import DockerGenerator  # noqa: E402
 from core.models import GenerationSpec  # noqa: E402
 
 
-class FirstLine(logging.LoggerAdapter):
+class FirstLine(logging.LoggerAdapter[logging.Logger]):
     """Remembers when the first line of the generator's output arrived."""
 
     def __init__(self) -> None:
         super().__init__(logging.getLogger("bench"), {})
         self.first: float | None = None
 
-    def info(self, msg, *args, **kwargs) -> None:
+    def info(self, msg: object, *args: object, **kwargs: Any) -> None:
         if self.first is None and str(msg).startswith("generator:"):
             self.first = time.perf_counter()
 
@@ -79,6 +80,7 @@ def main() -> None:
         )
         cli = time.perf_counter() - started_cli
         if attempt:
+            assert logger.first is not None, "the generator logged no line"
             to_first_line.append(logger.first - started)
             to_done.append(done - started)
             docker_run.append(cli)

@@ -23,7 +23,9 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -72,10 +74,10 @@ def peak_rss_kb(server: SeaweedS3, bucket: str, key: str) -> int:
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
     ).stdout
-    return json.loads(out.strip().splitlines()[-1])["max_rss_kb"]
+    return cast(int, json.loads(out.strip().splitlines()[-1])["max_rss_kb"])
 
 
-def best_of(repeat: int, run) -> float:
+def best_of(repeat: int, run: Callable[[], object]) -> float:
     times = []
     for _ in range(repeat):
         started = time.perf_counter()

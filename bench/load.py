@@ -42,7 +42,8 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 import httpx
 
@@ -70,7 +71,7 @@ GENERATED = re.compile(r"generation finished in ([0-9.]+)s")
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return cast(int, sock.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -87,7 +88,9 @@ def database(name: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def service(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+def service(
+    command: list[str], env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     """A long-running process in a session of its own, so that stopping it stops
     whatever it started too: SIGTERM to the session, SIGKILL after 20 s."""
     with open(log, "w") as output:
@@ -160,7 +163,7 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
-def wait_healthy(api_url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+def wait_healthy(api_url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -285,7 +288,7 @@ def wait_until_ended(submitted: list[Submitted], timeout: float) -> list[Ended]:
             time.sleep(2)
         ended = []
         for one in submitted:
-            states = client.read_flow_run_states(one.flow_run_id)
+            states = client.read_flow_run_states(UUID(one.flow_run_id))
             pending = [s.timestamp.timestamp() for s in states if s.type.value == "PENDING"]
             running = [s.timestamp.timestamp() for s in states if s.type.value == "RUNNING"]
             final_state = max((s for s in states if s.is_final()), key=lambda s: s.timestamp)

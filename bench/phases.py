@@ -29,6 +29,7 @@ Targets (issue #19):  publish ≤ 1.8 x import prefect;  status ≤ 10 x import 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -100,7 +101,9 @@ def median_of(repeat: int, measure: Callable[[], float]) -> float:
 # Imports
 
 
-def largest_imports(env: dict[str, str], cwd: Path, module: str, count: int) -> list[tuple]:
+def largest_imports(
+    env: dict[str, str], cwd: Path, module: str, count: int
+) -> list[tuple[str, float]]:
     """What importing ``module`` costs, from one ``python -X importtime`` run: the
     ``count`` largest third-party packages (cumulative, so a package another one
     imports is inside that one's figure too), and this project's modules (their own
@@ -245,7 +248,7 @@ def main() -> None:
         prefect = median_of(repeat, lambda: python("import prefect", env, work))
         sqlite = median_of(repeat, lambda: python("import sqlite3, json", env, work))
         imports = {
-            module: median_of(repeat, lambda m=module: python(f"import {m}", env, work))
+            module: median_of(repeat, functools.partial(python, f"import {module}", env, work))
             for module in ("appgen.cli", "flows.publish")
         }
         largest = largest_imports(env, ROOT, "flows.publish", 12)

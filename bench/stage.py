@@ -62,7 +62,7 @@ def build_workspace(out: Path, node_files: int) -> None:
     )
 
 
-def best_of(repeat: int, scratch: Path, run: Callable[[Path], None]) -> float:
+def best_of(repeat: int, scratch: Path, run: Callable[[Path], object]) -> float:
     times = []
     for attempt in range(repeat + 1):  # the first run warms the cache and is not counted
         destination = scratch / f"dest-{attempt}"

@@ -12,9 +12,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import boto3
 import httpx
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecs import ECSClient
+    from mypy_boto3_s3 import S3Client
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
@@ -24,7 +29,7 @@ ACCESS_KEY, SECRET_KEY = "appgen-test-key", "appgen-test-secret"
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        return cast(int, probe.getsockname()[1])
 
 
 class SeaweedS3:
@@ -34,7 +39,7 @@ class SeaweedS3:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._data = data
-        self._process: subprocess.Popen | None = None
+        self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> SeaweedS3:
         env = os.environ | {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
@@ -72,7 +77,7 @@ class SeaweedS3:
         self._process.terminate()
         self._process.wait(timeout=30)
 
-    def client(self):
+    def client(self) -> S3Client:
         from botocore.config import Config
 
         return boto3.client(
@@ -110,7 +115,11 @@ class MotoAWS:
     def __exit__(self, *exc_info: object) -> None:
         self._server.stop()
 
-    def client(self, service: str):
+    @overload
+    def client(self, service: Literal["ecs"]) -> ECSClient: ...
+    @overload  # boto3-stubs[ecs,s3] only: these clients are untyped
+    def client(self, service: Literal["ec2", "logs"]) -> Any: ...
+    def client(self, service: Literal["ecs", "ec2", "logs"]) -> Any:
         return boto3.client(
             service,
             endpoint_url=self.endpoint,
@@ -140,7 +149,7 @@ class FakeEcsAgent:
     ) -> None:
         self._aws, self._cluster, self._group = aws, cluster, log_group
         self._prefix, self._container, self._repo_root = stream_prefix, container, repo_root
-        self.exit_code: int | str | None = "real"
+        self.exit_code: int | Literal["real"] | None = "real"
         self.hold = False
         self.started: list[str] = []
         self._stop = threading.Event()
@@ -187,6 +196,7 @@ class FakeEcsAgent:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        assert process.stdout is not None
         for line in process.stdout:
             logs.put_log_events(
                 logGroupName=self._group,
@@ -199,9 +209,11 @@ class FakeEcsAgent:
         if self._stopped(ecs, arn):
             return  # stopped from outside (stop_task): no exit code, as on ECS
         container = ecs_backends[ACCOUNT][REGION].tasks[self._cluster][arn].containers[0]
-        container.exitCode = code if self.exit_code == "real" else self.exit_code
+        exit_code = code if self.exit_code == "real" else self.exit_code
+        # moto types exitCode as int (its default, 0); None stands for ECS leaving it out.
+        container.exitCode = exit_code  # type: ignore[assignment]
         ecs.stop_task(cluster=self._cluster, task=arn, reason="Essential container exited")
 
-    def _stopped(self, ecs, arn: str) -> bool:
+    def _stopped(self, ecs: ECSClient, arn: str) -> bool:
         task = ecs.describe_tasks(cluster=self._cluster, tasks=[arn])["tasks"][0]
         return task.get("lastStatus") == "STOPPED" or task.get("desiredStatus") == "STOPPED"

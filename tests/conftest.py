@@ -6,8 +6,9 @@ import hashlib
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar, cast
 
 # Prefect reads these when it is first imported: keep tests off ~/.prefect and quiet.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="appgen-test-prefect-")
@@ -21,6 +22,11 @@ if os.environ.get("APPGEN_TEST_PREFECT_API_URL"):
 import pytest
 
 from core.models import GenerationSpec
+
+if TYPE_CHECKING:
+    from prefect.blocks.core import Block
+
+BlockT = TypeVar("BlockT", bound="Block")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MAKE_WORKSPACE = REPO_ROOT.parent / "shared" / "bench" / "make_workspace.py"
@@ -115,7 +121,7 @@ def appgen(prefect_api: str):
     """Runs the `appgen` command in a process of its own, against the tests' Prefect API."""
     import subprocess
 
-    def run(*args: str, **env: str) -> subprocess.CompletedProcess:
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "appgen", *args],
             env=os.environ | {"PREFECT_API_URL": prefect_api} | env,
@@ -281,6 +287,14 @@ def delete_default_blocks(api_url: str) -> None:
                 client.delete_block_document(document.id)
 
 
+def load_block(kind: type[BlockT], name: str) -> BlockT:
+    """``kind.load(name)``, a saved block as ``kind``: Prefect's sync form, since no
+    event loop runs in these tests (its type is the sync or the async form)."""
+    block = kind.load(name)
+    assert isinstance(block, kind)
+    return block
+
+
 @pytest.fixture
 def default_blocks(prefect_api: str) -> Iterator[None]:
     """For a test that saves appgen-*/default blocks: none before, none left after."""
@@ -290,7 +304,7 @@ def default_blocks(prefect_api: str) -> Iterator[None]:
 
 
 def flow_run_logs(
-    flow_run_ids: list[str], *, expect: set[str] = frozenset(), timeout: float = 15.0
+    flow_run_ids: list[str], *, expect: Set[str] = frozenset(), timeout: float = 15.0
 ) -> list[str]:
     """Messages the Prefect API holds for these flow runs. Records are shipped in
     batches, so wait until each ``expect``-ed text is in some message (or, with none
@@ -346,7 +360,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The same tests on SQLite and on a real PostgreSQL server."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/appgen.db"
-    url = request.getfixturevalue("postgres_url")
+    url = cast(str, request.getfixturevalue("postgres_url"))
     reset_postgres(url)
     return url
 

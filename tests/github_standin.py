@@ -11,8 +11,10 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import jwt
@@ -39,7 +41,7 @@ class GitHubState:
     installation_id: int = 77
     installation_token_lifetime: int = 3600
     accounts: dict[str, Account] = field(default_factory=dict)
-    repos: dict[tuple[str, str], dict] = field(default_factory=dict)
+    repos: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     # (method, "reset" | "retry-after"): the next such request is rate limited
     rate_limit_next: list[tuple[str, str]] = field(default_factory=list)
     fail_next_push: bool = False
@@ -47,7 +49,7 @@ class GitHubState:
     # is rejected with GitHub's GH013 "repository rule violations" message.
     push_protection: dict[str, str] = field(default_factory=dict)
     # (owner, name) -> pull requests, in the order they were opened
-    pulls: dict[tuple[str, str], list[dict]] = field(default_factory=dict)
+    pulls: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     # the next this many pull-request lists answer [] (GitHub's lists lag its writes)
     stale_pull_lists: int = 0
     # pull request numbers GitHub will not reopen (their branch was recreated)
@@ -68,7 +70,7 @@ class GitHubState:
     stale_reads: set[str] = field(default_factory=set)
     installation_tokens: list[str] = field(default_factory=list)
     requests: list[tuple[str, str, str]] = field(default_factory=list)  # method, path, auth
-    _ids: itertools.count = field(default_factory=lambda: itertools.count(1000))
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
 
     def add_account(self, login: str, kind: str = "User") -> None:
         self.accounts[login] = Account(login, kind)
@@ -103,7 +105,7 @@ class GitHubState:
     def bare_path(self, owner: str, name: str) -> Path:
         return self.root / owner / f"{name}.git"
 
-    def _store(self, owner: str, name: str, description: str, private: bool) -> dict:
+    def _store(self, owner: str, name: str, description: str, private: bool) -> dict[str, Any]:
         path = self.bare_path(owner, name)
         subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(path)], check=True)
         repo = {
@@ -156,7 +158,11 @@ def build_app(state: GitHubState) -> Starlette:
         status = statuses.pop(0)
         return Response(f"<html>{status} GitHub is unavailable</html>", status_code=status)
 
-    def api(handler, endpoint_name: str, scope_needed: str | None = None):
+    def api(
+        handler: Callable[[Request], Awaitable[Response]],
+        endpoint_name: str,
+        scope_needed: str | None = None,
+    ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             state.requests.append(
                 (request.method, request.url.path, request.headers.get("authorization", ""))
@@ -240,7 +246,7 @@ def build_app(state: GitHubState) -> Starlette:
             return error(404, "Not Found")
         return await create(request, org)
 
-    def pull_list(request: Request) -> list[dict] | None:
+    def pull_list(request: Request) -> list[dict[str, Any]] | None:
         key = (request.path_params["owner"], request.path_params["name"])
         return state.pulls.setdefault(key, []) if key in state.repos else None
 
@@ -320,7 +326,7 @@ def build_app(state: GitHubState) -> Starlette:
         pull.update({k: v for k, v in body.items() if k in ("state", "title", "body")})
         return JSONResponse(pull)
 
-    def validation_failed(*errors: dict) -> JSONResponse:
+    def validation_failed(*errors: dict[str, Any]) -> JSONResponse:
         return JSONResponse(
             {
                 "message": "Validation Failed",
@@ -337,6 +343,7 @@ def build_app(state: GitHubState) -> Starlette:
         if (down := outage(request, "access_token")) is not None:
             return down
         token = request.headers.get("authorization", "").partition(" ")[2]
+        assert state.app_public_key is not None, "no GitHub App on this stand-in"
         try:
             claims = jwt.decode(token, state.app_public_key, algorithms=["RS256"])
         except jwt.PyJWTError:

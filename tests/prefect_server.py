@@ -32,7 +32,7 @@ class PrefectServer:
     def __init__(self, home: Path) -> None:
         self.home = home
         self.api_url = f"http://127.0.0.1:{free_port()}/api"
-        self._process: subprocess.Popen | None = None
+        self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> PrefectServer:
         env = os.environ | {

@@ -18,7 +18,7 @@ from core.models import RequestStatus
 from core.settings import Settings
 from flows.publish import generate_and_publish
 from generator.package import PackageError, upload
-from tests.conftest import command_spec
+from tests.conftest import command_spec, load_block
 
 pytestmark = pytest.mark.usefixtures("flow_env")
 
@@ -26,6 +26,7 @@ pytestmark = pytest.mark.usefixtures("flow_env")
 def test_a_fargate_generation_is_published_through_s3(aws, s3_server, tmp_path, caplog):
     outcome = generate_and_publish("Build me a counter app", request_id=1)
     assert outcome.status is RequestStatus.PUBLISHED
+    assert outcome.repo_url is not None
     assert len(aws.started) == 1
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", outcome.repo_url, str(clone)], check=True)
@@ -47,13 +48,15 @@ def test_saved_blocks_run_an_ecs_generation_with_no_aws_setting_left(
 
     save_default_blocks(Settings(), log=lambda line: None)
     bucket = Settings().s3.bucket
-    store = S3ArtifactStore.load("default")  # edited in the UI: the generator refers to it
+    store = load_block(S3ArtifactStore, "default")  # edited in the UI: the generator refers to it
     store.prefix = "edited"
     store.save("default", overwrite=True)
     for name in list(os.environ):
         if name.startswith(("APPGEN_ECS_", "APPGEN_S3_", "APPGEN_AWS_")):
             monkeypatch.delenv(name)
-    assert run_blocks(Settings()).generator.artifact_store().prefix == "edited"
+    used = run_blocks(Settings()).generator.artifact_store()
+    assert isinstance(used, S3ArtifactStore)
+    assert used.prefix == "edited"
     outcome = generate_and_publish("Build me a counter app", request_id=7)
     assert outcome.status is RequestStatus.PUBLISHED
     keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket)["Contents"]]
@@ -85,9 +88,12 @@ def test_a_task_without_an_exit_code_is_a_clear_error(aws, run_logger):
 
 
 def test_a_timeout_stops_the_task(aws, run_logger, moto_server, monkeypatch):
+    from blocks.ecs_generator import EcsGenerator
+
     aws.hold = True
     monkeypatch.setenv("APPGEN_GENERATOR_TIMEOUT", "2")
     generator = defaults.generator(Settings())
+    assert isinstance(generator, EcsGenerator)
     with pytest.raises(GeneratorFailed, match="timed out after 2s"):
         generator.run(command_spec(5, "echo started"), run_logger)
     task = moto_server.client("ecs").describe_tasks(

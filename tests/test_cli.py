@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import sqlalchemy as sa
@@ -19,8 +20,8 @@ from tests.aws_standins import free_port
 from tests.conftest import agent_runs
 
 
-def last_json(result: subprocess.CompletedProcess) -> dict:
-    return json.loads(result.stdout.strip().splitlines()[-1])
+def last_json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    return cast(dict[str, Any], json.loads(result.stdout.strip().splitlines()[-1]))
 
 
 def test_publish_json_reports_the_repository_and_status_agrees(appgen, appgen_home):
@@ -383,7 +384,7 @@ def imported_by(*args: str) -> list[str]:
     result = subprocess.run(
         [sys.executable, "-c", _IMPORTED, *args], env=env, capture_output=True, text=True
     )
-    return json.loads(result.stderr.strip().splitlines()[-1].replace("'", '"'))
+    return cast(list[str], json.loads(result.stderr.strip().splitlines()[-1].replace("'", '"')))
 
 
 WITHOUT_PREFECT_CASES = [

@@ -33,7 +33,8 @@ def timed_agent(monkeypatch, tmp_path: Path, seconds: float) -> Path:
 
 
 def spans(log: Path) -> list[tuple[float, float]]:
-    starts, ends = {}, {}
+    starts: dict[str, list[float]] = {}
+    ends: dict[str, list[float]] = {}
     for line in log.read_text().splitlines():
         request, at, mark = line.split()
         (starts if mark == "start" else ends).setdefault(request, []).append(float(at))
@@ -53,7 +54,9 @@ def test_two_runs_of_one_request_at_once_generate_once(monkeypatch, tmp_path, co
     assert agent_runs(counting_agent) == ["31"]
     assert [o.status for o in outcomes] == [RequestStatus.PUBLISHED] * 2
     assert outcomes[0].commit_sha == outcomes[1].commit_sha  # one commit, pushed once
-    assert defaults.database(Settings()).get(31).status is RequestStatus.PUBLISHED
+    row = defaults.database(Settings()).get(31)
+    assert row is not None
+    assert row.status is RequestStatus.PUBLISHED
 
 
 def test_generations_wait_for_a_free_generator_slot(monkeypatch, tmp_path):
@@ -76,6 +79,7 @@ def test_twenty_flows_at_once_against_postgresql_lose_no_update(monkeypatch, pos
         )
     records = {r.request_id: r for r in defaults.database(Settings()).all()}
     for outcome in outcomes:
+        assert outcome.request_id is not None
         record = records[outcome.request_id]
         assert (record.status, record.commit_sha, record.repo_url, record.error) == (
             RequestStatus.PUBLISHED,

@@ -111,6 +111,7 @@ def test_config_refuses_an_incomplete_part_naming_its_variables(appgen):
 def test_an_ecs_generator_from_the_settings_uses_the_saved_s3_store(default_blocks, monkeypatch):
     """APPGEN_GENERATOR=ecs with its APPGEN_ECS_* but no APPGEN_S3_*: the saved
     appgen-s3-artifact-store/default is the store, and nothing asks for a bucket."""
+    from blocks.ecs_generator import EcsGenerator
     from blocks.s3_artifact_store import S3ArtifactStore
 
     S3ArtifactStore(bucket="saved-bucket", prefix="saved").save("default")
@@ -119,11 +120,13 @@ def test_an_ecs_generator_from_the_settings_uses_the_saved_s3_store(default_bloc
     monkeypatch.setenv("APPGEN_ECS_TASK_DEFINITION", "appgen-generator")
     monkeypatch.setenv("APPGEN_ECS_SUBNETS", '["subnet-1"]')
     blocks = run_blocks(Settings())
-    assert (blocks.generator.artifacts.bucket, blocks.generator.artifacts.prefix) == (
+    generator = blocks.generator
+    assert isinstance(generator, EcsGenerator)
+    assert (generator.artifacts.bucket, generator.artifacts.prefix) == (
         "saved-bucket",
         "saved",
     )
-    assert blocks.artifact_store is blocks.generator.artifacts
+    assert blocks.artifact_store is generator.artifacts
     parts = {part.part: part.source for part in blocks.parts}
     assert parts["generator"] == "settings (APPGEN_ECS_*)"
     assert parts["artifact_store"] == "saved block appgen-s3-artifact-store/default"

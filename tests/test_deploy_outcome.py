@@ -46,6 +46,8 @@ def test_an_unknown_stack_is_published_as_not_deployable(monkeypatch, tmp_path):
     use_app(monkeypatch, "unknown")
     outcome = generate_and_publish("a C program", app_name="c-thing")
     assert outcome.status is RequestStatus.PUBLISHED
+    assert outcome.request_id is not None and outcome.repo_url is not None
+    assert outcome.deploy_reason is not None
     assert outcome.deployable is False and "no scanner matched" in outcome.deploy_reason
     assert outcome.verified is None
     row = record(outcome.request_id)

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
@@ -24,6 +25,7 @@ from tests.conftest import (
     agent_runs,
     delete_default_blocks,
     flow_run_logs,
+    load_block,
     unique_sleep,
     wait_until_gone,
 )
@@ -32,7 +34,7 @@ DEPLOYMENT = "generate-and-publish/local"
 
 
 @pytest.fixture(scope="module")
-def worker_home(tmp_path_factory) -> Path:
+def worker_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("worker-home")
 
 
@@ -52,7 +54,7 @@ def server_env(prefect_server: str, worker_home: Path) -> dict[str, str]:
     }
 
 
-def run(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def run(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         args, env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300
     )
@@ -112,7 +114,9 @@ def client(server_env) -> Iterator[SyncPrefectClient]:
 
 def deployment_run(env: dict[str, str], *args: str) -> uuid.UUID:
     output = run(env, "prefect", "deployment", "run", DEPLOYMENT, *args).stdout
-    return uuid.UUID(re.search(r"UUID: ([0-9a-f-]{36})", output).group(1))
+    found = re.search(r"UUID: ([0-9a-f-]{36})", output)
+    assert found is not None, output
+    return uuid.UUID(found.group(1))
 
 
 def wait_final(client: SyncPrefectClient, flow_run_id: uuid.UUID, timeout: float = 180):
@@ -125,9 +129,12 @@ def wait_final(client: SyncPrefectClient, flow_run_id: uuid.UUID, timeout: float
     raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout}s")
 
 
-def status(env: dict[str, str], request_id: int) -> dict:
-    return json.loads(
-        run(env, sys.executable, "-m", "appgen", "status", str(request_id), "--json").stdout
+def status(env: dict[str, str], request_id: int) -> dict[str, Any]:
+    return cast(
+        dict[str, Any],
+        json.loads(
+            run(env, sys.executable, "-m", "appgen", "status", str(request_id), "--json").stdout
+        ),
     )
 
 
@@ -250,8 +257,11 @@ def test_cancelling_a_run_from_the_api_stops_the_generator_and_records_it(
     assert held == "[]"
 
 
-def all_rows(env: dict[str, str]) -> list[dict]:
-    return json.loads(run(env, sys.executable, "-m", "appgen", "status", "--json").stdout)
+def all_rows(env: dict[str, str]) -> list[dict[str, Any]]:
+    return cast(
+        list[dict[str, Any]],
+        json.loads(run(env, sys.executable, "-m", "appgen", "status", "--json").stdout),
+    )
 
 
 # -- saved blocks are the configuration ----------------------------------------------
@@ -358,14 +368,14 @@ def test_setup_keeps_an_edited_default_block_until_overwrite(server_env, tmp_pat
         assert "appgen-local-git-host/default" in first.stderr
         edited = tmp_path / "edited-root"
         with prefect_api(server_env):
-            host = LocalGitHost.load("default")
+            host = load_block(LocalGitHost, "default")
             host.root = edited
             host.save("default", overwrite=True)
         again = run(env, *setup)
         assert "kept appgen-local-git-host/default: it differs from the settings" in again.stderr
         assert "kept appgen-database/default (the same as the settings)" in again.stderr
         with prefect_api(server_env):
-            assert LocalGitHost.load("default").root == edited
+            assert load_block(LocalGitHost, "default").root == edited
         configured = json.loads(run(env, sys.executable, "-m", "appgen", "config", "--json").stdout)
         (git_host,) = [part for part in configured["parts"] if part["part"] == "git_host"]
         assert git_host["block"] == "appgen-local-git-host/default"
@@ -373,7 +383,7 @@ def test_setup_keeps_an_edited_default_block_until_overwrite(server_env, tmp_pat
         replaced = run(env, *setup, "--overwrite")
         assert "replaced appgen-local-git-host/default" in replaced.stderr
         with prefect_api(server_env):
-            assert LocalGitHost.load("default").root == tmp_path / "home/repos"
+            assert load_block(LocalGitHost, "default").root == tmp_path / "home/repos"
     finally:
         delete_default_blocks(server_env["PREFECT_API_URL"])
 

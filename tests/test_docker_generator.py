@@ -11,18 +11,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from docker import DockerClient
+from docker.models.containers import Container
 
 from blocks.docker_generator import LABEL_DEADLINE, LABEL_MANAGED, LABEL_OWNER, DockerGenerator
 from blocks.docker_generator import LABEL_REQUEST as REQUEST
 from core.errors import GeneratorFailed
 from core.models import RequestStatus
 from flows.publish import generate_and_publish
-from tests.conftest import command_spec, flow_run_logs, generation_of, tree_digest
+from tests.conftest import command_spec, flow_run_logs, generation_of, load_block, tree_digest
 
 pytestmark = pytest.mark.usefixtures("docker_settings")
 
 
-def containers_of(client, request_id: int) -> list:
+def containers_of(client: DockerClient, request_id: int) -> list[Container]:
     return client.containers.list(all=True, filters={"label": f"{REQUEST}={request_id}"})
 
 
@@ -35,6 +37,7 @@ def test_a_container_generates_the_app_and_the_flow_publishes_it(
 ):
     outcome = generate_and_publish("Build me a counter app", request_id=101)
     assert outcome.status is RequestStatus.PUBLISHED
+    assert outcome.repo_url is not None
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", outcome.repo_url, str(clone)], check=True)
     assert (clone / "server.js").exists() and (clone / "fly.toml").exists()
@@ -56,7 +59,10 @@ def test_generator_lines_reach_the_flow_run_log(flow_env):
     from core.settings import Settings
 
     outcome = generate_and_publish("a counter", request_id=103)
-    flow_run_id = defaults.database(Settings()).get(outcome.request_id).flow_run_id
+    assert outcome.request_id is not None
+    row = defaults.database(Settings()).get(outcome.request_id)
+    assert row is not None and row.flow_run_id is not None
+    flow_run_id = row.flow_run_id
     expected = {
         "generator: request 103: agent 'template' in /workspace/103/app",
         "template: wrote package.json",
@@ -79,9 +85,10 @@ def test_an_edited_docker_generator_block_is_what_the_next_run_uses(
         generate_and_publish(
             "a counter", request_id=request_id, generator=f"appgen-docker-generator/{name}"
         )
-        flow_run_id = defaults.database(Settings()).get(request_id).flow_run_id
-        images.append(created_from(flow_run_id))
-        saved = DockerGenerator.load(name)  # as the UI's form would change it
+        row = defaults.database(Settings()).get(request_id)
+        assert row is not None and row.flow_run_id is not None
+        images.append(created_from(row.flow_run_id))
+        saved = load_block(DockerGenerator, name)  # as the UI's form would change it
         saved.image = edited_image
         saved.save(name, overwrite=True)
     assert images == [generator_image, edited_image]
@@ -182,7 +189,8 @@ def test_three_requests_at_once(flow_env, docker_engine):
             )
         )
     assert [o.status for o in outcomes] == [RequestStatus.PUBLISHED] * 3
-    assert sorted(o.repo_url.rsplit("/", 1)[1] for o in outcomes) == [
+    urls = [o.repo_url for o in outcomes if o.repo_url is not None]
+    assert sorted(url.rsplit("/", 1)[1] for url in urls) == [
         "blog.git",
         "counter.git",
         "shop.git",
@@ -220,6 +228,7 @@ def test_files_written_as_root_are_read_and_never_modified(
         "umask 077; python3 -m generator --agent template; echo private > notes.md",
     )
     outcome = generate_and_publish("a counter", request_id=107)
+    assert outcome.repo_url is not None
     app = generation_of(appgen_home / "workspace", 107) / "app"
     assert (app / "notes.md").stat().st_uid == 0
     assert oct((app / "notes.md").stat().st_mode & 0o777) == "0o600"

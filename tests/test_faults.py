@@ -8,6 +8,7 @@ and that a re-run finishes the request."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from pydantic import SecretStr
@@ -69,7 +71,7 @@ class Publish:
                 start_new_session=True,
             )
 
-    def finish(self, timeout: float = 300) -> tuple[int, dict, str]:
+    def finish(self, timeout: float = 300) -> tuple[int, dict[str, Any], str]:
         stdout, _ = self.process.communicate(timeout=timeout)
         lines = stdout.strip().splitlines()
         return self.process.returncode, json.loads(lines[-1]) if lines else {}, self.stderr
@@ -83,7 +85,7 @@ class Publish:
         self.process.wait()
 
 
-def publish(env: dict[str, str], tmp_path: Path, *args: str) -> tuple[int, dict, str]:
+def publish(env: dict[str, str], tmp_path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
     return Publish(env, tmp_path, *args).finish()
 
 
@@ -124,7 +126,7 @@ def agent_mode(request, monkeypatch) -> str:
         require_sandbox()
     else:
         monkeypatch.setenv("APPGEN_TRUST_AGENT", "true")
-    return request.param
+    return cast(str, request.param)
 
 
 def test_killed_runs_hold_nothing_and_their_requests_finish_on_a_rerun(
@@ -139,7 +141,9 @@ def test_killed_runs_hold_nothing_and_their_requests_finish_on_a_rerun(
         run = Publish(
             env, tmp_path, "--prompt", f"app {request_id}", "--request-id", str(request_id)
         )
-        wait_for(lambda rid=request_id: started(appgen_home, rid), f"request {request_id}'s agent")
+        wait_for(
+            functools.partial(started, appgen_home, request_id), f"request {request_id}'s agent"
+        )
         run.kill_group()  # SIGKILL, OOM, node loss: no handler runs
     assert wait_until_gone(sleep) == []  # every generator died with its orchestrator
 
@@ -335,6 +339,7 @@ def test_a_database_that_goes_away_at_the_end_is_survived_and_a_rerun_records_th
 
     reset_postgres(postgres_url)
     url = sa.make_url(postgres_url)
+    assert url.host is not None and url.port is not None, "the test database's URL names both"
     proxy = TcpProxy((url.host, url.port))
     proxy.start()
     env = cli_env | {
@@ -352,10 +357,14 @@ def test_a_database_that_goes_away_at_the_end_is_survived_and_a_rerun_records_th
 
     proxy.start()
     direct = Database(url=SecretStr(postgres_url))
-    assert direct.get(41).status is RequestStatus.PUBLISHING  # nothing could be written
+    held = direct.get(41)
+    assert held is not None
+    assert held.status is RequestStatus.PUBLISHING  # nothing could be written
     code, result, _ = publish(env, tmp_path, "--prompt", "a counter", "--request-id", "41")
     assert (code, result["status"]) == (0, "published")
     assert agent_runs(counting_agent) == ["41"]
-    assert direct.get(41).commit_sha == result["commit_sha"]
-    assert direct.get(41).claimed_by is None and direct.held_slots() == []
+    done = direct.get(41)
+    assert done is not None
+    assert done.commit_sha == result["commit_sha"]
+    assert done.claimed_by is None and direct.held_slots() == []
     proxy.cut()

@@ -20,7 +20,6 @@ from core.models import (
     PublishRequest,
 )
 from core.paths import display_path
-from tasks import filtered_stage as staging
 from tasks.filtered_stage import stage_tree
 from tasks.publish_summary import summary_markdown
 from tests.conftest import tree_digest
@@ -161,7 +160,7 @@ def test_never_descends_into_an_excluded_directory(seed_workspace, tmp_path, mon
         scanned.append(os.fspath(path))
         return real_scandir(path)
 
-    monkeypatch.setattr(staging.os, "scandir", recording_scandir)
+    monkeypatch.setattr("tasks.filtered_stage.os.scandir", recording_scandir)
     stage(seed_workspace, tmp_path)
     assert scanned, "the walk did not run"
     assert not [p for p in scanned if "node_modules" in p or "/dist" in p or "coverage" in p]

@@ -39,6 +39,7 @@ def test_a_prompt_becomes_a_published_repository_and_a_row(tmp_path, appgen_home
     outcome = generate_and_publish("Build me a counter app")
     assert outcome.status is RequestStatus.PUBLISHED
     assert outcome.repo_url == (appgen_home / "repos/counter-app.git").as_uri()
+    assert outcome.repo_url is not None and outcome.request_id is not None
     files = tracked(clone(outcome.repo_url, tmp_path / "clone"))
     assert {
         "package.json",
@@ -110,6 +111,8 @@ def test_two_requests_for_the_same_name_get_their_own_repositories(counting_agen
     first = generate_and_publish("Build me a counter app")
     second = generate_and_publish("Build me a counter app")
     again = generate_and_publish("Build me a counter app", request_id=second.request_id)
+    assert first.repo_url is not None and second.repo_url is not None
+    assert second.request_id is not None
     assert first.repo_url.endswith("/counter-app.git")
     assert second.repo_url.endswith("/counter-app-2.git")
     assert (again.repo_url, again.commit_sha) == (second.repo_url, second.commit_sha)
@@ -125,6 +128,7 @@ def test_a_seed_shaped_workspace_publishes_nothing_that_is_excluded(
     monkeypatch.setenv("APPGEN_AGENT_COMMAND", f"cp -a '{seed_workspace}/.' .")
     monkeypatch.setenv("APPGEN_TRUST_AGENT", "true")  # it copies from outside its app dir
     outcome = generate_and_publish("a counter with a server", app_name="counter-app")
+    assert outcome.repo_url is not None
     repo = clone(outcome.repo_url, tmp_path / "clone")
     files = tracked(repo)
     assert "server/src/config/default.json" in files and "client/package.json" in files
@@ -239,13 +243,14 @@ def test_the_summary_says_how_the_agent_was_confined(monkeypatch):
     monkeypatch.setenv("APPGEN_AGENT_COMMAND", TEMPLATE_AGENT)
     monkeypatch.setenv("APPGEN_TRUST_AGENT", "true")
     generate_and_publish("a counter", request_id=15)
+    summaries: dict[str, str] = {}
     with get_client(sync_client=True) as client:
-        summaries = {
-            key: client.read_artifacts(
+        for key in ("appgen-request-14", "appgen-request-15"):
+            data = client.read_artifacts(
                 artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), limit=1
             )[0].data
-            for key in ("appgen-request-14", "appgen-request-15")
-        }
+            assert isinstance(data, str), f"{key}: a markdown artifact"
+            summaries[key] = data
     assert (
         "The agent ran in a bubblewrap sandbox without a network." in summaries["appgen-request-14"]
     )

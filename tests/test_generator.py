@@ -20,7 +20,7 @@ def run_generator(
     *args: str,
     env: dict[str, str] | None = None,
     prompt: str = "Build me a counter app",
-) -> subprocess.CompletedProcess:
+) -> subprocess.CompletedProcess[str]:
     base = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run(
         [

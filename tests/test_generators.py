@@ -22,7 +22,7 @@ from tests.conftest import (
 
 
 @pytest.fixture(params=["sandboxed", "trusted"])
-def mode(request) -> dict:
+def mode(request) -> dict[str, bool]:
     """The same behaviour in the bubblewrap sandbox and unconfined (APPGEN_TRUST_AGENT)."""
     if request.param == "sandboxed":
         require_sandbox()

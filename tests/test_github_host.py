@@ -13,6 +13,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import cast
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -105,6 +106,7 @@ def test_a_name_taken_by_someone_else_moves_to_the_next_name(github, counting_ag
     github.add_foreign_repository("acme", "counter-app")
     first = generate_and_publish("Build me a counter app", request_id=4)
     again = generate_and_publish("Build me a counter app", request_id=4)
+    assert first.repo_url is not None
     assert first.repo_url.endswith("/acme/counter-app-2")
     assert record(4).repo_url == first.repo_url
     assert (again.repo_url, again.commit_sha) == (first.repo_url, first.commit_sha)
@@ -241,6 +243,7 @@ def test_server_errors_then_success_publish_one_repository(github, quick_retries
     github.answer_5xx("POST", "create", status=503)
     outcome = generate_and_publish("a counter", request_id=20)
     assert outcome.status is RequestStatus.PUBLISHED
+    assert outcome.repo_url is not None
     assert outcome.repo_url.endswith("/acme/counter")
     assert list(github.repos) == [("acme", "counter")]
     assert github.api_calls("POST", "/orgs/acme/repos") == 3  # two 5xx, then created
@@ -255,6 +258,7 @@ def test_a_create_whose_answer_was_lost_reuses_its_repository(github, quick_retr
     github.lose_next_create(502, stale_read=stale_read)
     outcome = generate_and_publish("a counter", request_id=21)
     assert outcome.status is RequestStatus.PUBLISHED
+    assert outcome.repo_url is not None
     assert outcome.repo_url.endswith("/acme/counter")  # not counter-2
     assert list(github.repos) == [("acme", "counter")]
     assert github.api_calls("POST", "/orgs/acme/repos") == 2
@@ -292,7 +296,7 @@ def test_the_retry_budget_cuts_the_attempts_short(github, github_server, monkeyp
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]  # nothing listens once the socket is closed
+        return cast(int, probe.getsockname()[1])  # nothing listens once the socket is closed
 
 
 def test_an_unreachable_api_is_a_clear_error_in_bounded_time(github, quick_retries):
@@ -402,7 +406,9 @@ def test_the_token_never_leaks(github, github_server, tmp_path, monkeypatch, app
     assert not leaks("\n".join(messages))
     with get_client(sync_client=True) as client:
         states = [client.read_flow_run(uuid.UUID(run)).state for run in runs]
-    assert not leaks(" ".join(str(s.message) for s in states))
+    assert None not in states  # each run has a state
+    assert not leaks(" ".join(str(s.message) for s in states if s is not None))
+    assert published.repo_url is not None
     assert published.repo_url.startswith(github_server.git_url) and not leaks(published.repo_url)
     # Nothing on disk: the database, the workspace, the Prefect DB and result storage.
     places = [appgen_home, tmp_path / "results", Path(PREFECT_HOME.value())]

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TypedDict, cast
 from urllib.parse import unquote, urlparse
 
 import pytest
@@ -120,6 +121,7 @@ def planted_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         text=True,
     )
     try:
+        assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "ready"
         # The attack is real: outside a sandbox this user reads them.
         environ = Path(f"/proc/{holder.pid}/environ").read_bytes().decode()
@@ -154,7 +156,7 @@ def repository_path(url: str) -> Path:
     return Path(unquote(urlparse(url).path))
 
 
-def git(bare: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def git(bare: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["git", f"--git-dir={bare}", *args], capture_output=True, text=True, check=check
     )
@@ -188,7 +190,7 @@ def confined_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     else:
         request.getfixturevalue("docker_settings")
     monkeypatch.setenv("APPGEN_AGENT", "command")
-    return request.param
+    return cast(str, request.param)
 
 
 def test_a_confined_agent_steals_nothing_and_plants_no_hook(
@@ -251,6 +253,14 @@ def test_an_unconfined_agent_cannot_publish_a_hardlink_or_run_a_hook(
     assert_no_secret_published(bare)
 
 
+class RunAs(TypedDict, total=False):
+    """The arguments of subprocess.Popen and run that start a process as another user."""
+
+    user: int
+    group: int
+    extra_groups: list[int]
+
+
 def test_a_non_dumpable_process_environment_is_hidden_from_its_own_user(tmp_path):
     """prctl(PR_SET_DUMPABLE, 0), as core.processes.make_non_dumpable does it: a
     sibling process of the same (non-root) user reads a normal process's
@@ -259,7 +269,7 @@ def test_a_non_dumpable_process_environment_is_hidden_from_its_own_user(tmp_path
     if python is None:
         pytest.skip("no system python3 to run as an unprivileged user")
     # Root may read any process's environment (CAP_SYS_PTRACE): run both as another uid.
-    as_user = {"user": 54321, "group": 54321, "extra_groups": []} if os.getuid() == 0 else {}
+    as_user: RunAs = {"user": 54321, "group": 54321, "extra_groups": []} if os.getuid() == 0 else {}
     # The helper, where that user can import it (the checkout may not be readable).
     module_dir = Path(tempfile.mkdtemp(prefix="appgen-dumpable-"))
     try:
@@ -284,6 +294,7 @@ def test_a_non_dumpable_process_environment_is_hidden_from_its_own_user(tmp_path
                 **as_user,
             )
             try:
+                assert holder.stdout is not None
                 assert holder.stdout.readline().strip() == "ready"
                 reader = subprocess.run(
                     ["cat", f"/proc/{holder.pid}/environ"],

@@ -111,7 +111,8 @@ def test_no_module_imports_one_that_imports_it_back():
 
 def test_the_cli_imports_nothing_that_imports_it_back():
     graph = import_graph(lazy=False)
-    reached, todo = set(), ["appgen.cli"]
+    reached: set[str] = set()
+    todo = ["appgen.cli"]
     while todo:
         for target in graph[todo.pop()] - reached:
             reached.add(target)

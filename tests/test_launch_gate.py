@@ -26,7 +26,8 @@ def test_an_undeployable_app_stops_only_when_deployable_is_required(tmp_path):
     deploy = rendered(tmp_path, "unknown")
     check = DeployCheck(mode="smoke", verified=None, detail="not deployable")
     assert refusal(deploy, check, require_deployable=False) is None
-    assert "APPGEN_REQUIRE_DEPLOYABLE" in refusal(deploy, check, require_deployable=True)
+    refused = refusal(deploy, check, require_deployable=True)
+    assert refused is not None and "APPGEN_REQUIRE_DEPLOYABLE" in refused
     served = DeployCheck(mode="smoke", verified="served")
     good = rendered(tmp_path, "express")
     assert refusal(good, served, require_deployable=True) is None

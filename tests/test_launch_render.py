@@ -13,6 +13,7 @@ import subprocess
 import time
 import tomllib
 from pathlib import Path
+from typing import Any, cast
 
 import jsonschema
 import pytest
@@ -110,8 +111,8 @@ def staged(tmp_path: Path, name: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fly_schema() -> dict:
-    return json.loads(FLY_SCHEMA.read_text())
+def fly_schema() -> dict[str, Any]:
+    return cast(dict[str, Any], json.loads(FLY_SCHEMA.read_text()))
 
 
 def hadolint(dockerfile: Path) -> str:
@@ -185,11 +186,16 @@ def fly_readme(app: Path) -> str:
     return names.get("deploy.md") or names.get("readme.md") or "README.md"
 
 
+def rendered_dockerfile(tmp_path: Path, name: str) -> str:
+    """The Dockerfile render_into writes into a staged copy of the sample app ``name``."""
+    app = staged(tmp_path, name)
+    render_into(app, name, "iad")
+    return (app / "Dockerfile").read_text()
+
+
 def test_lockfiles_choose_exact_installs_and_engines_choose_the_node_image(tmp_path):
     text = {
-        name: (
-            render_into(staged(tmp_path, name), name, "iad") and (tmp_path / name / "Dockerfile")
-        ).read_text()
+        name: rendered_dockerfile(tmp_path, name)
         for name in ("express", "fastify-yarn", "koa-pnpm", "node-http", "monorepo-one-app")
     }
     assert "RUN npm ci --omit=dev --no-audit --no-fund" in text["express"]

@@ -33,6 +33,7 @@ def byte_named_agent(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_name_that_is_not_utf8_is_published_as_bytes(byte_named_agent, tmp_path: Path):
     outcome = generate_and_publish("Build me a counter app")
     assert outcome.status is RequestStatus.PUBLISHED, outcome.error
+    assert outcome.repo_url is not None and outcome.request_id is not None
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", outcome.repo_url, str(clone)], check=True)
     tracked = subprocess.run(
@@ -42,6 +43,7 @@ def test_a_name_that_is_not_utf8_is_published_as_bytes(byte_named_agent, tmp_pat
     with open(os.fsencode(clone) + b"/data-\xff.txt", "rb") as handle:
         assert handle.read() == b"x"
     row = defaults.database(Settings()).get(outcome.request_id)
+    assert row is not None
     assert (row.status, row.commit_sha, row.error) == (
         RequestStatus.PUBLISHED,
         outcome.commit_sha,

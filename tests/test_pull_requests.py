@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from blocks import defaults
 from core.errors import PublishError
-from core.models import CommitAuthor, StagedTree
+from core.models import CommitAuthor, PublishMode, StagedTree
 from core.settings import Settings
 from tasks.git_push import commit_and_push, request_branch
 
@@ -26,7 +27,7 @@ class Publisher:
     """Publishes trees for one request the way git_push does, and keeps what the
     flow would keep in the row (the repository id, the last pushed commit)."""
 
-    def __init__(self, tmp_path: Path, mode: str) -> None:
+    def __init__(self, tmp_path: Path, mode: PublishMode) -> None:
         self.host = defaults.git_host(Settings())
         self.tmp_path = tmp_path
         self.mode = mode
@@ -259,6 +260,7 @@ def test_the_flow_in_pull_request_mode_records_the_branch_and_the_pull_request(g
     assert second.branch == branch
     assert second.pull_request_url == f"{github.base_url}/acme/tally/pull/1"
     row = defaults.database(Settings()).get(741)
+    assert row is not None
     assert (row.status, row.branch, row.pull_request_url, row.commit_sha) == (
         RequestStatus.PUBLISHED,
         branch,
@@ -295,7 +297,9 @@ def test_on_the_local_host_the_branch_is_pushed_and_recorded(appgen_home, monkey
         "main": first.commit_sha,
         request_branch(42): second.commit_sha,
     }
-    assert defaults.database(Settings()).get(42).branch == request_branch(42)
+    row = defaults.database(Settings()).get(42)
+    assert row is not None
+    assert row.branch == request_branch(42)
 
 
 def test_cli_json_and_status_carry_the_branch(prefect_api, appgen_home, monkeypatch):
@@ -305,7 +309,7 @@ def test_cli_json_and_status_carry_the_branch(prefect_api, appgen_home, monkeypa
 
     monkeypatch.setenv("APPGEN_PUBLISH_MODE", "pull-request")
 
-    def appgen(*args: str) -> dict:
+    def appgen(*args: str) -> dict[str, Any]:
         result = subprocess.run(
             [sys.executable, "-m", "appgen", *args],
             env=os.environ | {"PREFECT_API_URL": prefect_api},
@@ -314,7 +318,7 @@ def test_cli_json_and_status_carry_the_branch(prefect_api, appgen_home, monkeypa
             timeout=180,
         )
         assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout.strip().splitlines()[-1])
+        return cast(dict[str, Any], json.loads(result.stdout.strip().splitlines()[-1]))
 
     first = appgen("publish", "--prompt", "a counter", "--request-id", "43", "--json")
     assert (first["branch"], first["pull_request_url"]) == (None, None)

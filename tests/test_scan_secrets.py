@@ -116,6 +116,7 @@ def test_block_stops_a_sandboxed_agents_key_before_the_repository_exists(
     assert not [m for m in logs if TOKEN in m]
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(uuid.UUID(row.flow_run_id)).state
+    assert state is not None
     assert TOKEN not in (state.message or "")
     assert files_holding(tmp_path / "results", TOKEN) == []
     assert files_holding(appgen_home, TOKEN) == [
@@ -139,6 +140,7 @@ def test_a_rerun_after_the_app_is_fixed_publishes_without_generating_again(
 
     assert outcome.status is RequestStatus.PUBLISHED and outcome.secret_findings == []
     assert agent_runs(counter) == ["32"]  # generated once, for both runs
+    assert outcome.repo_url is not None
     clone = tmp_path_factory.mktemp("clone") / "app"
     subprocess.run(["git", "clone", "-q", outcome.repo_url, str(clone)], check=True)
     assert (clone / "config.js").read_text() == planted.read_text()

@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -20,7 +21,7 @@ from appgen.server import ManagedServer
 
 pytestmark = pytest.mark.slow
 
-Completed = subprocess.CompletedProcess
+Completed = subprocess.CompletedProcess[str]
 START_TIMEOUT = 300  # seconds; a first start on a busy machine has taken 30
 
 
@@ -69,8 +70,8 @@ def wait_for(condition: Callable[[], object], timeout: float = 60.0) -> object:
     return result
 
 
-def state_of(appgen_home: Path) -> dict:
-    return json.loads((appgen_home / "server/server.json").read_text())
+def state_of(appgen_home: Path) -> dict[str, Any]:
+    return cast(dict[str, Any], json.loads((appgen_home / "server/server.json").read_text()))
 
 
 def started_pids(appgen_home: Path) -> list[int]:

@@ -17,8 +17,10 @@ from core.errors import ArtifactError
 from generator.package import package_app
 from tasks.filtered_stage import stage_tree
 
+Member = tuple[tarfile.TarInfo, bytes | None]  # its data, None for all but regular files
 
-def archive(*members: tuple[tarfile.TarInfo, bytes | None]) -> io.BytesIO:
+
+def archive(*members: Member) -> io.BytesIO:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for info, data in members:
@@ -53,7 +55,8 @@ def assert_nothing_written(destination: Path, tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]  # nothing beside it
 
 
-HOSTILE = {
+# case -> the members after a README.md, what the error names, why it rejects them
+HOSTILE: dict[str, tuple[list[Member], str, str]] = {
     "parent path": ([file("../escaped.txt")], "'../escaped.txt'", "leaves the app"),
     "nested parent": ([file("src/../../escaped.txt")], "escaped", "leaves the app"),
     "absolute path": ([file("/tmp/escaped.txt")], "'/tmp/escaped.txt'", "leaves the app"),
