@@ -362,6 +362,54 @@ def test_a_standard_library_server_is_found_whatever_its_script_is_called(tmp_pa
     assert '"python", "hello_server.py"' in (app / "Dockerfile").read_text()
 
 
+@pytest.mark.parametrize(
+    ("settings", "release_in_fly", "cmd"),
+    [
+        # An external database: migrate once per deploy, on a release machine.
+        (
+            "DATABASES = {'default': dj_database_url.config(env='DATABASE_URL')}\n",
+            "python manage.py migrate --no-input",
+            "exec gunicorn mysite.wsgi",
+        ),
+        # Fly splits release_command into words: a list of commands needs a shell.
+        (
+            "DATABASES = {'default': dj_database_url.config(env='DATABASE_URL')}\n",
+            "sh -c 'python manage.py migrate --no-input && python manage.py createcachetable'",
+            "exec gunicorn mysite.wsgi",
+        ),
+        # SQLite in the image: a release machine's migration would never reach it.
+        (
+            "DATABASES = {'default': {'ENGINE': 'django.db.backends.sqlite3'}}\n",
+            None,
+            "python manage.py migrate --no-input && exec gunicorn mysite.wsgi",
+        ),
+    ],
+)
+def test_a_procfile_release_step_runs_where_its_database_is(
+    settings, release_in_fly, cmd, tmp_path, fly_schema
+):
+    app = staged(tmp_path, "django")
+    (app / "mysite" / "settings.py").write_text(
+        (app / "mysite" / "settings.py").read_text() + settings
+    )
+    release = "python manage.py migrate --no-input"
+    if release_in_fly and "createcachetable" in release_in_fly:
+        release += " && python manage.py createcachetable"
+    (app / "Procfile").write_text(
+        f"release: {release}\nweb: gunicorn mysite.wsgi --bind 0.0.0.0:$PORT\n"
+    )
+    deploy = render_into(app, "site", "iad")
+    fly = tomllib.loads((app / "fly.toml").read_text())
+    jsonschema.validate(fly, fly_schema)
+    assert fly.get("deploy", {}).get("release_command") == release_in_fly
+    last = (app / "Dockerfile").read_text().splitlines()[-1]
+    assert json.loads(last.removeprefix("CMD ")) == ["sh", "-c", f"{cmd} --bind 0.0.0.0:$PORT"]
+    readme = " ".join((app / fly_readme(app)).read_text().split())
+    where = "release_command" if release_in_fly else "runs at each start"
+    assert where in readme, readme
+    assert any(where in note for note in deploy.notes)
+
+
 def test_the_template_app_is_an_express_server_on_port_3000(tmp_path):
     write_app("Build me a counter app", tmp_path)
     deploy = render_into(tmp_path, "counter-app", "iad")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.launch.docker import procfile_web, scan_dockerfile, scan_service_dockerfile
+from core.launch.docker import procfile_command, scan_dockerfile, scan_service_dockerfile
 from core.launch.files import AppFiles
 from core.launch.go import scan_go
 from core.launch.layout import app_folder, scan_client_server, scan_workspaces
@@ -57,7 +57,7 @@ def _scan(files: AppFiles, folder: str) -> LaunchPlan:
 
 def _family(files: AppFiles, folder: str) -> LaunchPlan | None:
     plan = scan_node(files, folder) or scan_python(files, folder) or scan_go(files, folder)
-    web = procfile_web(files, folder)
+    web = procfile_command(files, folder)
     if web is not None and (plan is None or plan.runtime in ("node", "python")):
         procfile = _with_procfile(files, folder, plan, web)
         if procfile is not None:
@@ -84,6 +84,24 @@ def _with_procfile(
             extra = (*extra, pinned)
     port = plan.port or 8080
     notes = plan.notes
+    release_command = None
+    if (release := procfile_command(files, folder, "release")) is not None:
+        if _reads_database_url(files, folder):
+            release_command = release
+            notes = (
+                *notes,
+                f"the Procfile's release step (`{release}`) is Fly's release_command: it "
+                "runs once before each deploy, since the database is external (DATABASE_URL)",
+            )
+        else:
+            web = f"{release} && {web}"
+            command = ShellCommand.parse(web)
+            notes = (
+                *notes,
+                f"the Procfile's release step (`{release}`) runs at each start, before the "
+                "server: with no DATABASE_URL the database is a file in the image, which "
+                "a release machine's changes would never reach",
+            )
     if command.keeps_shell:
         notes = (
             *notes,
@@ -102,8 +120,15 @@ def _with_procfile(
             "python_extra": extra,
             "env": {**plan.env, "PORT": str(port)},
             "notes": notes,
+            "release_command": release_command,
         }
     )
+
+
+def _reads_database_url(files: AppFiles, folder: str) -> bool:
+    """Whether the app's own sources read DATABASE_URL: its database lives elsewhere."""
+    sources = files.walk(folder, (".py", ".js", ".mjs", ".cjs", ".ts", ".prisma", ".env.example"))
+    return any("DATABASE_URL" in (files.read_text(path) or "") for path in sources)
 
 
 def _runtime_base(files: AppFiles, folder: str) -> LaunchPlan | None:

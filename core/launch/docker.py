@@ -127,12 +127,12 @@ def _exists(files: AppFiles, source: str) -> bool:
     return clean is not None and (files.is_file(clean) or files.is_dir(clean) or "*" in source)
 
 
-def procfile_web(files: AppFiles, folder: str) -> str | None:
-    """The command of the Procfile's ``web:`` line."""
+def procfile_command(files: AppFiles, folder: str, process: str = "web") -> str | None:
+    """The command of the Procfile's line for ``process`` (``web``, ``release``)."""
     name = files.find(folder, "Procfile")
     text = files.read_text(name) if name else None
     for line in (text or "").splitlines():
         key, _, command = line.partition(":")
-        if key.strip() == "web" and command.strip():
+        if key.strip() == process and command.strip():
             return command.strip()
     return None

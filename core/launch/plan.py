@@ -55,6 +55,10 @@ class LaunchPlan(_Frozen):
     shell_start: str | None = Field(
         default=None, description="A start command that needs a shell ($PORT in a Procfile)."
     )
+    release_command: str | None = Field(
+        default=None,
+        description="A one-off step Fly runs before each deploy (fly.toml [deploy]).",
+    )
     static_dir: str | None = Field(
         default=None, description="For static sites: the site's folder (built or as is)."
     )

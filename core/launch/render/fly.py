@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import shlex
 
 import tomlkit
 
 from core.launch import LaunchPlan
+from core.launch.shell import ShellCommand
 
 
 def fly_app_name(name: str) -> str:
@@ -35,6 +37,15 @@ def fly_toml(app_name: str, region: str, plan: LaunchPlan) -> str:
         for key, value in sorted(plan.env.items()):
             env[key] = value
         document["env"] = env
+    if plan.release_command:
+        deploy = tomlkit.table()
+        # Fly splits the command into words itself; a shell runs one that needs one.
+        command = ShellCommand.parse(plan.release_command)
+        needs_shell = len(command.steps) > 1 or command.keeps_shell or "$" in command.text
+        deploy["release_command"] = (
+            f"sh -c {shlex.quote(command.text)}" if needs_shell else command.text
+        )
+        document["deploy"] = deploy
     service = tomlkit.table()
     service["internal_port"] = plan.port
     service["force_https"] = True
