@@ -82,7 +82,7 @@ CORPUS: dict[str, tuple[str, int | None, str | None, str | None]] = {
     ),
     "static": ("static", 8080, None, "caddy"),
     "static-public": ("static", 8080, None, "caddy"),
-    "sveltekit-auto": ("sveltekit-auto", None, None, None),
+    "sveltekit-auto": ("sveltekit-auto", 3000, "npm install --no-save", '"node", "build"'),
     "sveltekit-node": ("sveltekit-node", 3000, "npm ci", '"node", "build"'),
     "sveltekit-static": ("sveltekit-static", 8080, "npm ci", "caddy"),
     "unknown": ("unknown", None, None, None),

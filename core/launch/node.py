@@ -43,6 +43,8 @@ _READS_PORT = re.compile(r"process\.env(?:\.PORT\b|\[['\"]PORT['\"]\])|\{\s*PORT
 _ENV_FILE_PORT = re.compile(r"^\s*PORT\s*=\s*['\"]?(\d{2,5})", re.MULTILINE)
 _NODE_RUNNERS = ("node", "nodemon", "ts-node", "tsx", "bun")
 DEFAULT_PORT = 3000
+# adapter-node's release line for SvelteKit 2, the SvelteKit `npx sv create` makes.
+ADAPTER_NODE = "@sveltejs/adapter-node@5"
 
 
 class NodeProject:
@@ -111,13 +113,28 @@ class NodeProject:
             output=output,
         )
 
-    def config_text(self, stem: str) -> str:
-        """The first of ``stem.{js,mjs,cjs,ts}`` that exists, as text ('' if none)."""
+    def config_file(self, stem: str) -> str | None:
+        """The first of ``stem.{js,mjs,cjs,ts,mts}`` that exists, relative to the project."""
         for suffix in (".js", ".mjs", ".cjs", ".ts", ".mts"):
-            text = self.files.read_text(self.path(stem + suffix))
-            if text is not None:
-                return text
-        return ""
+            if self.files.is_file(self.path(stem + suffix)):
+                return stem + suffix
+        return None
+
+    def config_text(self, stem: str) -> str:
+        """The text of ``config_file(stem)`` ('' if none)."""
+        name = self.config_file(stem)
+        return (self.files.read_text(self.path(name)) or "") if name else ""
+
+    def add_dev(self, package: str) -> tuple[str, ...]:
+        """Install one more development package in a build, leaving the manifest's
+        declared dependencies as the lockfile has them."""
+        manager, _ = self.lockfile()
+        return {
+            "bun": ("bun", "add", "--dev", package),
+            "yarn": ("yarn", "add", "--dev", package),
+            "yarn-berry": ("yarn", "add", "--dev", package),
+            "pnpm": ("pnpm", "add", "--save-dev", package),
+        }.get(manager, ("npm", "install", "--no-save", "--no-audit", "--no-fund", package))
 
     def start_file(self) -> str | None:
         """The file ``scripts.start`` runs with node (``node bin/www``), relative to the
@@ -322,6 +339,29 @@ def _sveltekit(project: NodeProject) -> LaunchPlan | None:
             build,
             spa=spa,
         )
+    if name == "auto":
+        # adapter-auto builds only where it recognises a host (Vercel, Netlify,
+        # Cloudflare …), Fly not among them: the image builds the app with adapter-node.
+        config = project.config_file("svelte.config")
+        if config is not None:
+            return _plan(
+                project,
+                "sveltekit-auto",
+                3000,
+                reason="SvelteKit app with adapter-auto, built with adapter-node",
+                build_commands=(
+                    " ".join(project.add_dev(ADAPTER_NODE)),
+                    f"sed -i 's#@sveltejs/adapter-auto#@sveltejs/adapter-node#' {config}",
+                    *build,
+                ),
+                start=("node", "build"),
+                env={"PORT": "3000", "HOST": "0.0.0.0"},
+                notes=(
+                    "adapter-auto has no Fly.io target, so the image installs "
+                    f"{ADAPTER_NODE} and builds with it in place of adapter-auto; to build "
+                    "the same way elsewhere, install it and use it in svelte.config.js",
+                ),
+            )
     return not_deployable(
         f"sveltekit-{name}",
         f"SvelteKit with adapter-{name}, which has no Fly.io target: install "
