@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.launch.docker import procfile_command, scan_dockerfile, scan_service_dockerfile
-from core.launch.files import AppFiles
+from core.launch.files import AppFiles, reads_database_url
 from core.launch.go import scan_go
 from core.launch.layout import app_folder, scan_client_server, scan_workspaces
 from core.launch.node import NodeProject, scan_node
@@ -86,7 +86,7 @@ def _with_procfile(
     notes = plan.notes
     release_command = None
     if (release := procfile_command(files, folder, "release")) is not None:
-        if _reads_database_url(files, folder):
+        if reads_database_url(files, folder):
             release_command = release
             notes = (
                 *notes,
@@ -123,12 +123,6 @@ def _with_procfile(
             "release_command": release_command,
         }
     )
-
-
-def _reads_database_url(files: AppFiles, folder: str) -> bool:
-    """Whether the app's own sources read DATABASE_URL: its database lives elsewhere."""
-    sources = files.walk(folder, (".py", ".js", ".mjs", ".cjs", ".ts", ".prisma", ".env.example"))
-    return any("DATABASE_URL" in (files.read_text(path) or "") for path in sources)
 
 
 def _runtime_base(files: AppFiles, folder: str) -> LaunchPlan | None:

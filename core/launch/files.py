@@ -245,3 +245,10 @@ def _kind(value: object) -> str:
         int: "a number",
         float: "a number",
     }.get(type(value), type(value).__name__)
+
+
+def reads_database_url(files: AppFiles, folder: str) -> bool:
+    """Whether the app's own sources read DATABASE_URL: its database lives elsewhere,
+    not in a file of the image."""
+    sources = files.walk(folder, (".py", ".js", ".mjs", ".cjs", ".ts", ".prisma", ".env.example"))
+    return any("DATABASE_URL" in (files.read_text(path) or "") for path in sources)

@@ -6,10 +6,18 @@ from __future__ import annotations
 
 import posixpath
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from core.launch.files import AppFiles, field_dict, field_str, field_str_list, port_number
+from core.launch.files import (
+    AppFiles,
+    field_dict,
+    field_str,
+    field_str_list,
+    port_number,
+    reads_database_url,
+)
 from core.launch.plan import LaunchPlan, not_deployable
 from core.launch.versions import python_minor
 
@@ -19,6 +27,8 @@ UVICORN = "uvicorn==0.32.1"
 _REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _ASSIGNED = "^(\\w+)\\s*(?::\\s*\\w+\\s*)?=\\s*(?:\\w+\\.)?{cls}\\("
 _FACTORY = re.compile(r"^def\s+(create_app|make_app|app_factory|get_app)\s*\(", re.MULTILINE)
+# A CLI command the app registers to create its database (Flask's tutorial, flaskr).
+_INIT_DB = re.compile(r"""\.command\(\s*(["'])(init-db)\1""")
 _STDLIB_SERVER = re.compile(r"\b(?:HTTPServer|ThreadingHTTPServer|TCPServer)\s*\(")
 _PORT_ENV = re.compile(
     r"environ(?:\.get\(|\[)\s*['\"]PORT['\"]\s*(?:\]|,\s*['\"]?(\d{2,5}))|getenv\(\s*['\"]PORT['\"]"
@@ -241,6 +251,12 @@ def _flask(project: PythonProject) -> LaunchPlan | None:
     target = f"{module}:{found[1]}{call}"
     start: tuple[str, ...] = ("gunicorn", "--bind", f"0.0.0.0:{PORT}")
     start += ("--chdir", chdir) if chdir else ()
+    fields: dict[str, Any] = {}
+    if _find(project, _INIT_DB) is not None:
+        # `--app src/notes:create_app()` imports from src/, as gunicorn's --chdir does.
+        app = f"{chdir}/{target}" if chdir else target
+        init_db = ("flask", "--app", app, "init-db")
+        fields = _one_off_step(project, "Flask's init-db command", init_db, (*start, target))
     return _plan(
         project,
         "flask",
@@ -248,7 +264,29 @@ def _flask(project: PythonProject) -> LaunchPlan | None:
         reason=f"Flask app {target}, served by gunicorn",
         python_extra=_server_extra(project, "gunicorn", GUNICORN),
         env={"PORT": str(PORT)},
+        **fields,
     )
+
+
+def _one_off_step(
+    project: PythonProject, what: str, step: tuple[str, ...], server: tuple[str, ...]
+) -> dict[str, Any]:
+    """Plan fields that run ``step`` before serving: Fly's release_command when the
+    database is elsewhere (DATABASE_URL), else at each start (a file in the image)."""
+    command = shlex.join(step)
+    if reads_database_url(project.files, project.folder):
+        # Fly splits release_command into words itself, without a shell's quoting.
+        release = " ".join(step)
+        note = (
+            f"{what} (`{release}`) is Fly's release_command: it runs once before each "
+            "deploy, since the database is external (DATABASE_URL)"
+        )
+        return {"release_command": release, "notes": (note,)}
+    note = (
+        f"{what} (`{command}`) runs at each start, before the server: with no "
+        "DATABASE_URL the database is a file in the image, made afresh with each machine"
+    )
+    return {"shell_start": f"{command} && {shlex.join(server)}", "notes": (note,)}
 
 
 def _stdlib(project: PythonProject) -> LaunchPlan | None:
