@@ -63,6 +63,28 @@ def test_rendered_apps_build_and_answer_on_their_internal_port(
     assert not docker_engine.images.list(filters={"label": "org.appgen.verify=true"})
 
 
+PYPI_APPS = sorted(p.name for p in APPS.iterdir() if p.name.startswith("pypi-"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PYPI_APPS)
+def test_python_apps_with_real_dependencies_build_from_pypi_and_answer_2xx(
+    name, tmp_path, docker_engine, deploy_base
+):
+    """What lint cannot see: the published Dockerfile installs real packages from PyPI
+    (the build's only network), runs the app's one-off steps (Django's migrate and
+    collectstatic, Flask's init-db) and serves. python:3.11-slim is the stand-in base:
+    Debian bookworm's Python 3.11 (tests/deploy_images.py), which each app names in
+    .python-version."""
+    staged, deploy = staged_app(tmp_path, name)
+    check = DockerDeployCheck(timeout=BUILD_TIMEOUT, answer_timeout=ANSWER_TIMEOUT).verify(
+        staged, deploy, "smoke"
+    )
+    print(f"\n{name}: {check.verified} in {check.seconds:.1f}s ({check.detail})")
+    assert check.verified == "served", "\n".join([check.detail, *check.log_tail])
+    assert check.detail.startswith("HTTP 2"), check.detail
+
+
 @pytest.mark.slow
 def test_an_app_that_crashes_on_start_fails_the_check_with_its_log(
     tmp_path, docker_engine, deploy_base

@@ -72,6 +72,13 @@ CORPUS: dict[str, tuple[str, int | None, str | None, str | None]] = {
         "python init_db.py && exec python server.py",
     ),
     "python-stdlib": ("python-http", 8000, None, '"server.py"'),
+    # Real dependencies from PyPI: tests/test_deploy_check.py builds and serves these.
+    "pypi-django": ("procfile/django", 8080, "-r requirements.txt", "&& exec gunicorn"),
+    "pypi-fastapi": ("fastapi", 8080, "-r requirements.txt", '"main:app"'),
+    "pypi-flask-factory": ("flask", 8080, "gunicorn==", '"notes:create_app()"'),
+    "pypi-flask-initdb": ("flask", 8080, "gunicorn==", "init-db && exec gunicorn"),
+    "pypi-pyproject": ("flask", 8080, "pip install --no-cache-dir .", '"greeter:app"'),
+    "pypi-uv": ("fastapi", 8080, "uv sync --frozen", '"api.main:api"'),
     "remix": ("remix", 3000, "npm ci", '"npm", "start"'),
     "react-router": ("react-router", 3000, "npm ci", '"npm", "start"'),
     "fastapi-src-factory": (
@@ -408,6 +415,18 @@ def test_a_procfile_release_step_runs_where_its_database_is(
     where = "release_command" if release_in_fly else "runs at each start"
     assert where in readme, readme
     assert any(where in note for note in deploy.notes)
+
+
+def test_flasks_init_db_is_a_release_command_when_the_database_is_external(tmp_path):
+    app = staged(tmp_path, "pypi-flask-initdb")
+    package = app / "notes" / "__init__.py"
+    package.write_text(package.read_text() + "DATABASE = os.environ['DATABASE_URL']\n")
+    deploy = render_into(app, "notes", "iad")
+    fly = tomllib.loads((app / "fly.toml").read_text())
+    assert fly["deploy"]["release_command"] == "flask --app notes:create_app() init-db"
+    last = (app / "Dockerfile").read_text().splitlines()[-1]
+    assert "init-db" not in last and '"gunicorn"' in last
+    assert any("release_command" in note for note in deploy.notes)
 
 
 def test_the_template_app_is_an_express_server_on_port_3000(tmp_path):

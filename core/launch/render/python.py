@@ -48,7 +48,9 @@ def python_dockerfile(plan: LaunchPlan) -> str:
             manifests = [in_folder(plan.folder, n) for n in ("pyproject.toml", "uv.lock")]
             lines += [
                 f"COPY {json_list([*manifests, './'])}",
-                "ENV UV_PROJECT_ENVIRONMENT=/opt/venv",
+                # The system's certificate store, as pip uses: uv's own roots would
+                # refuse a builder behind a proxy whose CA the image trusts.
+                "ENV UV_PROJECT_ENVIRONMENT=/opt/venv UV_NATIVE_TLS=1",
                 f"RUN pip install --no-cache-dir {UV} && "
                 "uv sync --frozen --no-dev --no-install-project --inexact",
             ]
