@@ -342,8 +342,8 @@ def _sveltekit(project: NodeProject) -> LaunchPlan | None:
     if name == "auto":
         # adapter-auto builds only where it recognises a host (Vercel, Netlify,
         # Cloudflare …), Fly not among them: the image builds the app with adapter-node.
-        config = project.config_file("svelte.config")
-        if config is not None:
+        config_file = project.config_file("svelte.config")
+        if config_file is not None:
             return _plan(
                 project,
                 "sveltekit-auto",
@@ -351,7 +351,7 @@ def _sveltekit(project: NodeProject) -> LaunchPlan | None:
                 reason="SvelteKit app with adapter-auto, built with adapter-node",
                 build_commands=(
                     " ".join(project.add_dev(ADAPTER_NODE)),
-                    f"sed -i 's#@sveltejs/adapter-auto#@sveltejs/adapter-node#' {config}",
+                    f"sed -i 's#@sveltejs/adapter-auto#@sveltejs/adapter-node#' {config_file}",
                     *build,
                 ),
                 start=("node", "build"),
