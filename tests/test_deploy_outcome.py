@@ -65,14 +65,14 @@ def test_an_unknown_stack_is_published_as_not_deployable(monkeypatch, tmp_path):
 
 @pytest.mark.usefixtures("flow_env")
 def test_require_deployable_fails_before_anything_is_pushed(monkeypatch, appgen_home):
-    use_app(monkeypatch, "sveltekit-auto")
+    use_app(monkeypatch, "unknown")
     monkeypatch.setenv("APPGEN_REQUIRE_DEPLOYABLE", "true")
     with pytest.raises(PublishError, match="APPGEN_REQUIRE_DEPLOYABLE"):
-        generate_and_publish("a svelte site", request_id=41, app_name="kit")
+        generate_and_publish("an app of no known kind", request_id=41, app_name="kit")
     row = record(41)
     assert row.status is RequestStatus.FAILED
-    assert row.deployable is False and "adapter-node" in row.deploy_reason
-    assert "adapter-auto" in row.error
+    assert row.deployable is False and "no scanner matched" in row.deploy_reason
+    assert "no scanner matched" in row.error
     assert commits(appgen_home, "kit") == []
 
 
