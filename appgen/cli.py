@@ -29,7 +29,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from core.processes import make_non_dumpable
 
@@ -39,8 +39,9 @@ if TYPE_CHECKING:
     from appgen.server import ServerState
     from blocks.configuration import RunBlocks
     from core.models import PublishOutcome, RequestRecord
-    from core.settings import Settings
+    from core.settings import HomeSettings, Settings
 
+SettingsT = TypeVar("SettingsT", bound="HomeSettings")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # The flow's parameters that name saved blocks.
 _BLOCK_PARTS = ("generator", "git_host", "artifact_store", "database")
@@ -169,12 +170,16 @@ def main(argv: list[str] | None = None) -> NoReturn:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     from core.errors import AppgenError
+    from core.settings import HomeSettings, Settings
 
     try:
-        settings = _load_settings()
-        if args.command in _PREFECT_API_COMMANDS:
-            _use_managed_server(settings)
-        code = _COMMANDS[args.command](args, settings)
+        if args.command in _HOME_COMMANDS:
+            code = _HOME_COMMANDS[args.command](args, _load_settings(HomeSettings))
+        else:
+            settings = _load_settings(Settings)
+            if args.command in _PREFECT_API_COMMANDS:
+                _use_managed_server(settings)
+            code = _COMMANDS[args.command](args, settings)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM through _stop_on_sigterm
         stopped_by = signal.Signals(getattr(exc, "signal", signal.SIGINT))
         _say(
@@ -200,14 +205,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
     sys.exit(code)
 
 
-def _load_settings() -> Settings:
+def _load_settings(kind: type[SettingsT]) -> SettingsT:
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
-    from core.settings import Settings
-
     try:
-        return Settings()
+        return kind()
     except ValidationError as exc:
         problems = "; ".join(
             f"APPGEN_{'_'.join(map(str, e['loc'])).upper() or 'SETTINGS'}: "
@@ -320,7 +323,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
     return code
 
 
-def _status(args: argparse.Namespace, settings: Settings) -> int:
+def _status(args: argparse.Namespace, settings: HomeSettings) -> int:
     # The settings' database, read without Prefect: the block is the same store.
     from core.database import RequestStore
     from core.errors import InvalidRequest
@@ -365,7 +368,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def _server(args: argparse.Namespace, settings: Settings) -> int:
+def _server(args: argparse.Namespace, settings: HomeSettings) -> int:
     """``appgen server start|stop|status``: the managed Prefect server (appgen/server.py)."""
     from appgen.server import ManagedServer
 
@@ -394,7 +397,7 @@ def _server(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def _use_managed_server(settings: Settings) -> ServerState | None:
+def _use_managed_server(settings: HomeSettings) -> ServerState | None:
     """Point Prefect at the managed server unless a Prefect API is configured."""
     from appgen.server import use_for_prefect
 
@@ -550,12 +553,13 @@ def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 _COMMANDS = {
     "config": _config,
     "publish": _publish,
-    "status": _status,
     "build-image": _build_image,
     "reap": _reap,
     "setup": _setup,
-    "server": _server,
 }
+# Commands that read only where appgen keeps its state: they run whatever the rest of
+# the settings say.
+_HOME_COMMANDS = {"status": _status, "server": _server}
 # Commands that talk to the Prefect API: without PREFECT_API_URL they use the managed
 # server (publish connects itself, after the checks that need no server).
 _PREFECT_API_COMMANDS = frozenset({"setup", "config"})

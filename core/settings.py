@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, TypeVar, get_origin
+from typing import Annotated, Self, TypeVar, get_origin
 
 from pydantic import (
     Field,
@@ -119,12 +119,10 @@ def describe_settings_error(error: ValidationError, prefix: str = "APPGEN_") -> 
     return f"invalid settings: {problems}"
 
 
-class Settings(ProcessOptions, BaseSettings):
-    """Everything the orchestrator reads from its environment.
-
-    Paths left unset are derived from ``home`` so that one variable
-    (``APPGEN_HOME``) moves the whole embedded setup.
-    """
+class HomeSettings(BaseSettings):
+    """Where appgen keeps its state: all that ``appgen status`` and ``appgen server``
+    read, so that they run whatever the rest of the settings say (an agent setting
+    being wrong does not keep anyone from stopping the server)."""
 
     model_config = SettingsConfigDict(
         env_prefix="APPGEN_",
@@ -144,6 +142,77 @@ class Settings(ProcessOptions, BaseSettings):
         "slots): sqlite:/// or postgresql+psycopg:// (the `postgres` extra); default "
         "sqlite:///$APPGEN_HOME/appgen.db.",
     )
+    server_start_timeout: float = Field(
+        default=120.0,
+        gt=0,
+        description="Seconds `appgen server start` (or a first publish) waits for the "
+        "local Prefect server to answer.",
+    )
+
+    @field_validator("home")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _derive_database_url(self) -> Self:
+        if self.database_url is None:
+            self.database_url = SecretStr(f"sqlite:///{self.home / 'appgen.db'}")
+        return self
+
+    def check_database_url(self) -> None:
+        """Refuse a database URL that cannot work whatever the server says: not a URL,
+        a backend appgen does not support, a driver that is not installed, or a SQLite
+        file that cannot be created. Raises ``InvalidRequest``."""
+        import sqlalchemy as sa
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+        setting = "APPGEN_DATABASE_URL"
+        assert self.database_url is not None  # derived from home
+        try:
+            url = sa.make_url(self.database_url.get_secret_value())
+        except ArgumentError:
+            raise InvalidRequest(
+                f"{setting} is not a database URL: give an SQLAlchemy URL such as "
+                "sqlite:////path/to/appgen.db or postgresql+psycopg://user@host/appgen"
+            ) from None
+        shown = url.render_as_string(hide_password=True)
+        if url.get_backend_name() not in DATABASE_BACKENDS:
+            raise InvalidRequest(
+                f"{setting}={shown}: appgen supports SQLite and PostgreSQL databases; "
+                "give a sqlite:/// or postgresql+psycopg:// URL"
+            )
+        try:
+            url.get_dialect().import_dbapi()
+        except NoSuchModuleError:
+            raise InvalidRequest(
+                f"{setting}={shown}: SQLAlchemy has no driver {url.get_driver_name()!r} "
+                f"for {url.get_backend_name()}; use postgresql+psycopg://"
+            ) from None
+        except ImportError as exc:
+            raise InvalidRequest(
+                f"{setting}={shown}: its driver is not installed ({exc.name}); for "
+                "PostgreSQL: pip install 'appgen-orchestrator[postgres]'"
+            ) from None
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            database = Path(url.database).absolute()
+            if os.path.lexists(database):
+                if not database.is_file() or not os.access(database, os.R_OK | os.W_OK):
+                    raise InvalidRequest(
+                        f"{setting}: {display_path(str(database))} is not a writable file; "
+                        f"point {setting} at a SQLite file appgen may write"
+                    )
+            else:
+                _check_directory(setting, database.parent, what="the SQLite file's directory")
+
+
+class Settings(ProcessOptions, HomeSettings):
+    """Everything the orchestrator reads from its environment.
+
+    Paths left unset are derived from ``home`` so that one variable
+    (``APPGEN_HOME``) moves the whole embedded setup.
+    """
+
     generator: GeneratorKind = Field(
         default="process",
         description="Where the generator runs: `process` (a child process, sandboxed unless "
@@ -165,12 +234,6 @@ class Settings(ProcessOptions, BaseSettings):
         "Prefect concurrency limit: a run takes one before its generator starts, renews it by "
         "heartbeat and releases it when the generator ends; a dead holder's slot is taken "
         "over (APPGEN_LEASE_SECONDS).",
-    )
-    server_start_timeout: float = Field(
-        default=120.0,
-        gt=0,
-        description="Seconds `appgen server start` (or a first publish) waits for the "
-        "local Prefect server to answer.",
     )
     lease_seconds: float = Field(
         default=60.0,
@@ -267,7 +330,7 @@ class Settings(ProcessOptions, BaseSettings):
     def _json_list(cls, value: object) -> object:
         return _decode_json_list(value)
 
-    @field_validator("home", "git_root", "staging_dir")
+    @field_validator("git_root", "staging_dir")
     @classmethod
     def _expand_user(cls, value: Path | None) -> Path | None:
         return value.expanduser().absolute() if value is not None else None
@@ -276,8 +339,6 @@ class Settings(ProcessOptions, BaseSettings):
     def _derive_paths(self) -> Settings:
         if self.git_root is None:
             self.git_root = self.home / "repos"
-        if self.database_url is None:
-            self.database_url = SecretStr(f"sqlite:///{self.home / 'appgen.db'}")
         if self.agent == "command" and not self.agent_command:
             raise ValueError(
                 "APPGEN_AGENT=command needs APPGEN_AGENT_COMMAND: the shell command that "
@@ -322,51 +383,6 @@ class Settings(ProcessOptions, BaseSettings):
         if self.staging_dir is not None:
             _check_directory("APPGEN_STAGING_DIR", self.staging_dir, must_exist=True)
         self.check_database_url()
-
-    def check_database_url(self) -> None:
-        """Refuse a database URL that cannot work whatever the server says: not a URL,
-        a backend appgen does not support, a driver that is not installed, or a SQLite
-        file that cannot be created. Raises ``InvalidRequest``."""
-        import sqlalchemy as sa
-        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-        setting = "APPGEN_DATABASE_URL"
-        assert self.database_url is not None  # derived from home
-        try:
-            url = sa.make_url(self.database_url.get_secret_value())
-        except ArgumentError:
-            raise InvalidRequest(
-                f"{setting} is not a database URL: give an SQLAlchemy URL such as "
-                "sqlite:////path/to/appgen.db or postgresql+psycopg://user@host/appgen"
-            ) from None
-        shown = url.render_as_string(hide_password=True)
-        if url.get_backend_name() not in DATABASE_BACKENDS:
-            raise InvalidRequest(
-                f"{setting}={shown}: appgen supports SQLite and PostgreSQL databases; "
-                "give a sqlite:/// or postgresql+psycopg:// URL"
-            )
-        try:
-            url.get_dialect().import_dbapi()
-        except NoSuchModuleError:
-            raise InvalidRequest(
-                f"{setting}={shown}: SQLAlchemy has no driver {url.get_driver_name()!r} "
-                f"for {url.get_backend_name()}; use postgresql+psycopg://"
-            ) from None
-        except ImportError as exc:
-            raise InvalidRequest(
-                f"{setting}={shown}: its driver is not installed ({exc.name}); for "
-                "PostgreSQL: pip install 'appgen-orchestrator[postgres]'"
-            ) from None
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            database = Path(url.database).absolute()
-            if os.path.lexists(database):
-                if not database.is_file() or not os.access(database, os.R_OK | os.W_OK):
-                    raise InvalidRequest(
-                        f"{setting}: {display_path(str(database))} is not a writable file; "
-                        f"point {setting} at a SQLite file appgen may write"
-                    )
-            else:
-                _check_directory(setting, database.parent, what="the SQLite file's directory")
 
 
 def _check_directory(

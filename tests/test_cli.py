@@ -356,6 +356,23 @@ def test_status_with_no_requests(appgen):
     assert result.returncode == 0 and json.loads(result.stdout) == []
 
 
+def test_status_and_the_server_commands_run_whatever_the_agent_settings_say(appgen):
+    """An agent setting that is wrong (APPGEN_AGENT=command without its command) stops
+    a publish, but never keeps anyone from reading the requests or stopping the
+    server: those commands read only where appgen keeps its state."""
+    broken = {"APPGEN_AGENT": "command", "APPGEN_GENERATOR_TIMEOUT": "-5"}
+    assert appgen("publish", "--prompt", "x", **broken).returncode == 2
+    status = appgen("status", "--json", **broken)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout) == []
+    server = appgen("server", "status", **broken)
+    assert (server.returncode, server.stdout.strip()) == (1, "not running")
+    stop = appgen("server", "stop", **broken)
+    assert (stop.returncode, stop.stdout.strip()) == (0, "not running")
+    for result in (status, server, stop):
+        assert "invalid settings" not in result.stderr
+
+
 def test_module_entry_points_agree():
     help_text = subprocess.run(
         [sys.executable, "-m", "appgen", "--help"], capture_output=True, text=True
