@@ -21,7 +21,7 @@ from core.launch.layout import app_folder, scan_client_server, scan_workspaces
 from core.launch.node import NodeProject, scan_node
 from core.launch.plan import LaunchPlan, NodeBuild, not_deployable
 from core.launch.python import GUNICORN, UVICORN, read_project, scan_python
-from core.launch.shell import ShellCommand
+from core.launch.shell import ShellCommand, before_serving
 from core.launch.static import scan_static
 
 __all__ = ["LaunchPlan", "NodeBuild", "scan"]
@@ -74,8 +74,19 @@ def _with_procfile(
         plan = _runtime_base(files, folder)
         if plan is None:
             return None
-    extra = plan.python_extra
+    notes = plan.notes
+    release_command = None
+    if (release := procfile_command(files, folder, "release")) is not None:
+        step = before_serving(
+            "the Procfile's release step",
+            web,
+            release=release,
+            at_start=release,
+            external_database=reads_database_url(files, folder),
+        )
+        release_command, web, notes = step.release_command, step.start, (*notes, step.note)
     command = ShellCommand.parse(web)
+    extra = plan.python_extra
     if plan.runtime == "python":
         project = read_project(files, folder)
         server = command.server.removeprefix("exec ").split()[0] if command.server else ""
@@ -83,25 +94,6 @@ def _with_procfile(
         if pinned and project is not None and not project.has(server) and pinned not in extra:
             extra = (*extra, pinned)
     port = plan.port or 8080
-    notes = plan.notes
-    release_command = None
-    if (release := procfile_command(files, folder, "release")) is not None:
-        if reads_database_url(files, folder):
-            release_command = release
-            notes = (
-                *notes,
-                f"the Procfile's release step (`{release}`) is Fly's release_command: it "
-                "runs once before each deploy, since the database is external (DATABASE_URL)",
-            )
-        else:
-            web = f"{release} && {web}"
-            command = ShellCommand.parse(web)
-            notes = (
-                *notes,
-                f"the Procfile's release step (`{release}`) runs at each start, before the "
-                "server: with no DATABASE_URL the database is a file in the image, which "
-                "a release machine's changes would never reach",
-            )
     if command.keeps_shell:
         notes = (
             *notes,

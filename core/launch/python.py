@@ -19,6 +19,7 @@ from core.launch.files import (
     reads_database_url,
 )
 from core.launch.plan import LaunchPlan, not_deployable
+from core.launch.shell import before_serving
 from core.launch.versions import python_minor
 
 PORT = 8080
@@ -256,7 +257,19 @@ def _flask(project: PythonProject) -> LaunchPlan | None:
         # `--app src/notes:create_app()` imports from src/, as gunicorn's --chdir does.
         app = f"{chdir}/{target}" if chdir else target
         init_db = ("flask", "--app", app, "init-db")
-        fields = _one_off_step(project, "Flask's init-db command", init_db, (*start, target))
+        step = before_serving(
+            "Flask's init-db command",
+            shlex.join((*start, target)),
+            # Fly splits release_command into words itself, without a shell's quoting.
+            release=" ".join(init_db),
+            at_start=shlex.join(init_db),
+            external_database=reads_database_url(project.files, project.folder),
+        )
+        fields = {"notes": (step.note,)}
+        if step.release_command is not None:
+            fields["release_command"] = step.release_command
+        else:
+            fields["shell_start"] = step.start
     return _plan(
         project,
         "flask",
@@ -266,27 +279,6 @@ def _flask(project: PythonProject) -> LaunchPlan | None:
         env={"PORT": str(PORT)},
         **fields,
     )
-
-
-def _one_off_step(
-    project: PythonProject, what: str, step: tuple[str, ...], server: tuple[str, ...]
-) -> dict[str, Any]:
-    """Plan fields that run ``step`` before serving: Fly's release_command when the
-    database is elsewhere (DATABASE_URL), else at each start (a file in the image)."""
-    command = shlex.join(step)
-    if reads_database_url(project.files, project.folder):
-        # Fly splits release_command into words itself, without a shell's quoting.
-        release = " ".join(step)
-        note = (
-            f"{what} (`{release}`) is Fly's release_command: it runs once before each "
-            "deploy, since the database is external (DATABASE_URL)"
-        )
-        return {"release_command": release, "notes": (note,)}
-    note = (
-        f"{what} (`{command}`) runs at each start, before the server: with no "
-        "DATABASE_URL the database is a file in the image, made afresh with each machine"
-    )
-    return {"shell_start": f"{command} && {shlex.join(server)}", "notes": (note,)}
 
 
 def _stdlib(project: PythonProject) -> LaunchPlan | None:

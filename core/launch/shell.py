@@ -7,8 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# Operators that end one command of a list; pipes and background jobs keep the shell.
-_SEQUENCE = ("&&", ";")
+# List operators after which exec would cut the command short: the shell stays.
 _KEEPS_SHELL = ("|", "&", "||")
 _OPERATOR = re.compile(r"&&|\|\||[;&|\n]")
 
@@ -59,6 +58,36 @@ class ShellCommand:
         if server.startswith("exec "):
             return self.text
         return f"{self.text[: self.server_at]}exec {server}"
+
+
+@dataclass(frozen=True)
+class OneOffStep:
+    """Where a step that must run before serving (a migration, ``init-db``) goes."""
+
+    release_command: str | None  # fly.toml's [deploy] release_command, or None
+    start: str  # the start command, with the step in front when it runs at start-up
+    note: str  # for the README: which, and why
+
+
+def before_serving(
+    what: str, server: str, *, release: str, at_start: str, external_database: bool
+) -> OneOffStep:
+    """Run ``what`` once per deploy on Fly's release machine when the database is
+    elsewhere; else at each start, before ``server``: a database that is a file in the
+    image is one a release machine's changes would never reach. ``release`` is the
+    step as Fly reads it, ``at_start`` as a shell does."""
+    if external_database:
+        note = (
+            f"{what} (`{release}`) is Fly's release_command: it runs once before each "
+            "deploy, since the database is external (DATABASE_URL)"
+        )
+        return OneOffStep(release, server, note)
+    note = (
+        f"{what} (`{at_start}`) runs at each start, before the server: with no "
+        "DATABASE_URL the database is a file in the image, which a release machine's "
+        "changes would never reach"
+    )
+    return OneOffStep(None, f"{at_start} && {server}", note)
 
 
 def _top_level_operators(text: str) -> list[tuple[int, str]]:
