@@ -79,6 +79,7 @@ CORPUS: dict[str, tuple[str, int | None, str | None, str | None]] = {
     "pypi-flask-initdb": ("flask", 8080, "gunicorn==", "init-db && exec gunicorn"),
     "pypi-pyproject": ("flask", 8080, "pip install --no-cache-dir .", '"greeter:app"'),
     "pypi-uv": ("fastapi", 8080, "uv sync --frozen", '"api.main:api"'),
+    "pypi-poetry": ("flask", 8080, "poetry install --only main", "alembic upgrade head && exec"),
     "remix": ("remix", 3000, "npm ci", '"npm", "start"'),
     "react-router": ("react-router", 3000, "npm ci", '"npm", "start"'),
     "fastapi-src-factory": (
@@ -423,10 +424,90 @@ def test_flasks_init_db_is_a_release_command_when_the_database_is_external(tmp_p
     package.write_text(package.read_text() + "DATABASE = os.environ['DATABASE_URL']\n")
     deploy = render_into(app, "notes", "iad")
     fly = tomllib.loads((app / "fly.toml").read_text())
-    assert fly["deploy"]["release_command"] == "flask --app notes:create_app() init-db"
+    assert fly["deploy"]["release_command"] == "flask init-db"
+    assert fly["env"]["FLASK_APP"] == "notes:create_app()"
     last = (app / "Dockerfile").read_text().splitlines()[-1]
     assert "init-db" not in last and '"gunicorn"' in last
     assert any("release_command" in note for note in deploy.notes)
+
+
+def rendered_steps(app: Path) -> tuple[str | None, list[str]]:
+    """fly.toml's release_command and the container's command, once rendered."""
+    render_into(app, app.name, "iad")
+    fly = tomllib.loads((app / "fly.toml").read_text())
+    last = (app / "Dockerfile").read_text().splitlines()[-1]
+    return fly.get("deploy", {}).get("release_command"), json.loads(last.removeprefix("CMD "))
+
+
+@pytest.mark.parametrize(
+    ("settings", "release"),
+    [
+        ("", None),  # the settings name no database: Django's default, SQLite in the image
+        ("DATABASES = {'default': dj_database_url.config(env='DATABASE_URL')}\n", "migrate"),
+        ("DATABASES = {'default': {'ENGINE': 'django.db.backends.postgresql'}}\n", "migrate"),
+    ],
+)
+def test_django_migrates_where_its_database_is(settings, release, tmp_path):
+    app = staged(tmp_path, "django")
+    (app / "mysite" / "settings.py").write_text(
+        (app / "mysite" / "settings.py").read_text() + settings
+    )
+    release_command, cmd = rendered_steps(app)
+    if release:
+        assert release_command == "python manage.py migrate --no-input"
+        assert cmd[0] == "gunicorn"
+    else:
+        assert release_command is None
+        assert cmd[:2] == ["sh", "-c"]
+        assert cmd[2].startswith("python manage.py migrate --no-input && exec gunicorn")
+
+
+@pytest.mark.parametrize(
+    ("url", "release"),
+    [("sqlite:///visits.db", False), ("postgresql://db.internal/visits", True)],
+)
+def test_alembic_upgrades_where_its_database_is(url, release, tmp_path):
+    app = staged(tmp_path, "pypi-poetry")
+    ini = app / "alembic.ini"
+    ini.write_text(ini.read_text().replace("sqlite:///visits.db", url))
+    release_command, cmd = rendered_steps(app)
+    assert release_command == ("alembic upgrade head" if release else None)
+    assert ("alembic upgrade head" in " ".join(cmd)) is not release
+
+
+@pytest.mark.parametrize(
+    ("provider", "release", "cli_in"),
+    [
+        ("postgresql", True, "dependencies"),
+        ("sqlite", False, "dependencies"),
+        ("postgresql", True, "devDependencies"),
+    ],
+)
+def test_prisma_migrations_deploy_where_the_database_is(provider, release, cli_in, tmp_path):
+    app = staged(tmp_path, "node-http")
+    package = json.loads((app / "package.json").read_text())
+    package[cli_in] = {"prisma": "6.1.0"}
+    package.setdefault("dependencies", {})["@prisma/client"] = "6.1.0"
+    (app / "package.json").write_text(json.dumps(package))
+    (app / "prisma" / "migrations" / "0_init").mkdir(parents=True)
+    (app / "prisma" / "migrations" / "0_init" / "migration.sql").write_text("CREATE TABLE t ();\n")
+    (app / "prisma" / "schema.prisma").write_text(
+        f'datasource db {{\n  provider = "{provider}"\n  url = env("DATABASE_URL")\n}}\n'
+    )
+    release_command, cmd = rendered_steps(app)
+    assert release_command == ("npx prisma migrate deploy" if release else None)
+    assert ("npx prisma migrate deploy && exec node" in " ".join(cmd)) is not release
+    readme = " ".join((app / fly_readme(app)).read_text().split())
+    assert ("move prisma from devDependencies" in readme) is (cli_in == "devDependencies")
+
+
+def test_a_procfile_web_line_is_the_apps_word_on_its_steps(tmp_path):
+    """A Procfile that names its own steps (or none) gets no migrate added."""
+    app = staged(tmp_path, "django")
+    (app / "Procfile").write_text("web: gunicorn mysite.wsgi --bind 0.0.0.0:$PORT\n")
+    release_command, cmd = rendered_steps(app)
+    assert release_command is None
+    assert "migrate" not in " ".join(cmd)
 
 
 def test_the_template_app_is_an_express_server_on_port_3000(tmp_path):

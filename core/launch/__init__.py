@@ -7,7 +7,8 @@ run nothing.
 
 Order: the app's own Dockerfile → client/server layout → one service folder with a
 Dockerfile → workspaces (monorepo) → Node → Python → Go → static site; a Procfile
-``web:`` line replaces the start command of the Node or Python plan.
+``web:`` line replaces the start command of the Node or Python plan; otherwise the
+one-off steps the app needs before serving (``core.launch.steps``) are added.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from core.launch.plan import LaunchPlan, NodeBuild, not_deployable
 from core.launch.python import GUNICORN, UVICORN, read_project, scan_python
 from core.launch.shell import ShellCommand, before_serving
 from core.launch.static import scan_static
+from core.launch.steps import with_steps_before_serving
 
 __all__ = ["LaunchPlan", "NodeBuild", "scan"]
 
@@ -62,7 +64,9 @@ def _family(files: AppFiles, folder: str) -> LaunchPlan | None:
         procfile = _with_procfile(files, folder, plan, web)
         if procfile is not None:
             return procfile
-    return plan or scan_static(files, folder)
+    if plan is not None:
+        return with_steps_before_serving(files, plan)
+    return scan_static(files, folder)
 
 
 def _with_procfile(
@@ -80,8 +84,7 @@ def _with_procfile(
         step = before_serving(
             "the Procfile's release step",
             web,
-            release=release,
-            at_start=release,
+            command=release,
             external_database=reads_database_url(files, folder),
         )
         release_command, web, notes = step.release_command, step.start, (*notes, step.note)

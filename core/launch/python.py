@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import posixpath
 import re
-import shlex
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,10 +15,8 @@ from core.launch.files import (
     field_str,
     field_str_list,
     port_number,
-    reads_database_url,
 )
 from core.launch.plan import LaunchPlan, not_deployable
-from core.launch.shell import before_serving
 from core.launch.versions import python_minor
 
 PORT = 8080
@@ -28,8 +25,6 @@ UVICORN = "uvicorn==0.32.1"
 _REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _ASSIGNED = "^(\\w+)\\s*(?::\\s*\\w+\\s*)?=\\s*(?:\\w+\\.)?{cls}\\("
 _FACTORY = re.compile(r"^def\s+(create_app|make_app|app_factory|get_app)\s*\(", re.MULTILINE)
-# A CLI command the app registers to create its database (Flask's tutorial, flaskr).
-_INIT_DB = re.compile(r"""\.command\(\s*(["'])(init-db)\1""")
 _STDLIB_SERVER = re.compile(r"\b(?:HTTPServer|ThreadingHTTPServer|TCPServer)\s*\(")
 _PORT_ENV = re.compile(
     r"environ(?:\.get\(|\[)\s*['\"]PORT['\"]\s*(?:\]|,\s*['\"]?(\d{2,5}))|getenv\(\s*['\"]PORT['\"]"
@@ -252,32 +247,16 @@ def _flask(project: PythonProject) -> LaunchPlan | None:
     target = f"{module}:{found[1]}{call}"
     start: tuple[str, ...] = ("gunicorn", "--bind", f"0.0.0.0:{PORT}")
     start += ("--chdir", chdir) if chdir else ()
-    fields: dict[str, Any] = {}
-    if _find(project, _INIT_DB) is not None:
-        # `--app src/notes:create_app()` imports from src/, as gunicorn's --chdir does.
-        app = f"{chdir}/{target}" if chdir else target
-        init_db = ("flask", "--app", app, "init-db")
-        step = before_serving(
-            "Flask's init-db command",
-            shlex.join((*start, target)),
-            # Fly splits release_command into words itself, without a shell's quoting.
-            release=" ".join(init_db),
-            at_start=shlex.join(init_db),
-            external_database=reads_database_url(project.files, project.folder),
-        )
-        fields = {"notes": (step.note,)}
-        if step.release_command is not None:
-            fields["release_command"] = step.release_command
-        else:
-            fields["shell_start"] = step.start
+    # `flask` commands (`flask init-db`, `flask shell` over fly ssh) find the app; a
+    # src/ layout is a path to import from, as gunicorn's --chdir is.
+    flask_app = f"{chdir}/{target}" if chdir else target
     return _plan(
         project,
         "flask",
         (*start, target),
         reason=f"Flask app {target}, served by gunicorn",
         python_extra=_server_extra(project, "gunicorn", GUNICORN),
-        env={"PORT": str(PORT)},
-        **fields,
+        env={"PORT": str(PORT), "FLASK_APP": flask_app},
     )
 
 

@@ -69,25 +69,22 @@ class OneOffStep:
     note: str  # for the README: which, and why
 
 
-def before_serving(
-    what: str, server: str, *, release: str, at_start: str, external_database: bool
-) -> OneOffStep:
-    """Run ``what`` once per deploy on Fly's release machine when the database is
-    elsewhere; else at each start, before ``server``: a database that is a file in the
-    image is one a release machine's changes would never reach. ``release`` is the
-    step as Fly reads it, ``at_start`` as a shell does."""
+def before_serving(what: str, server: str, *, command: str, external_database: bool) -> OneOffStep:
+    """Run ``what`` (``command``) once per deploy on Fly's release machine when the
+    database is elsewhere; else at each start, before ``server``: a database that is a
+    file in the image is one a release machine's changes would never reach."""
     if external_database:
         note = (
-            f"{what} (`{release}`) is Fly's release_command: it runs once before each "
+            f"{what} (`{command}`) is Fly's release_command: it runs once before each "
             "deploy, since the database is external (DATABASE_URL)"
         )
-        return OneOffStep(release, server, note)
+        return OneOffStep(command, server, note)
     note = (
-        f"{what} (`{at_start}`) runs at each start, before the server: with no "
+        f"{what} (`{command}`) runs at each start, before the server: with no "
         "DATABASE_URL the database is a file in the image, which a release machine's "
         "changes would never reach"
     )
-    return OneOffStep(None, f"{at_start} && {server}", note)
+    return OneOffStep(None, f"{command} && {server}", note)
 
 
 def _top_level_operators(text: str) -> list[tuple[int, str]]:
