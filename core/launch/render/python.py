@@ -18,6 +18,7 @@ from core.launch.render.node import client_stage
 
 UV = "uv==0.5.11"
 POETRY = "poetry==1.8.5"
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 def python_dockerfile(plan: LaunchPlan) -> str:
@@ -58,9 +59,15 @@ def python_dockerfile(plan: LaunchPlan) -> str:
             lock = [in_folder(plan.folder, "poetry.lock*")]
             lines += [
                 f"COPY {json_list([in_folder(plan.folder, 'pyproject.toml'), *lock, './'])}",
-                f"RUN pip install --no-cache-dir {POETRY} && "
-                "poetry config virtualenvs.create false && "
-                "poetry install --only main --no-root --no-interaction",
+                # The system's certificate store, as for uv (Poetry's requests would
+                # use certifi's roots).
+                f"ENV REQUESTS_CA_BUNDLE={SYSTEM_CA_BUNDLE}",
+                # Poetry in a venv of its own: installing the app's locked versions
+                # must not replace the packages Poetry itself runs on. It installs
+                # into the active VIRTUAL_ENV.
+                "RUN python -m venv /opt/poetry && "
+                f"/opt/poetry/bin/pip install --no-cache-dir {POETRY} && "
+                "/opt/poetry/bin/poetry install --only main --no-root --no-interaction",
             ]
         if extra and install in ("uv", "poetry", "none"):
             lines.append(f"RUN pip install --no-cache-dir {extra}")
