@@ -292,7 +292,8 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
                 "yellow",
             )
         if outcome.verified is not None:
-            _say(f"deploy check: {outcome.verified}", style="dim")
+            detail = f" ({outcome.verify_detail})" if outcome.verify_detail else ""
+            _say(f"deploy check: {outcome.verified}{detail}", style="dim")
         if outcome.pull_request_url:
             _say(f"{outcome.pull_request_url} (branch {outcome.branch})", "pull request: ")
         elif outcome.branch:

@@ -347,6 +347,10 @@ class RequestOutcome(BaseModel):
     verified: Annotated[Verified | None, Column(16)] = Field(
         default=None, description="What the deploy check (APPGEN_VERIFY) found."
     )
+    verify_detail: str | None = Field(
+        default=None,
+        description="What the deploy check saw: the answer that served, or why it failed.",
+    )
     branch: Annotated[str | None, Column(255)] = Field(
         default=None, description="The branch pushed instead of main (its pull request's head)."
     )

@@ -159,6 +159,7 @@ def generate_and_publish(
                 deployable=deploy.deployable,
                 deploy_reason=deploy.deploy_reason,
                 verified=check.verified,
+                verify_detail=check.detail if check.verified is not None else None,
             ),
         )
         enforce(deploy, check, require_deployable=settings.require_deployable)  # before the push
@@ -195,6 +196,7 @@ def generate_and_publish(
         deployable=deploy.deployable,
         deploy_reason=deploy.deploy_reason,
         verified=check.verified,
+        verify_detail=check.detail if check.verified is not None else None,
         app_name=repository.name,
         repo_url=published.url,
         repo_id=repository.id,
