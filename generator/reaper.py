@@ -120,16 +120,20 @@ class Reaper:
             signal.signal(sig, handler)
 
     def _stop(self, signum: int, frame: object) -> None:
-        print(f"generator: stopped by {signal.Signals(signum).name}", file=sys.stderr, flush=True)
         kill_descendants()
+        _tell(f"generator: stopped by {signal.Signals(signum).name}")
         os._exit(128 + signum)
 
     def _expire(self) -> None:
         self._expired.set()
-        print(
-            f"generator: deadline of {self._deadline:g}s passed; stopping the agent",
-            file=sys.stderr,
-            flush=True,
-        )
         kill_descendants()
+        _tell(f"generator: deadline of {self._deadline:g}s passed; the agent was stopped")
         os._exit(DEADLINE_EXIT_CODE)
+
+
+def _tell(message: str) -> None:
+    """Say why the generator stops, if anyone still reads: after its orchestrator
+    died, stderr is a pipe without a reader, and a BrokenPipeError raised in a
+    signal handler would unwind into ``Popen.__exit__``, which waits for the agent."""
+    with contextlib.suppress(OSError):
+        print(message, file=sys.stderr, flush=True)

@@ -7,12 +7,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from generator.template import files_for
-from tests.conftest import REPO_ROOT, tree_digest
+from tests.conftest import REPO_ROOT, processes_like, tree_digest, unique_sleep, wait_until_gone
 
 
 def run_generator(
@@ -175,3 +176,38 @@ def test_fresh_empties_the_app_dir_without_following_links(tmp_path):
     assert not (app / "old").exists() and not (app / "link").is_symlink()
     assert (outside / "keep.txt").read_text() == "not ours"
     assert (app / "package.json").exists()
+
+
+def test_the_agent_dies_with_an_orchestrator_killed_mid_generation(tmp_path):
+    """SIGKILL of the orchestrator leaves the generator a stdout pipe nobody reads;
+    the stop its parent's death sends must still end the agent, not wait on it."""
+    sleep = unique_sleep()
+    orchestrator = textwrap.dedent(
+        f"""
+        import subprocess, sys, time
+        from blocks.sandbox import die_with_parent
+        subprocess.Popen(
+            [sys.executable, "-m", "generator", "--request-id", "7", "--prompt", "x",
+             "--app-dir", {str(tmp_path / "app")!r}, "--agent", "command",
+             "--agent-command", "echo started > started; {sleep}"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=die_with_parent,
+        )
+        time.sleep(3600)
+        """
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", orchestrator], env=os.environ | {"PYTHONPATH": str(REPO_ROOT)}
+    )
+    try:
+        started = tmp_path / "app" / "started"
+        for _ in range(600):
+            if started.exists() or parent.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert started.exists(), "the agent never started"
+        assert processes_like(sleep)
+    finally:
+        parent.kill()
+        parent.wait()
+    assert wait_until_gone(sleep, timeout=30) == []
