@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from appgen.server import ServerState
     from blocks.configuration import RunBlocks
     from core.models import PublishOutcome, RequestRecord
-    from core.settings import HomeSettings, Settings
+    from core.settings import HomeSettings, ReapSettings, Settings
 
 SettingsT = TypeVar("SettingsT", bound="HomeSettings")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -170,11 +170,13 @@ def main(argv: list[str] | None = None) -> NoReturn:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     from core.errors import AppgenError
-    from core.settings import HomeSettings, Settings
+    from core.settings import HomeSettings, ReapSettings, Settings
 
     try:
         if args.command in _HOME_COMMANDS:
             code = _HOME_COMMANDS[args.command](args, _load_settings(HomeSettings))
+        elif args.command == "reap":
+            code = _reap(args, _load_settings(ReapSettings))
         else:
             settings = _load_settings(Settings)
             if args.command in _PREFECT_API_COMMANDS:
@@ -424,7 +426,7 @@ def _build_image(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def _reap(args: argparse.Namespace, settings: Settings) -> int:
+def _reap(args: argparse.Namespace, settings: ReapSettings) -> int:
     """Repair what killed orchestrators left: rows and slots they held, their
     temporary directories, and (Docker mode) their generator containers."""
     from datetime import timedelta
@@ -555,11 +557,10 @@ _COMMANDS = {
     "config": _config,
     "publish": _publish,
     "build-image": _build_image,
-    "reap": _reap,
     "setup": _setup,
 }
 # Commands that read only where appgen keeps its state: they run whatever the rest of
-# the settings say.
+# the settings say (as `reap` does, which reads ReapSettings).
 _HOME_COMMANDS = {"status": _status, "server": _server}
 # Commands that talk to the Prefect API: without PREFECT_API_URL they use the managed
 # server (publish connects itself, after the checks that need no server).

@@ -16,7 +16,7 @@ from blocks.generators import GeneratorBlock, ProcessGenerator
 from blocks.git_hosts import GitHost, LocalGitHost
 from core.errors import InvalidRequest
 from core.options import ProcessOptions
-from core.settings import Settings
+from core.settings import HomeSettings, ReapSettings, Settings
 
 B = TypeVar("B")
 
@@ -83,14 +83,17 @@ def generator(settings: Settings) -> GeneratorBlock:
     return ecs_generator(settings)
 
 
-def docker_generator(settings: Settings) -> DockerGenerator:
+def docker_generator(settings: ReapSettings) -> DockerGenerator:
+    """The Docker generator the settings describe. From ``ReapSettings`` alone (what
+    ``appgen reap`` reads) it has the block's default deadline and allow-list: enough
+    to find and remove the containers of dead runs, which is all ``reap`` does."""
     from blocks.docker_generator import DockerGenerator
 
     return _build(
         DockerGenerator,
         settings.docker.model_dump(),
         workspace=settings.workspace,
-        **_generator_fields(settings),
+        **(_generator_fields(settings) if isinstance(settings, Settings) else {}),
     )
 
 
@@ -126,7 +129,7 @@ def git_host(settings: Settings) -> GitHost:
     return _build(GitHubHost, settings.github.model_dump())
 
 
-def database(settings: Settings) -> Database:
+def database(settings: HomeSettings) -> Database:
     assert settings.database_url is not None  # derived from home by the settings
     return Database(url=settings.database_url)
 

@@ -160,6 +160,11 @@ class HomeSettings(BaseSettings):
             self.database_url = SecretStr(f"sqlite:///{self.home / 'appgen.db'}")
         return self
 
+    @property
+    def workspace(self) -> Path:
+        """Shared workspace: the generator writes ``workspace/{id}/app``."""
+        return self.home / "workspace"
+
     def check_database_url(self) -> None:
         """Refuse a database URL that cannot work whatever the server says: not a URL,
         a backend appgen does not support, a driver that is not installed, or a SQLite
@@ -206,12 +211,10 @@ class HomeSettings(BaseSettings):
                 _check_directory(setting, database.parent, what="the SQLite file's directory")
 
 
-class Settings(ProcessOptions, HomeSettings):
-    """Everything the orchestrator reads from its environment.
-
-    Paths left unset are derived from ``home`` so that one variable
-    (``APPGEN_HOME``) moves the whole embedded setup.
-    """
+class ReapSettings(HomeSettings):
+    """What ``appgen reap`` reads besides the home: which generator runs (and its
+    Docker engine), how long a lease lasts and where runs stage; an agent setting
+    being wrong does not keep anyone from repairing what dead runs left."""
 
     generator: GeneratorKind = Field(
         default="process",
@@ -219,6 +222,36 @@ class Settings(ProcessOptions, HomeSettings):
         "APPGEN_TRUST_AGENT), `docker` (a container on the local engine) or `ecs` (an ECS "
         "Fargate task); chooses the generator block a run uses when none is named.",
     )
+    lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A request's claim or a generator slot whose holder has not renewed it "
+        "for this long is taken over (a holder killed on this host is noticed at once).",
+    )
+    staging_dir: Path | None = Field(
+        default=None,
+        description="Where staged copies are made (default: the system temp dir). A tmpfs "
+        "such as /dev/shm makes staging several times faster on a slow disk.",
+    )
+
+    @field_validator("staging_dir")
+    @classmethod
+    def _expand_staging_dir(cls, value: Path | None) -> Path | None:
+        return _absolute(value)
+
+    @cached_property
+    def docker(self) -> DockerSettings:
+        """The Docker generator's fields (``APPGEN_DOCKER_*``)."""
+        return _read_part(DockerSettings)
+
+
+class Settings(ProcessOptions, ReapSettings):
+    """Everything the orchestrator reads from its environment.
+
+    Paths left unset are derived from ``home`` so that one variable
+    (``APPGEN_HOME``) moves the whole embedded setup.
+    """
+
     generator_timeout: float = Field(
         default=DEFAULT_GENERATOR_TIMEOUT,
         gt=0,
@@ -234,12 +267,6 @@ class Settings(ProcessOptions, HomeSettings):
         "Prefect concurrency limit: a run takes one before its generator starts, renews it by "
         "heartbeat and releases it when the generator ends; a dead holder's slot is taken "
         "over (APPGEN_LEASE_SECONDS).",
-    )
-    lease_seconds: float = Field(
-        default=60.0,
-        gt=0,
-        description="A request's claim or a generator slot whose holder has not renewed it "
-        "for this long is taken over (a holder killed on this host is noticed at once).",
     )
     agent: AgentKind = Field(
         default="template",
@@ -283,11 +310,6 @@ class Settings(ProcessOptions, HomeSettings):
     git_author_email: str = Field(
         default="appgen@localhost", description="Author e-mail of published commits."
     )
-    staging_dir: Path | None = Field(
-        default=None,
-        description="Where staged copies are made (default: the system temp dir). A tmpfs "
-        "such as /dev/shm makes staging several times faster on a slow disk.",
-    )
     fly_region: str = Field(default="iad", description="primary_region written to fly.toml.")
     require_deployable: bool = Field(
         default=False,
@@ -330,10 +352,10 @@ class Settings(ProcessOptions, HomeSettings):
     def _json_list(cls, value: object) -> object:
         return _decode_json_list(value)
 
-    @field_validator("git_root", "staging_dir")
+    @field_validator("git_root")
     @classmethod
     def _expand_user(cls, value: Path | None) -> Path | None:
-        return value.expanduser().absolute() if value is not None else None
+        return _absolute(value)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
@@ -345,11 +367,6 @@ class Settings(ProcessOptions, HomeSettings):
                 "writes the app (it runs with the app directory as its working directory)"
             )
         return self
-
-    @cached_property
-    def docker(self) -> DockerSettings:
-        """The Docker generator's fields (``APPGEN_DOCKER_*``)."""
-        return _read_part(DockerSettings)
 
     @cached_property
     def ecs(self) -> EcsSettings:
@@ -367,11 +384,6 @@ class Settings(ProcessOptions, HomeSettings):
         """The GitHub host's fields (``APPGEN_GITHUB_*``)."""
         return _read_part(GitHubSettings)
 
-    @property
-    def workspace(self) -> Path:
-        """Shared workspace: the generator writes ``workspace/{id}/app``."""
-        return self.home / "workspace"
-
     def check_usable(self) -> None:
         """Refuse settings that name a place appgen cannot use, before anything is
         created: raises ``InvalidRequest`` naming the setting and what to do. Checks
@@ -383,6 +395,10 @@ class Settings(ProcessOptions, HomeSettings):
         if self.staging_dir is not None:
             _check_directory("APPGEN_STAGING_DIR", self.staging_dir, must_exist=True)
         self.check_database_url()
+
+
+def _absolute(path: Path | None) -> Path | None:
+    return path.expanduser().absolute() if path is not None else None
 
 
 def _check_directory(

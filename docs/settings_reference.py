@@ -42,10 +42,11 @@ _SCRIPT = "docs/settings_reference.py"
 
 def parts() -> Iterator[tuple[str, type[BaseSettings]]]:
     """The title and model of each part: the top-level settings, then every cached
-    property of ``Settings`` whose return type is a settings model, in the order the
-    class declares them."""
+    property of ``Settings`` (or of a base it builds on) whose return type is a
+    settings model, bases first, each in the order its class declares them."""
     yield "General", Settings
-    for attribute in vars(Settings).values():
+    attributes = (vars(base).values() for base in reversed(Settings.__mro__))
+    for attribute in (attribute for declared in attributes for attribute in declared):
         if not isinstance(attribute, cached_property):
             continue
         returned = get_type_hints(attribute.func, vars(core.settings)).get("return")

@@ -356,10 +356,10 @@ def test_status_with_no_requests(appgen):
     assert result.returncode == 0 and json.loads(result.stdout) == []
 
 
-def test_status_and_the_server_commands_run_whatever_the_agent_settings_say(appgen):
+def test_status_reap_and_the_server_commands_run_whatever_the_agent_settings_say(appgen):
     """An agent setting that is wrong (APPGEN_AGENT=command without its command) stops
-    a publish, but never keeps anyone from reading the requests or stopping the
-    server: those commands read only where appgen keeps its state."""
+    a publish, but never keeps anyone from reading the requests, repairing what dead
+    runs left or stopping the server: those commands read only the settings they use."""
     broken = {"APPGEN_AGENT": "command", "APPGEN_GENERATOR_TIMEOUT": "-5"}
     assert appgen("publish", "--prompt", "x", **broken).returncode == 2
     status = appgen("status", "--json", **broken)
@@ -369,8 +369,13 @@ def test_status_and_the_server_commands_run_whatever_the_agent_settings_say(appg
     assert (server.returncode, server.stdout.strip()) == (1, "not running")
     stop = appgen("server", "stop", **broken)
     assert (stop.returncode, stop.stdout.strip()) == (0, "not running")
-    for result in (status, server, stop):
+    reap = appgen("reap", **broken)
+    assert reap.returncode == 0, reap.stderr
+    for result in (status, server, stop, reap):
         assert "invalid settings" not in result.stderr
+    # A setting reap itself reads is still checked.
+    bad_lease = appgen("reap", **broken, APPGEN_LEASE_SECONDS="-1")
+    assert bad_lease.returncode == 2 and "APPGEN_LEASE_SECONDS" in bad_lease.stderr
 
 
 def test_module_entry_points_agree():
