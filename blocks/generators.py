@@ -31,6 +31,7 @@ from blocks.artifact_stores import ArtifactStore, VolumeArtifactStore
 from core.errors import GeneratorFailed
 from core.models import ArtifactRef, GenerationSpec, GeneratorRun, RunLogger
 from core.options import DEFAULT_GENERATOR_TIMEOUT, ProcessOptions
+from core.processes import die_with_parent
 
 LOG_TAIL_LINES = 20
 # What an unconfined generator process may see of the orchestrator's environment
@@ -233,7 +234,7 @@ class ProcessGenerator(GeneratorBlock, ProcessOptions):
                     text=True,
                     errors="replace",
                     start_new_session=True,  # its own process group, stopped as a whole
-                    preexec_fn=sandbox.die_with_parent,
+                    preexec_fn=die_with_parent,
                 )
             except OSError as exc:
                 launch.close()

@@ -19,21 +19,20 @@ PID namespace's first process kills every process in it, ``setsid`` children inc
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from core.processes import die_with_parent
+
 APP_DIR = "/app"
 _SLIRP_DNS = "10.0.2.3"  # slirp4netns's DNS forwarder, inside the sandbox's network
-_PR_SET_PDEATHSIG = 1
 _LOOPBACK_WAIT_SECONDS = 10.0
 GENERATOR_ROOT = "/opt/appgen"
 # What of /etc a program needs to resolve names, trust TLS servers and know users.
@@ -247,11 +246,6 @@ def _wait_for_loopback(child: int) -> None:
 
 class SandboxError(Exception):
     """The sandbox could not be set up."""
-
-
-def die_with_parent() -> None:
-    """In a child, before exec: be told (SIGTERM) when the orchestrator dies."""
-    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def sandbox_python() -> str:

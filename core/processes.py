@@ -18,6 +18,7 @@ import socket
 import time
 from dataclasses import dataclass
 
+_PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
 _POLL_SECONDS = 0.1
 
@@ -118,6 +119,12 @@ def temp_dir_is_orphaned(name: str) -> bool:
         return False
     pid, _, start = parts[2].partition("_")
     return process_is_gone(f"{socket.gethostname()}:{pid}:{start}")
+
+
+def die_with_parent() -> None:
+    """In a child, before exec (``preexec_fn``): be sent SIGTERM when the process
+    that started it dies, however it dies."""
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def make_non_dumpable() -> None:

@@ -185,7 +185,7 @@ def test_the_agent_dies_with_an_orchestrator_killed_mid_generation(tmp_path):
     orchestrator = textwrap.dedent(
         f"""
         import subprocess, sys, time
-        from blocks.sandbox import die_with_parent
+        from core.processes import die_with_parent
         subprocess.Popen(
             [sys.executable, "-m", "generator", "--request-id", "7", "--prompt", "x",
              "--app-dir", {str(tmp_path / "app")!r}, "--agent", "command",
