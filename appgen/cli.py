@@ -394,7 +394,9 @@ def _server(args: argparse.Namespace, settings: HomeSettings) -> int:
         stopped = server.stop()
         print(f"stopped the server at {stopped.ui_url}" if stopped else "not running")
         return EXIT_OK
-    state, started = server.ensure_started(settings.server_start_timeout)
+    state, started = server.ensure_started(
+        settings.server_start_timeout, settings.server_idle_minutes
+    )
     what = "started" if started else "already running"
     print(f"{what} at {state.ui_url} (API {state.api_url}, pid {state.pid}; log {server.log})")
     return EXIT_OK
@@ -405,7 +407,10 @@ def _use_managed_server(settings: HomeSettings) -> ServerState | None:
     from appgen.server import use_for_prefect
 
     return use_for_prefect(
-        settings.home, settings.server_start_timeout, lambda line: _say(line, style="dim")
+        settings.home,
+        settings.server_start_timeout,
+        settings.server_idle_minutes,
+        lambda line: _say(line, style="dim"),
     )
 
 

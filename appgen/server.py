@@ -8,11 +8,14 @@ needs one, which costs seconds on every ``appgen publish``. appgen instead keeps
         server.json     the running server: its URL, pid and process (host:pid:start)
         server.log      its output, from its latest start
         server.lock     held while a server is started or stopped
+        looked-up       touched by every command that chose this server
         prefect/        its PREFECT_HOME: the SQLite database and the UI's files
 
 It listens on a free port of 127.0.0.1 only, runs in a session of its own (so it
 outlives the command that started it and Ctrl-C in that terminal does not reach it)
-and sends no telemetry. A start either leaves a server that answers ``/api/health``
+and sends no telemetry. Its keeper (``appgen.server_watch``, the recorded pid) stops
+it after ``APPGEN_SERVER_IDLE_MINUTES`` without use, and at once when its
+``APPGEN_HOME`` is deleted. A start either leaves a server that answers ``/api/health``
 with its state file, or nothing: on a timeout, an early exit or an interruption it
 kills what it started and removes the state file. A run with a Prefect API of its
 own (``PREFECT_API_URL``, in the environment or a Prefect profile) never starts,
@@ -76,11 +79,13 @@ class ManagedServer:
     """The Prefect server of one ``APPGEN_HOME``."""
 
     def __init__(self, appgen_home: Path) -> None:
+        self.home = appgen_home
         self.directory = appgen_home / "server"
         self.state_file = self.directory / "server.json"
         self.log = self.directory / "server.log"
         self.prefect_home = self.directory / "prefect"
         self._lock_file = self.directory / "server.lock"
+        self._looked_up = self.directory / "looked-up"
 
     def running(self) -> ServerState | None:
         """The server if it runs (it may still be starting)."""
@@ -93,30 +98,35 @@ class ManagedServer:
         what the file said, or None if there was nothing to clean."""
         if self._read_state() is None:
             return None
-        with self._lock():
+        with self.lock():
             state = self._read_state()  # a start may have replaced it meanwhile
             if state is None or state.is_running():
                 return None
             self._forget(state)
             return state
 
-    def ensure_started(self, timeout: float) -> tuple[ServerState, bool]:
-        """The running server, started if none runs; and whether this call started it.
+    def ensure_started(self, timeout: float, idle_minutes: float) -> tuple[ServerState, bool]:
+        """The running server, started if none runs (stopping itself after
+        ``idle_minutes`` without use; 0: never); and whether this call started it.
         Two callers at once start one server: the second waits for the first."""
-        with self._lock():
+        with self.lock():
             state = self._read_state()
             if state is not None and state.is_running():
                 # Healthy at once, unless its starter was killed before it answered.
                 self._wait_healthy(state, None, timeout)
-                return state, False
-            if state is not None:
-                self._forget(state)
-            return self._start(timeout), True
+                started = False
+            else:
+                if state is not None:
+                    self._forget(state)
+                state, started = self._start(timeout, idle_minutes), True
+            # Told while the lock is held: its keeper never stops it under this caller.
+            self._looked_up.touch()
+            return state, started
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> ServerState | None:
         """Stop the server (SIGTERM to its process group, SIGKILL after ``grace``) and
         remove its state file; None if none was running."""
-        with self._lock():
+        with self.lock():
             state = self._read_state()
             if state is None or not state.is_running():
                 if state is not None:
@@ -126,6 +136,17 @@ class ManagedServer:
             self._forget(state)
             return state
 
+    def forget_stopped(self) -> None:
+        """Remove the state file of a server its keeper stopped (under ``lock``)."""
+        self.state_file.unlink(missing_ok=True)
+
+    def seconds_since_looked_up(self) -> float:
+        """How long ago a command last chose this server (``ensure_started``)."""
+        try:
+            return time.time() - self._looked_up.stat().st_mtime
+        except OSError:
+            return float("inf")
+
     def healthy(self, state: ServerState) -> bool:
         try:
             with _NO_PROXY.open(f"{state.api_url}/health", timeout=2) as response:
@@ -133,15 +154,17 @@ class ManagedServer:
         except OSError:  # refused, reset, timed out, or an HTTP error status
             return False
 
-    def _start(self, timeout: float) -> ServerState:
+    def _start(self, timeout: float, idle_minutes: float) -> ServerState:
         try:
             self.prefect_home.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise PrefectApiError(f"cannot create {self.prefect_home}: {exc}") from exc
         port = _free_port()
         with open(self.log, "wb") as log:
+            keeper = [sys.executable, "-m", "appgen.server_watch", "--home", str(self.home)]
+            keeper += ["--port", str(port), "--idle-minutes", str(idle_minutes)]
             process = subprocess.Popen(
-                prefect_server_command(port, ui=True),
+                keeper,
                 env=self._environment(port),
                 cwd=self.directory,  # no .env or prefect.toml of the caller's is read
                 stdin=subprocess.DEVNULL,
@@ -228,7 +251,8 @@ class ManagedServer:
         self.state_file.unlink(missing_ok=True)
 
     @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
+    def lock(self) -> Iterator[None]:
+        """Held while a server is started, stopped or chosen."""
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             handle = open(self._lock_file, "a")  # noqa: SIM115 (closed below)
@@ -249,7 +273,7 @@ def _write_json(path: Path, fields: dict[str, object]) -> None:
 
 
 def use_for_prefect(
-    appgen_home: Path, start_timeout: float, say: Callable[[str], None]
+    appgen_home: Path, start_timeout: float, idle_minutes: float, say: Callable[[str], None]
 ) -> ServerState | None:
     """Point this process's Prefect at the managed server, started if none runs,
     unless a Prefect API is configured (``PREFECT_API_URL`` in the environment, a
@@ -261,7 +285,7 @@ def use_for_prefect(
 
     if get_current_settings().api.url:
         return None
-    state, started = ManagedServer(appgen_home).ensure_started(start_timeout)
+    state, started = ManagedServer(appgen_home).ensure_started(start_timeout, idle_minutes)
     os.environ["PREFECT_API_URL"] = state.api_url
     from prefect.context import refresh_global_settings_context
 
@@ -269,11 +293,15 @@ def use_for_prefect(
     if started:
         say(
             f"started a Prefect server for appgen at {state.ui_url}; it keeps running "
-            "for the next runs (`appgen server stop` stops it)"
+            f"for the next runs (`appgen server stop` stops it{_idle_note(idle_minutes)})"
         )
     else:
         say(f"using the appgen Prefect server at {state.ui_url}")
     return state
+
+
+def _idle_note(idle_minutes: float) -> str:
+    return f"; unused for {idle_minutes:g} min, it stops itself" if idle_minutes else ""
 
 
 def prefect_server_command(port: int, *, ui: bool) -> list[str]:

@@ -148,6 +148,13 @@ class HomeSettings(BaseSettings):
         description="Seconds `appgen server start` (or a first publish) waits for the "
         "local Prefect server to answer.",
     )
+    server_idle_minutes: float = Field(
+        default=120.0,
+        ge=0,
+        description="The local Prefect server stops itself after this many minutes with no "
+        "client connected, no flow run in progress and no `appgen` command using it (0: "
+        "never); it also stops when its APPGEN_HOME is deleted. Read when it starts.",
+    )
 
     @field_validator("home")
     @classmethod

@@ -4,8 +4,10 @@ conditions, with deadlines generous enough for a busy 2-core machine."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from typing import Any, cast
 import pytest
 
 from appgen.server import ManagedServer
+from core.processes import group_members, read_stat
 
 pytestmark = pytest.mark.slow
 
@@ -75,8 +78,8 @@ def state_of(appgen_home: Path) -> dict[str, Any]:
 
 
 def started_pids(appgen_home: Path) -> list[int]:
-    """The server's pid, as its state file records it."""
-    return [state_of(appgen_home)["pid"]]
+    """The server's keeper, as its state file records it, and the server it runs."""
+    return sorted(group_members(state_of(appgen_home)["pid"]))
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -190,3 +193,44 @@ def test_an_explicit_prefect_api_url_never_touches_the_managed_server(appgen, ap
     assert result.returncode == 0, result.stderr
     assert "appgen Prefect server" not in result.stderr
     assert not (appgen_home / "server").exists()
+
+
+def alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if (stat := read_stat(pid)) is not None and not stat.is_zombie]
+
+
+def test_a_server_stops_itself_when_unused_but_not_while_used(managed, appgen_home):
+    """A fresh home per test run used to leave a server per home running for good:
+    now one nobody uses stops itself after APPGEN_SERVER_IDLE_MINUTES. A client that
+    keeps a connection (a worker polling, an open UI) keeps it running."""
+    idle = {"APPGEN_SERVER_IDLE_MINUTES": "0.25"}  # 15 s
+    started = managed("server", "start", APPGEN_SERVER_START_TIMEOUT=str(START_TIMEOUT), **idle)
+    assert started.returncode == 0, started.stderr
+    pids, port = started_pids(appgen_home), state_of(appgen_home)["port"]
+    assert len(pids) == 2  # the keeper and the server
+
+    client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    in_use_until = time.monotonic() + 45  # three idle periods
+    while time.monotonic() < in_use_until:
+        client.request("GET", "/api/health")
+        assert client.getresponse().read() == b"true"
+        time.sleep(1)
+    client.close()
+    assert alive(pids) == pids
+
+    assert wait_for(lambda: not alive(pids), timeout=120)
+    assert not (appgen_home / "server/server.json").exists()
+    status = managed("server", "status")
+    assert (status.returncode, status.stdout.strip()) == (1, "not running")
+    assert "had stopped" not in status.stderr  # it said so itself, and cleaned up
+    assert (
+        "idle for 0.25 min; stopping the server" in (appgen_home / "server/server.log").read_text()
+    )
+
+
+def test_a_server_whose_home_is_deleted_stops_at_once(managed, appgen_home):
+    started = managed("server", "start", APPGEN_SERVER_START_TIMEOUT=str(START_TIMEOUT))
+    assert started.returncode == 0, started.stderr
+    pids = started_pids(appgen_home)
+    shutil.rmtree(appgen_home)
+    assert wait_for(lambda: not alive(pids), timeout=60), "the server outlived its home"
