@@ -3,7 +3,8 @@
 
 ``build`` builds the staged tree's image; ``smoke`` also runs it with ``PORT`` set,
 publishes the internal port on 127.0.0.1 only, and waits (a bounded time) for the
-first HTTP answer at ``/``. An answer from 200 to 499 is an app that serves (a 404 at
+first HTTP answer at ``/`` (or at the health route the app defines, as Fly's check
+asks it). An answer from 200 to 499 is an app that serves (a 404 at
 ``/`` is an API with no home page); a 5xx is an app that starts but fails, as a
 container that exits or no answer in time is one that does not start. The
 container, the image and the build's intermediate images are removed afterwards,
@@ -104,7 +105,8 @@ def _check(
             )
         deadline = time.monotonic() + answer_timeout
         with _running(client, tag, deploy) as container:
-            status = _first_answer(container, deploy.internal_port, deadline)
+            path = deploy.health_path or "/"
+            status = _first_answer(container, deploy.internal_port, path, deadline)
             if status is None:
                 container.reload()
                 log[:] = _container_log(container)
@@ -121,13 +123,13 @@ def _check(
                 with contextlib.suppress(docker.errors.DockerException):
                     container.stop(timeout=STOP_SECONDS)
                 log[:] = _container_log(container)
-                why = f"HTTP {status} at / on port {deploy.internal_port}: the app fails"
+                why = f"HTTP {status} at {path} on port {deploy.internal_port}: the app fails"
                 return _failed(mode, started, why, log)
         return DeployCheck(
             mode=mode,
             verified="served",
             seconds=time.monotonic() - started,
-            detail=f"HTTP {status} on port {deploy.internal_port}",
+            detail=f"HTTP {status} at {path} on port {deploy.internal_port}",
         )
     except docker.errors.DockerException as exc:
         return _failed(mode, started, f"the Docker engine refused: {exc}", log)
@@ -207,9 +209,9 @@ def _running(client: docker.DockerClient, tag: str, deploy: DeployFiles) -> Iter
             container.remove(force=True)
 
 
-def _first_answer(container: Container, port: int | None, deadline: float) -> int | None:
-    """The status of the first HTTP answer on the published port, or None when the
-    container stops or the deadline passes first."""
+def _first_answer(container: Container, port: int | None, path: str, deadline: float) -> int | None:
+    """The status of the first HTTP answer at ``path`` on the published port, or None
+    when the container stops or the deadline passes first."""
     while time.monotonic() < deadline:
         container.reload()
         if container.status not in ("created", "running"):
@@ -219,7 +221,7 @@ def _first_answer(container: Container, port: int | None, deadline: float) -> in
             host_port = int(bindings[0]["HostPort"])
             connection = http.client.HTTPConnection("127.0.0.1", host_port, timeout=5)
             try:
-                connection.request("GET", "/")
+                connection.request("GET", path)
                 return connection.getresponse().status
             except (OSError, http.client.HTTPException):
                 pass

@@ -207,6 +207,9 @@ class DeployFiles(Frozen):
 
     framework: str
     internal_port: int | None
+    health_path: str | None = Field(
+        default=None, description="The app's health route, which checks ask instead of '/'."
+    )
     written: list[str]
     kept_from_generator: list[str]
     deployable: bool = True

@@ -73,6 +73,7 @@ def test_rendered_apps_build_and_answer_on_their_internal_port(
 
 
 PYPI_APPS = sorted(p.name for p in APPS.iterdir() if p.name.startswith("pypi-"))
+HEALTH_ROUTES = {"pypi-fastapi": "/healthz"}
 # The builds wait on PyPI more than on the cores: a few at once.
 CONCURRENT_BUILDS = 3
 
@@ -162,6 +163,8 @@ def test_python_apps_with_real_dependencies_are_published_built_and_answer_2xx(
     assert outcome["status"] == "published", published.stderr
     assert (outcome["verified"], row["verified"]) == ("served", "served"), published.stderr
     assert row["verify_detail"].startswith("HTTP 2"), row["verify_detail"]
+    # Asked where Fly's check asks: the health route the app defines, else /.
+    assert f" at {HEALTH_ROUTES.get(name, '/')} on port " in row["verify_detail"]
     assert outcome["verify_detail"] == row["verify_detail"]
     # What was built and answered is what the repository holds.
     assert (published.clone / "Dockerfile").is_file() and (published.clone / "fly.toml").is_file()
@@ -228,3 +231,25 @@ def test_an_engine_that_does_not_answer_is_a_clear_error(tmp_path):
     check = DockerDeployCheck(DockerHost(base_url="tcp://127.0.0.1:9"), timeout=1, answer_timeout=1)
     with pytest.raises(PublishError, match="APPGEN_VERIFY=smoke needs a Docker engine"):
         check.verify(staged, deploy, "smoke")
+
+
+@pytest.mark.slow
+def test_the_smoke_check_asks_the_health_route_the_app_defines(
+    tmp_path, docker_engine, deploy_base
+):
+    """Fly's check asks the health route, so the smoke check does: an app whose home
+    page answers but whose health route fails is not served."""
+    staged, deploy = staged_app(tmp_path, "python-stdlib")
+    server = staged.path / "server.py"
+    server.write_text(
+        server.read_text().replace(
+            "self.send_response(200)",
+            "self.send_response(503 if self.path == '/healthz' else 200)",
+        )
+    )
+    checker = DockerDeployCheck(timeout=BUILD_TIMEOUT, answer_timeout=ANSWER_TIMEOUT)
+    at_home = checker.verify(staged, deploy, "smoke")
+    assert (at_home.verified, at_home.detail) == ("served", "HTTP 200 at / on port 8000")
+    healthz = checker.verify(staged, deploy.model_copy(update={"health_path": "/healthz"}), "smoke")
+    assert healthz.verified == "failed"
+    assert healthz.detail.startswith("HTTP 503 at /healthz on port 8000"), healthz.detail

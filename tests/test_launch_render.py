@@ -667,3 +667,38 @@ def test_links_in_the_staged_tree_are_never_written_through(tmp_path):
     assert not (tmp_path / "elsewhere.toml").exists()
     assert "fly.toml" in deploy.kept_from_generator
     assert (app / "DEPLOY.md").is_file()
+
+
+@pytest.mark.parametrize(
+    ("name", "source", "route", "health_path"),
+    [
+        ("express", "server.js", "app.get('/healthz', (req, res) => res.send('ok'));", "/healthz"),
+        ("flask", "app.py", '@app.route("/health")\ndef health():\n    return "ok"', "/health"),
+        ("fastapi", "main.py", '@app.get("/livez")\ndef live():\n    return {}', "/livez"),
+        (
+            "django",
+            "mysite/urls.py",
+            'urlpatterns = [path("healthz/", lambda r: None)]',
+            "/healthz/",
+        ),
+        # Not a health route: a longer name, a route commented out.
+        ("express", "server.js", "app.get('/healthcheck-info', f); // see /health", None),
+        ("fastapi", "main.py", '# @app.get("/healthz")\n# def health(): ...', None),
+        ("express", "server.js", "// app.get('/health', ok);", None),
+    ],
+)
+def test_the_health_route_an_app_defines_is_what_fly_and_the_smoke_check_ask(
+    name, source, route, health_path, tmp_path, fly_schema
+):
+    app = staged(tmp_path, name)
+    path = app / source
+    path.write_text((path.read_text() if path.exists() else "") + "\n" + route + "\n")
+    deploy = render_into(app, name, "iad")
+    fly = tomllib.loads((app / "fly.toml").read_text())
+    jsonschema.validate(fly, fly_schema)
+    assert deploy.health_path == health_path
+    if health_path is None:
+        assert "checks" not in fly["http_service"]
+    else:
+        [check] = fly["http_service"]["checks"]
+        assert (check["method"], check["path"]) == ("GET", health_path)

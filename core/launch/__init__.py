@@ -18,6 +18,7 @@ from pathlib import Path
 from core.launch.docker import procfile_command, scan_dockerfile, scan_service_dockerfile
 from core.launch.files import AppFiles, reads_database_url
 from core.launch.go import scan_go
+from core.launch.health import with_health_path
 from core.launch.layout import app_folder, scan_client_server, scan_workspaces
 from core.launch.node import NodeProject, scan_node
 from core.launch.plan import LaunchPlan, NodeBuild, not_deployable
@@ -63,9 +64,9 @@ def _family(files: AppFiles, folder: str) -> LaunchPlan | None:
     if web is not None and (plan is None or plan.runtime in ("node", "python")):
         procfile = _with_procfile(files, folder, plan, web)
         if procfile is not None:
-            return procfile
+            return with_health_path(files, procfile)
     if plan is not None:
-        return with_steps_before_serving(files, plan)
+        return with_health_path(files, with_steps_before_serving(files, plan))
     return scan_static(files, folder)
 
 

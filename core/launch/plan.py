@@ -68,6 +68,11 @@ class LaunchPlan(_Frozen):
         "(folders end in '/').",
     )
     spa: bool = Field(default=False, description="Serve index.html for unknown paths.")
+    health_path: str | None = Field(
+        default=None,
+        description="A health route the app defines ('/healthz'): Fly's HTTP check and the "
+        "smoke check ask it instead of '/'.",
+    )
     runtime_copy: tuple[tuple[str, str], ...] = Field(
         default=(),
         description="(build-stage path, runtime path) pairs, relative to the app folder: "

@@ -59,6 +59,7 @@ def render_into(app: Path, app_name: str, region: str) -> DeployFiles:
     return DeployFiles(
         framework=plan.stack,
         internal_port=plan.port if plan.deployable else None,
+        health_path=plan.health_path if plan.deployable else None,
         written=writer.written,
         kept_from_generator=writer.kept,
         deployable=plan.deployable,

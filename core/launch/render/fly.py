@@ -53,6 +53,16 @@ def fly_toml(app_name: str, region: str, plan: LaunchPlan) -> str:
     service["auto_start_machines"] = True
     service["min_machines_running"] = 0
     service["processes"] = ["app"]
+    if plan.health_path:
+        check = tomlkit.table()
+        check["grace_period"] = "10s"
+        check["interval"] = "30s"
+        check["method"] = "GET"
+        check["path"] = plan.health_path
+        check["timeout"] = "5s"
+        checks = tomlkit.aot()
+        checks.append(check)
+        service["checks"] = checks
     document["http_service"] = service
     vm = tomlkit.aot()
     vm.append(tomlkit.item({"memory": "512mb", "cpu_kind": "shared", "cpus": 1}))
