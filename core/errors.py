@@ -40,6 +40,10 @@ class GeneratorFailed(AppgenError):
     """Raised when the generator ran but did not produce an app."""
 
 
+class CrashedTooOften(AppgenError):
+    """Raised when a resubmitted run has crashed more often than it may be resubmitted."""
+
+
 class ArtifactError(AppgenError):
     """Raised when the generator's output cannot be fetched or staged safely."""
 

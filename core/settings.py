@@ -275,6 +275,13 @@ class Settings(ProcessOptions, ReapSettings):
         "heartbeat and releases it when the generator ends; a dead holder's slot is taken "
         "over (APPGEN_LEASE_SECONDS).",
     )
+    crash_resubmits: int = Field(
+        default=2,
+        ge=0,
+        description="How many times a deployment run whose worker or host was lost "
+        "(marked Crashed) is scheduled again by `appgen setup`'s automation; after that "
+        "it fails instead of running.",
+    )
     agent: AgentKind = Field(
         default="template",
         description="The coding agent: `template` (an offline scaffold, no model), `command` "

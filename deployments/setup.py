@@ -6,7 +6,9 @@ step safe to repeat:
    saved unless ``--overwrite``; in AWS mode, create the artifact bucket and its
    expiry rule;
 3. create the work pools (``appgen-local`` process, ``appgen-ecs`` ECS);
-4. apply the deployments in ``prefect.yaml`` (``prefect deploy``).
+4. create the automations that crash and resubmit runs whose worker was lost
+   (``deployments/automations.py``);
+5. apply the deployments in ``prefect.yaml`` (``prefect deploy``).
 
 Generator slots (APPGEN_GENERATOR_SLOTS) are leases in the appgen database, not a
 Prefect concurrency limit: they expire with their holder, embedded mode included.
@@ -40,6 +42,7 @@ from blocks.github_host import GitHubHost
 from blocks.s3_artifact_store import S3ArtifactStore
 from core.errors import SetupError
 from core.settings import Settings
+from deployments.automations import ensure_automations
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BLOCK_TYPES: tuple[type[Block], ...] = (
@@ -85,6 +88,7 @@ def setup(
                 )
                 log(f"created work pool {name} ({pool_type})")
 
+    ensure_automations(log)
     if deploy:
         apply_deployments(log)
 

@@ -37,7 +37,7 @@ from core.models import (
 )
 from core.processes import current_process, make_non_dumpable
 from core.settings import Settings
-from tasks.claim_request import Heartbeat, claim_request
+from tasks.claim_request import Heartbeat, check_crashes, claim_request
 from tasks.create_repository import create_repository
 from tasks.fetch_artifact import fetch_artifact
 from tasks.filtered_stage import filtered_stage
@@ -106,6 +106,7 @@ def generate_and_publish(
     rid = request.request_id
     with Heartbeat(records, holder, interval=settings.lease_seconds / 4), ExitStack() as temp:
         claimed = claim_request(records, rid, holder, lease, get_run_logger())
+        check_crashes(holder.flow_run_id, settings.crash_resubmits)
         # What an earlier run of the request pushed and created may be newer than the
         # registration: a run that waited for the claim must build on it.
         request = request.model_copy(

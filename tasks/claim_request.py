@@ -16,6 +16,7 @@ These are plain calls, not tasks: they are bookkeeping, not units of work.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -23,7 +24,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 from blocks.database import Database
-from core.errors import AppgenError
+from core.errors import AppgenError, CrashedTooOften
 from core.models import LeaseHolder, RequestRecord, RunLogger
 
 POLL_SECONDS = 1.0
@@ -99,3 +100,29 @@ def generator_slot(
             database.release_slot(holder)
         except AppgenError as exc:  # the run's end (or its death) frees the slot instead
             logger.warning("could not release generator slot %d: %s", slot, exc)
+
+
+def check_crashes(flow_run_id: str, resubmits: int) -> None:
+    """Refuse to go on with a flow run that has crashed more than ``resubmits`` times
+    (each time its worker or host was lost, and it was scheduled again: see
+    ``deployments/automations.py``): something in it, not the host, is what crashes."""
+    from uuid import UUID
+
+    from prefect import get_client
+    from prefect.client.schemas.objects import StateType
+
+    with get_client(sync_client=True) as client:
+        states = client.read_flow_run_states(UUID(flow_run_id))
+    # A crash while it ran; the worker of an earlier attempt may report that attempt's
+    # exit again after the automation rescheduled it, as a crash of a pending run.
+    crashes = sum(
+        earlier.type is StateType.RUNNING and state.type is StateType.CRASHED
+        for earlier, state in itertools.pairwise(states)
+    )
+    if crashes > resubmits:
+        raise CrashedTooOften(
+            f"this flow run crashed {crashes} times (its worker or host was lost each "
+            f"time) and was resubmitted {resubmits} times, as APPGEN_CRASH_RESUBMITS "
+            "allows; it is not run again: read its earlier runs' logs, then start a new "
+            "run of the request"
+        )

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from tests.conftest import (
     delete_default_blocks,
     flow_run_logs,
     load_block,
+    processes_like,
     unique_sleep,
     wait_until_gone,
 )
@@ -67,9 +69,25 @@ def run(env: dict[str, str], *args: str, check: bool = True) -> subprocess.Compl
 def setup_done(server_env: dict[str, str]) -> Iterator[list[str]]:
     """`appgen setup`, twice (it is idempotent): the stderr of each."""
     delete_default_blocks(server_env["PREFECT_API_URL"])
+    delete_appgen_automations(server_env["PREFECT_API_URL"])
     outputs = [run(server_env, sys.executable, "-m", "appgen", "setup").stderr for _ in range(2)]
     yield outputs
     delete_default_blocks(server_env["PREFECT_API_URL"])
+    delete_appgen_automations(server_env["PREFECT_API_URL"])
+
+
+def delete_appgen_automations(api_url: str) -> None:
+    """Remove what `appgen setup` created on the shared server, so that no other
+    module's crashed deployment runs are resubmitted."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.automations import appgen_automations
+
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        for automation in appgen_automations():
+            for existing in client.read_automations_by_name(automation.name):
+                client.delete_automation(existing.id)
 
 
 @pytest.fixture(scope="module")
@@ -418,3 +436,159 @@ def prefect_api(env: dict[str, str]) -> Iterator[None]:
 
     with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
         yield
+
+
+# -- lost workers ------------------------------------------------------------------------
+
+
+def test_setup_creates_the_automations_for_lost_workers(setup_done, client):
+    """Prefect itself notices a lost worker: a deployment run whose heartbeats stop is
+    marked Crashed, and a crashed one is scheduled again (setup is idempotent)."""
+    crash, resubmit = (
+        client.read_automations_by_name(name)
+        for name in ("appgen: crash unresponsive runs", "appgen: resubmit crashed runs")
+    )
+    assert len(crash) == 1 and len(resubmit) == 1  # setup ran twice
+    assert crash[0].trigger.posture == "Proactive"
+    assert crash[0].trigger.within.total_seconds() == 120
+    assert crash[0].actions[0].state == "CRASHED"
+    assert resubmit[0].trigger.expect == {"prefect.flow-run.Crashed"}
+    assert resubmit[0].actions[0].state == "SCHEDULED"
+    first, second = setup_done
+    assert "created automation 'appgen: resubmit crashed runs'" in first
+    assert "updated automation 'appgen: resubmit crashed runs'" in second
+
+
+def flow_run_process(sleep: str) -> int:
+    """The flow-run process whose agent runs ``sleep``: the agent's shell's
+    generator's parent."""
+    [agent] = processes_like(sleep)
+    shell = parent_of(agent)
+    generator = parent_of(shell)
+    return parent_of(generator)
+
+
+def parent_of(pid: int) -> int:
+    return int((Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split())[1])
+
+
+def wait_for_state(client: SyncPrefectClient, flow_run_id: uuid.UUID, kinds: set[str], timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = client.read_flow_run(flow_run_id).state
+        if state is not None and state.type.value in kinds:
+            return state
+        time.sleep(0.5)
+    raise AssertionError(f"flow run {flow_run_id} did not reach {kinds} in {timeout}s")
+
+
+@pytest.mark.parametrize(("resubmits", "outcome"), [("2", "published"), ("0", "failed")])
+def test_a_run_whose_process_died_is_resubmitted_and_resumes_its_request(
+    resubmits, outcome, worker, server_env, client, worker_home, tmp_path
+):
+    """The flow-run process is SIGKILLed mid-generation (OOM, a lost container): its
+    worker reports it Crashed, appgen's automation schedules the same run again, and
+    it finishes the same request, or, past APPGEN_CRASH_RESUBMITS, fails saying why."""
+    request_id = 30 + int(resubmits)
+    sleep = unique_sleep()
+    first_time = tmp_path / "first-time"
+    agent = (
+        f'echo "$APPGEN_REQUEST_ID" >> "{tmp_path}/agent-runs"; '
+        f'if [ ! -e "{first_time}" ]; then touch "{first_time}"; {sleep}; fi; '
+        f'"{sys.executable}" -m generator --agent template'
+    )
+    env = {
+        "APPGEN_AGENT_COMMAND": agent,
+        "APPGEN_CRASH_RESUBMITS": resubmits,
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
+    }
+    flow_run_id = deployment_run(
+        server_env,
+        "-p",
+        f"prompt=a lost app {resubmits}",
+        "-p",
+        f"request_id={request_id}",
+        "--job-variable",
+        f"env={json.dumps(env)}",
+    )
+    deadline = time.monotonic() + 120
+    while not processes_like(sleep):
+        assert time.monotonic() < deadline, "the agent never started"
+        time.sleep(0.3)
+    os.kill(flow_run_process(sleep), signal.SIGKILL)
+
+    final = wait_for_state(client, flow_run_id, {"COMPLETED", "FAILED"})
+    states = [s.name for s in client.read_flow_run_states(flow_run_id)]
+    assert "Crashed" in states and "Resubmitted" in states, states
+    assert wait_until_gone(sleep) == []
+    row = status(server_env, request_id)
+    assert row["status"] == outcome
+    assert agent_runs(tmp_path / "agent-runs").count(str(request_id)) == (
+        2 if outcome == "published" else 1
+    )
+    if outcome == "published":
+        assert final.is_completed()
+    else:
+        assert "crashed 1 times" in row["error"] and "APPGEN_CRASH_RESUBMITS" in row["error"]
+    assert row["claimed_by"] is None
+
+
+def test_a_run_whose_heartbeats_stop_is_crashed_by_prefect_and_resumed(
+    worker, server_env, client, tmp_path
+):
+    """A host that is lost or cut off reports nothing: its frozen flow-run process
+    (SIGSTOP) stops sending heartbeats, Prefect's automation marks the run Crashed and
+    the other one schedules it again; a live worker takes over the frozen holder's
+    claim and slot when their leases expire and publishes the request."""
+    request_id = 40
+    sleep = unique_sleep()
+    first_time = tmp_path / "first-time"
+    agent = (
+        f'echo "$APPGEN_REQUEST_ID" >> "{tmp_path}/agent-runs"; '
+        f'if [ ! -e "{first_time}" ]; then touch "{first_time}"; {sleep}; fi; '
+        f'"{sys.executable}" -m generator --agent template'
+    )
+    env = {
+        "APPGEN_AGENT_COMMAND": agent,
+        "APPGEN_LEASE_SECONDS": "10",
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
+    }
+    flow_run_id = deployment_run(
+        server_env,
+        "-p",
+        "prompt=a frozen app",
+        "-p",
+        f"request_id={request_id}",
+        "--job-variable",
+        f"env={json.dumps(env)}",
+    )
+    deadline = time.monotonic() + 120
+    while not processes_like(sleep):
+        assert time.monotonic() < deadline, "the agent never started"
+        time.sleep(0.3)
+    frozen = flow_run_process(sleep)
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        final = wait_for_state(client, flow_run_id, {"COMPLETED", "FAILED"}, timeout=480)
+    finally:
+        os.kill(frozen, signal.SIGKILL)  # the lost host never comes back
+    assert final.is_completed(), final.message
+    states = client.read_flow_run_states(flow_run_id)
+    [crash] = [s for s in states if s.name == "Crashed"]
+    assert "no heartbeat" in (crash.message or "")
+    assert "Resubmitted" in [s.name for s in states]
+    assert wait_until_gone(sleep) == []
+    row = status(server_env, request_id)
+    assert row["status"] == "published" and row["claimed_by"] is None
+    assert agent_runs(tmp_path / "agent-runs").count(str(request_id)) == 2
+    # The frozen attempt's exit, reported late by its worker, does not undo the publish.
+    wait_until_gone_pid(frozen)
+    time.sleep(2)
+    assert client.read_flow_run(flow_run_id).state.is_completed()
+
+
+def wait_until_gone_pid(pid: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists():
+        assert time.monotonic() < deadline, f"process {pid} was not reaped"
+        time.sleep(0.2)
