@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from appgen.server import ServerState
     from blocks.configuration import RunBlocks
-    from core.models import PublishOutcome, RequestRecord
+    from core.models import PublishOutcome, RequestOutcome, RequestRecord
     from core.settings import HomeSettings, ReapSettings, Settings
 
 SettingsT = TypeVar("SettingsT", bound="HomeSettings")
@@ -296,6 +296,8 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
         if outcome.verified is not None:
             detail = f" ({outcome.verify_detail})" if outcome.verify_detail else ""
             _say(f"deploy check: {outcome.verified}{detail}", style="dim")
+        if use := _model_use(outcome):
+            _say(f"{use} (egress {outcome.receipt.egress if outcome.receipt else ''})", "agent: ")
         if outcome.pull_request_url:
             _say(f"{outcome.pull_request_url} (branch {outcome.branch})", "pull request: ")
         elif outcome.branch:
@@ -352,7 +354,7 @@ def _status(args: argparse.Namespace, settings: HomeSettings) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table("id", "status", "app", "repository", "commit", "updated", "error")
+    table = Table("id", "status", "app", "repository", "commit", "model use", "updated", "error")
     for r in records:
         colour = {"published": "green", "failed": "red"}.get(r.status.value, "yellow")
         table.add_row(
@@ -361,6 +363,7 @@ def _status(args: argparse.Namespace, settings: HomeSettings) -> int:
             Text(r.app_name or ""),
             Text(r.repo_url or ""),
             (r.commit_sha or "")[:12],
+            _model_use(r),
             f"{r.updated_at:%Y-%m-%d %H:%M:%S}",
             Text((r.error or "").splitlines()[0][:60] if r.error else ""),
         )
@@ -369,6 +372,17 @@ def _status(args: argparse.Namespace, settings: HomeSettings) -> int:
         table if records else "no requests yet"
     )
     return EXIT_OK
+
+
+def _model_use(outcome: RequestOutcome) -> str:
+    """``12,345 tokens, $0.0412`` (and the refusals) from a generation's receipt."""
+    receipt = outcome.receipt
+    if receipt is None:
+        return ""
+    refused = sum(receipt.refused.values())
+    return f"{receipt.usage.tokens:,} tokens, ${receipt.cost_usd:.4f}" + (
+        f"; {refused} refused" if refused else ""
+    )
 
 
 def _server(args: argparse.Namespace, settings: HomeSettings) -> int:

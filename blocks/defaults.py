@@ -15,7 +15,7 @@ from blocks.database import Database
 from blocks.generators import GeneratorBlock, ProcessGenerator
 from blocks.git_hosts import GitHost, LocalGitHost
 from core.errors import InvalidRequest
-from core.options import ProcessOptions
+from core.options import EgressOptions, ProcessOptions
 from core.settings import HomeSettings, ReapSettings, Settings
 
 B = TypeVar("B")
@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # the backends are imported by the runs that use them
     from blocks.ecs_generator import EcsGenerator
     from blocks.s3_artifact_store import S3ArtifactStore
 
-_CLAUDE_KEYS = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN")
 # Each block type: its module (imported on first use: the AWS, Docker and GitHub
 # libraries cost a second of start-up to runs that use none of them) and class, and
 # the prefix of its settings.
@@ -138,7 +137,8 @@ def _generator_fields(settings: Settings) -> dict[str, Any]:
     """The fields every generator takes from the general settings."""
     return {
         "timeout_seconds": settings.generator_timeout,
-        "env_allowlist": _agent_allowlist(settings),
+        "env_allowlist": list(settings.agent_env),
+        **settings.model_dump(include=set(EgressOptions.model_fields)),
     }
 
 
@@ -147,14 +147,6 @@ def _aws_credentials(endpoint_url: str | None) -> AwsCredentials:
     from prefect_aws import AwsClientParameters, AwsCredentials
 
     return AwsCredentials(aws_client_parameters=AwsClientParameters(endpoint_url=endpoint_url))
-
-
-def _agent_allowlist(settings: Settings) -> list[str]:
-    """The agent's own key is the one credential a generator may receive."""
-    allowlist = list(settings.agent_env)
-    if settings.agent == "claude":
-        allowlist += [key for key in _CLAUDE_KEYS if key not in allowlist]
-    return allowlist
 
 
 def _build(kind: type[B], fields: dict[str, Any], **derived: Any) -> B:

@@ -24,9 +24,9 @@ from pydantic import BaseModel, Field
 
 from blocks.artifact_stores import ArtifactStore, VolumeArtifactStore
 from blocks.generators import (
+    GATEWAY_DIR,
     GeneratorBlock,
     OutputFollower,
-    allowed_environment,
     generation_directory,
     generator_environment,
 )
@@ -61,7 +61,8 @@ class ReapedContainer(BaseModel):
 class DockerGenerator(GeneratorBlock, DockerOptions):
     """Runs the generator in a container per request on a Docker engine. The
     container sees only its request's generation directory and no credentials: just
-    the generator's own variables and the names in ``env_allowlist``. It has its own
+    the generator's own variables and the names in ``env_allowlist``. It has no network:
+    its one way out is the egress gateway's socket directory, mounted read-only. It has its own
     ``/proc`` (its own processes), no Docker socket, no capabilities, no way to gain
     privileges (``no-new-privileges``), a read-only root filesystem with a private
     ``/tmp`` as ``HOME`` (``read_only_root``) and a bounded number of processes.
@@ -102,13 +103,19 @@ class DockerGenerator(GeneratorBlock, DockerOptions):
             relative = generation.relative_to(self.workspace)
             mount_source = (self.host_workspace or self.workspace) / relative
             mount_target = PurePosixPath(self.container_workspace) / str(spec.request_id)
-            environment = allowed_environment(self.env_allowlist)
+            environment = self.handed_environment(logger)
             environment |= generator_environment(
                 spec, str(mount_target / "app"), self.timeout_seconds
             )
             environment.setdefault("HOME", "/tmp")  # any uid can write there
-            with self.docker_client() as client:
-                container = self._create(client, spec, environment, mount_source, mount_target)
+            volumes = {str(mount_source): {"bind": str(mount_target), "mode": "rw"}}
+            with self.egress_gateway(spec, logger) as gateway, self.docker_client() as client:
+                if gateway is not None:
+                    environment["APPGEN_GATEWAY_DIR"] = GATEWAY_DIR
+                    volumes[str(gateway.socket_dir)] = {"bind": GATEWAY_DIR, "mode": "ro"}
+                network = self._network_mode(gateway is not None, logger)
+                container = self._create(client, spec, environment, volumes, network, mount_target)
+                image = str(container.attrs.get("Image") or "") or None
                 logger.info("created container %s from %s", container.short_id, self.image)
                 try:
                     with OutputFollower(
@@ -121,9 +128,26 @@ class DockerGenerator(GeneratorBlock, DockerOptions):
                     with contextlib.suppress(docker.errors.NotFound):
                         container.remove(force=True)
             artifact = ArtifactRef(kind="volume", location=str(generation / "app"))
-            return output.result(
-                spec, exit_code, artifact, f"in a Docker container of {self.image}"
+            confinement = f"in a Docker container of {self.image} " + (
+                f"on the {network!r} network" if network != "none" else "without a network"
             )
+            if gateway is not None and network == "none":
+                confinement += " but the egress gateway's socket"
+            receipt = gateway.receipt if gateway is not None else None
+            return output.result(spec, exit_code, artifact, confinement, receipt, image)
+
+    def _network_mode(self, gateway: bool, logger: RunLogger) -> str:
+        """``none`` unless ``network_mode`` says otherwise: the gateway's socket is the
+        container's way out."""
+        if self.network_mode in (None, "none"):
+            return "none"
+        if gateway:
+            logger.warning(
+                "the generator container is on the %r network (APPGEN_DOCKER_NETWORK_MODE): "
+                "its agent can reach that network directly, around the egress gateway",
+                self.network_mode,
+            )
+        return self.network_mode
 
     def reap(self) -> list[ReapedContainer]:
         """Remove generator containers whose orchestrator process is gone (on this
@@ -165,7 +189,8 @@ class DockerGenerator(GeneratorBlock, DockerOptions):
         client: docker.DockerClient,
         spec: GenerationSpec,
         environment: dict[str, str],
-        mount_source: Path,
+        volumes: dict[str, dict[str, str]],
+        network: str,
         mount_target: PurePosixPath,
     ) -> Container:
         labels = self.labels | {
@@ -179,13 +204,13 @@ class DockerGenerator(GeneratorBlock, DockerOptions):
                 self.image,
                 command=["--fresh"],
                 environment=environment,
-                volumes={str(mount_source): {"bind": str(mount_target), "mode": "rw"}},
+                volumes=volumes,
                 working_dir=str(mount_target / "app"),
                 user=self.user or f"{os.getuid()}:{os.getgid()}",
                 labels=labels,
                 nano_cpus=int(self.cpus * 1e9) if self.cpus else None,
                 mem_limit=self.memory,
-                network_mode=self.network_mode,
+                network_mode=network,
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 read_only=self.read_only_root,

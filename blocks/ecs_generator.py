@@ -73,6 +73,11 @@ class EcsGenerator(GeneratorBlock, EcsOptions):
         return self.artifacts.location(self.artifacts.prefix)
 
     def run(self, spec: GenerationSpec, logger: RunLogger) -> GeneratorRun:
+        if spec.agent != "template":
+            logger.warning(
+                "the ECS generator has no egress gateway yet: APPGEN_AGENT_EGRESS and the "
+                "model budgets are not enforced, and the task's network is its subnets'"
+            )
         ecs: ECSClient = self.credentials.get_client("ecs")
         key = self.artifacts.new_key(spec.request_id)
         environment = allowed_environment(self.env_allowlist)

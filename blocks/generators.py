@@ -21,16 +21,19 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from prefect.blocks.core import Block
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from blocks import sandbox
 from blocks.artifact_stores import ArtifactStore, VolumeArtifactStore
+from blocks.egress import EgressGateway
+from core.egress import EgressPolicy, GatewayConfig, ModelKeyHeader
 from core.errors import GeneratorFailed
-from core.models import ArtifactRef, GenerationSpec, GeneratorRun, RunLogger
-from core.options import DEFAULT_GENERATOR_TIMEOUT, ProcessOptions
+from core.models import ArtifactRef, GenerationReceipt, GenerationSpec, GeneratorRun, RunLogger
+from core.options import DEFAULT_GENERATOR_TIMEOUT, EgressOptions, ProcessOptions
 from core.processes import die_with_parent
 
 LOG_TAIL_LINES = 20
@@ -44,6 +47,13 @@ GENERATION_PREFIX = "g-"
 STOP_GRACE_SECONDS = 5.0
 # After the generator exits, how long its last output lines may take to arrive.
 OUTPUT_DRAIN_SECONDS = 5.0
+# Model keys, by the header the gateway sends them in. Never handed to a generator.
+MODEL_KEYS: dict[str, ModelKeyHeader] = {
+    "ANTHROPIC_API_KEY": "x-api-key",
+    "CLAUDE_CODE_OAUTH_TOKEN": "authorization",
+}
+# Where a generator finds the egress gateway's sockets (sandbox and container).
+GATEWAY_DIR = "/run/appgen-gateway"
 
 
 def generator_environment(spec: GenerationSpec, app_dir: str, timeout: float) -> dict[str, str]:
@@ -112,9 +122,29 @@ class OutputFollower:
         return list(self._tail)
 
     def result(
-        self, spec: GenerationSpec, exit_code: int, artifact: ArtifactRef, confinement: str
+        self,
+        spec: GenerationSpec,
+        exit_code: int,
+        artifact: ArtifactRef,
+        confinement: str,
+        receipt: GenerationReceipt | None = None,
+        image: str | None = None,
     ) -> GeneratorRun:
-        """The generation, or GeneratorFailed for a timeout or a non-zero exit."""
+        """The generation, or GeneratorFailed for a spent budget, a timeout or a
+        non-zero exit."""
+        duration = round(time.monotonic() - self.started, 3)
+        if receipt is not None:
+            receipt = receipt.model_copy(
+                update={"confinement": confinement, "image": image, "duration_seconds": duration}
+            )
+            self._logger.info("receipt: %s", describe_receipt(receipt))
+            if receipt.budget_exhausted:
+                self._fail(
+                    spec,
+                    f"stopped: budget exhausted: {receipt.budget_exhausted}; spent "
+                    f"{receipt.usage.tokens} tokens in {receipt.usage.requests} model calls "
+                    f"(${receipt.cost_usd:.4f})",
+                )
         if self.timed_out:
             self._fail(spec, f"timed out after {self._timeout:g}s and was killed")
         if exit_code != 0:
@@ -122,9 +152,10 @@ class OutputFollower:
         return GeneratorRun(
             request_id=spec.request_id,
             artifact=artifact,
-            duration_seconds=round(time.monotonic() - self.started, 3),
+            duration_seconds=duration,
             log_tail=self.tail,
             confinement=confinement,
+            receipt=receipt,
         )
 
     def _fail(self, spec: GenerationSpec, what: str) -> None:
@@ -134,7 +165,21 @@ class OutputFollower:
         )
 
 
-class GeneratorBlock(Block, abc.ABC):
+def describe_receipt(receipt: GenerationReceipt) -> str:
+    """One line: what a generation contacted, was refused and spent."""
+
+    def counts(targets: dict[str, int]) -> str:
+        return ", ".join(f"{target} ({n})" for target, n in sorted(targets.items())) or "none"
+
+    usage = receipt.usage
+    return (
+        f"egress {receipt.egress!r}; contacted: {counts(receipt.contacted)}; refused: "
+        f"{counts(receipt.refused)}; model: {usage.requests} calls, {usage.input_tokens} "
+        f"input and {usage.output_tokens} output tokens, ${receipt.cost_usd:.4f}"
+    )
+
+
+class GeneratorBlock(Block, EgressOptions, abc.ABC):
     """A place to run the generator. ``run`` returns where the app was left."""
 
     timeout_seconds: float = Field(
@@ -146,8 +191,51 @@ class GeneratorBlock(Block, abc.ABC):
     env_allowlist: list[str] = Field(
         default_factory=list,
         description="Names of orchestrator environment variables passed to the generator "
-        "(for example an agent's API key). Nothing else of its environment is passed.",
+        "(settings an agent reads). Nothing else of its environment is passed, and never "
+        "a model key: the egress gateway attaches that.",
     )
+    model_api_key: SecretStr | None = Field(
+        default=None,
+        description="The key the egress gateway attaches to the agent's model calls; "
+        "default: the orchestrator's ANTHROPIC_API_KEY (or CLAUDE_CODE_OAUTH_TOKEN).",
+    )
+
+    def handed_environment(self, logger: RunLogger) -> dict[str, str]:
+        """The orchestrator's values of ``env_allowlist``, without any model key."""
+        if withheld := [name for name in self.env_allowlist if name in MODEL_KEYS]:
+            logger.info(
+                "not handing %s to the generator: the egress gateway attaches the model key",
+                ", ".join(withheld),
+            )
+        return allowed_environment(n for n in self.env_allowlist if n not in MODEL_KEYS)
+
+    def egress_gateway(
+        self, spec: GenerationSpec, logger: RunLogger
+    ) -> AbstractContextManager[EgressGateway | None]:
+        """The generation's gateway; none for the built-in template, which is offline."""
+        if spec.agent == "template":
+            return contextlib.nullcontext()
+        key, header = self._model_key()
+        policy = EgressPolicy.from_setting(self.agent_egress, self.agent_egress_methods)
+        config = GatewayConfig(
+            socket_dir="",
+            events_file="",
+            policy=policy,
+            model_api_url=self.model_api_url,
+            key_header=header,
+            max_tokens=self.agent_max_tokens,
+            max_cost_usd=self.agent_max_cost_usd,
+            prices=self.model_prices,
+        )
+        return EgressGateway(config, key, logger)
+
+    def _model_key(self) -> tuple[SecretStr | None, ModelKeyHeader]:
+        if self.model_api_key is not None:
+            return self.model_api_key, "x-api-key"
+        for name, header in MODEL_KEYS.items():
+            if value := os.environ.get(name):
+                return SecretStr(value), header
+        return None, "x-api-key"
 
     @abc.abstractmethod
     def run(self, spec: GenerationSpec, logger: RunLogger) -> GeneratorRun:
@@ -220,43 +308,49 @@ class ProcessGenerator(GeneratorBlock, ProcessOptions):
 
     def run(self, spec: GenerationSpec, logger: RunLogger) -> GeneratorRun:
         with generation_directory(self.workspace, spec.request_id) as generation:
-            app_dir = generation / "app"
-            launch = self._launch(spec, generation, logger)
+            with self.egress_gateway(spec, logger) as gateway:
+                launch = self._launch(spec, generation, logger, gateway)
+                process, output = self._follow(launch, logger)
+            artifact = ArtifactRef(kind="volume", location=str(generation / "app"))
+            receipt = gateway.receipt if gateway is not None else None
+            return output.result(spec, process.returncode, artifact, launch.confinement, receipt)
+
+    def _follow(
+        self, launch: sandbox.SandboxLaunch | _UnconfinedLaunch, logger: RunLogger
+    ) -> tuple[subprocess.Popen[str], OutputFollower]:
+        """Start the launch and log its output until it exits (or is stopped)."""
+        try:
+            process = subprocess.Popen(
+                launch.command,
+                cwd=launch.cwd,
+                env=launch.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+                start_new_session=True,  # its own process group, stopped as a whole
+                preexec_fn=die_with_parent,
+            )
+        except OSError as exc:
+            raise GeneratorFailed(
+                f"could not start the generator ({launch.command[0]}): {exc}"
+            ) from exc
+        stop = functools.partial(_stop, process)
+        with process, OutputFollower(logger, self.timeout_seconds, stop) as output:
             try:
-                process = subprocess.Popen(
-                    launch.command,
-                    cwd=app_dir,
-                    env=launch.env,
-                    pass_fds=launch.pass_fds,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    errors="replace",
-                    start_new_session=True,  # its own process group, stopped as a whole
-                    preexec_fn=die_with_parent,
-                )
-            except OSError as exc:
-                launch.close()
-                raise GeneratorFailed(
-                    f"could not start the generator ({launch.command[0]}): {exc}"
-                ) from exc
-            stop = functools.partial(_stop, process)
-            with process, OutputFollower(logger, self.timeout_seconds, stop) as output:
-                try:
-                    launch.started()
-                    output.follow_until_exit(process)
-                except sandbox.SandboxError as exc:
-                    raise GeneratorFailed(f"the sandbox could not start: {exc}") from exc
-                finally:
-                    if process.poll() is None:  # cancelled, crashed, or no sandbox
-                        stop()
-                    launch.close()
-            artifact = ArtifactRef(kind="volume", location=str(app_dir))
-            return output.result(spec, process.returncode, artifact, launch.confinement)
+                output.follow_until_exit(process)
+            finally:
+                if process.poll() is None:  # cancelled, or crashed
+                    stop()
+        return process, output
 
     def _launch(
-        self, spec: GenerationSpec, generation: Path, logger: RunLogger
+        self,
+        spec: GenerationSpec,
+        generation: Path,
+        logger: RunLogger,
+        gateway: EgressGateway | None,
     ) -> sandbox.SandboxLaunch | _UnconfinedLaunch:
         """``python -m generator``: in the sandbox, unless the agent is trusted (or is
         the built-in template agent and the sandbox cannot start)."""
@@ -267,57 +361,62 @@ class ProcessGenerator(GeneratorBlock, ProcessOptions):
                 "write whatever this user can",
                 spec.agent,
             )
-            return self._unconfined(spec, app_dir, "UNCONFINED (APPGEN_TRUST_AGENT=true)")
-        network = self.agent_network == "on" and spec.agent != "template"  # the scaffold is offline
-        unavailable = sandbox.unavailable_reason(network)
+            return self._unconfined(
+                spec, app_dir, "UNCONFINED (APPGEN_TRUST_AGENT=true)", gateway, logger
+            )
+        unavailable = sandbox.unavailable_reason()
         if unavailable is None:
             env = dict(SANDBOX_ENV)
-            env |= allowed_environment(self.env_allowlist)
+            env |= self.handed_environment(logger)
             env |= generator_environment(spec, sandbox.APP_DIR, self.timeout_seconds)
             env["PYTHONPATH"] = sandbox.GENERATOR_ROOT
+            if gateway is not None:
+                env["APPGEN_GATEWAY_DIR"] = GATEWAY_DIR
             return sandbox.SandboxLaunch(
                 [sandbox.sandbox_python(), "-m", "generator", "--fresh"],
                 app_dir=app_dir,
                 generator_package=_generator_package(),
                 env=env,
-                network=network,
-                scratch=generation,
+                gateway=(gateway.socket_dir, GATEWAY_DIR) if gateway is not None else None,
             )
         if spec.agent == "template":  # appgen's own offline scaffold, not model-written
-            return self._unconfined(spec, app_dir, f"unconfined (built-in template; {unavailable})")
+            return self._unconfined(
+                spec, app_dir, f"unconfined (built-in template; {unavailable})", gateway, logger
+            )
         raise GeneratorFailed(
             f"the {spec.agent!r} agent runs model-written commands and the sandbox cannot "
-            f"start: {unavailable}. Install bubblewrap and slirp4netns (Debian: apt-get "
-            "install bubblewrap slirp4netns), set APPGEN_AGENT_NETWORK=none for an offline "
-            "agent, use APPGEN_GENERATOR=docker, or set APPGEN_TRUST_AGENT=true to run it "
-            "unconfined"
+            f"start: {unavailable}. Install bubblewrap (Debian: apt-get install "
+            "bubblewrap), use APPGEN_GENERATOR=docker, or set APPGEN_TRUST_AGENT=true to "
+            "run it unconfined"
         )
 
     def _unconfined(
-        self, spec: GenerationSpec, app_dir: Path, confinement: str
+        self,
+        spec: GenerationSpec,
+        app_dir: Path,
+        confinement: str,
+        gateway: EgressGateway | None,
+        logger: RunLogger,
     ) -> _UnconfinedLaunch:
-        env = allowed_environment((*PROCESS_ENV_ALLOWLIST, *self.env_allowlist))
+        env = allowed_environment(PROCESS_ENV_ALLOWLIST) | self.handed_environment(logger)
         env |= generator_environment(spec, str(app_dir), self.timeout_seconds)
         env["PYTHONPATH"] = str(_generator_package().parent)
+        if gateway is not None:
+            env["APPGEN_GATEWAY_DIR"] = str(gateway.socket_dir)
         command = [self.python_executable, "-m", "generator", "--fresh"]
-        return _UnconfinedLaunch(command, env, confinement)
+        return _UnconfinedLaunch(command, env, confinement, cwd=app_dir)
 
 
 class _UnconfinedLaunch:
     """The generator started as a plain child process (a trusted agent)."""
 
-    pass_fds: tuple[int, ...] = ()
-
-    def __init__(self, command: list[str], env: dict[str, str], confinement: str) -> None:
+    def __init__(
+        self, command: list[str], env: dict[str, str], confinement: str, *, cwd: Path
+    ) -> None:
         self.command = command
         self.env = env
         self.confinement = confinement
-
-    def started(self) -> None:
-        """Nothing to set up around a plain process."""
-
-    def close(self) -> None:
-        """Nothing to tear down."""
+        self.cwd = cwd
 
 
 def _stop(process: subprocess.Popen[str]) -> None:

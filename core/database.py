@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -53,6 +53,8 @@ def _column(name: str, field: FieldInfo) -> sa.Column[Any]:
         column_type = sa.Float()
     elif kind is datetime:
         column_type = sa.DateTime(timezone=True)
+    elif isinstance(kind, type) and issubclass(kind, BaseModel):
+        column_type = sa.JSON()
     elif (
         kind is str
         or typing.get_origin(kind) is typing.Literal

@@ -144,6 +144,52 @@ class ArtifactRef(Frozen):
     location: str
 
 
+class ModelUsage(Frozen):
+    """What the model API reported using, summed over a generation's calls."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    by_model: dict[str, tuple[int, int]] = Field(
+        default_factory=dict, description="Input and output tokens per model."
+    )
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def add(self, model: str, input_tokens: int, output_tokens: int) -> ModelUsage:
+        """This usage with one more call's."""
+        before = self.by_model.get(model, (0, 0))
+        return ModelUsage(
+            requests=self.requests + 1,
+            input_tokens=self.input_tokens + input_tokens,
+            output_tokens=self.output_tokens + output_tokens,
+            by_model=self.by_model | {model: (before[0] + input_tokens, before[1] + output_tokens)},
+        )
+
+
+class GenerationReceipt(Frozen):
+    """What a generation contacted, what was refused and what it cost, as measured by
+    its egress gateway (outside the generator, where the agent cannot change it)."""
+
+    egress: str = Field(description="The egress policy (APPGEN_AGENT_EGRESS).")
+    confinement: str = ""
+    image: str | None = Field(default=None, description="The generator image's digest.")
+    duration_seconds: float = 0.0
+    contacted: dict[str, int] = Field(
+        default_factory=dict, description="Requests or tunnels per allowed host:port."
+    )
+    refused: dict[str, int] = Field(
+        default_factory=dict, description="Refused attempts per host:port (and why)."
+    )
+    usage: ModelUsage = Field(default_factory=ModelUsage)
+    cost_usd: float = 0.0
+    budget_exhausted: str | None = Field(
+        default=None, description="Which budget stopped further model calls, if one did."
+    )
+
+
 class GeneratorRun(Frozen):
     """A finished, successful generation."""
 
@@ -153,6 +199,9 @@ class GeneratorRun(Frozen):
     log_tail: list[str] = Field(default_factory=list)
     confinement: str = Field(
         default="", description="How the agent was confined, for the run log and summary."
+    )
+    receipt: GenerationReceipt | None = Field(
+        default=None, description="What the agent contacted and spent (None without a gateway)."
     )
 
 
@@ -358,6 +407,17 @@ class RequestOutcome(BaseModel):
         default=None, description="The branch pushed instead of main (its pull request's head)."
     )
     pull_request_url: str | None = None
+    agent_tokens: int | None = Field(
+        default=None, description="Model tokens the generation used (input and output)."
+    )
+    agent_cost_usd: float | None = Field(
+        default=None, description="The generation's estimated model cost in US dollars."
+    )
+    receipt: GenerationReceipt | None = Field(
+        default=None,
+        description="The generation's receipt: hosts contacted and refused, tokens, cost, "
+        "duration, confinement and image.",
+    )
 
 
 class RequestRecord(RequestOutcome):

@@ -10,32 +10,70 @@ a field of ``appgen config``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
+from core.egress import DEFAULT_MODEL_PRICES, EgressPreset
 from core.excludes import MAX_FILE_BYTES
 
 DEFAULT_GENERATOR_TIMEOUT = 1800.0
 DEFAULT_DOCKER_IMAGE = "appgen-generator:local"
 DEFAULT_PIDS_LIMIT = 1024
+DEFAULT_MODEL_API_URL = "https://api.anthropic.com"
 DEFAULT_GITHUB_API_URL = "https://api.github.com"
 DEFAULT_GITHUB_GIT_URL = "https://github.com"
 
 
 class ProcessOptions(BaseModel):
-    """The process generator's own fields (top-level settings: ``APPGEN_TRUST_AGENT``,
-    ``APPGEN_AGENT_NETWORK``)."""
+    """The process generator's own fields (top-level setting: ``APPGEN_TRUST_AGENT``)."""
 
     trust_agent: bool = Field(
         default=False,
         description="Run the agent unconfined, without the bubblewrap sandbox: it then "
         "sees everything this user can. Only for agents you trust.",
     )
-    agent_network: Literal["on", "none"] = Field(
-        default="on",
-        description="`on`: the sandboxed agent has a network of its own (outbound only, "
-        "no host loopback) to reach its model API; `none` cuts it off.",
+
+
+class EgressOptions(BaseModel):
+    """What every generator's agent may reach and spend, enforced by its egress gateway
+    (top-level settings: ``APPGEN_AGENT_EGRESS``, ``APPGEN_MODEL_API_URL``, ...)."""
+
+    agent_egress: EgressPreset | list[str] = Field(
+        default="registries",
+        description="What the agent may reach through the egress gateway, its only way "
+        "out: `none`, `model` (its model API only), `registries` (the model API and PyPI, "
+        "npm, the Go proxy and crates.io) or a JSON list of host patterns besides the "
+        'model API (`["pypi.org", "*.example.com"]`). HTTPS is tunnelled to ports 80 and '
+        "443, never decrypted; anything else gets a 403 naming this setting.",
+        examples=["registries", '["pypi.org", "files.pythonhosted.org"]'],
+    )
+    agent_egress_methods: list[str] = Field(
+        default_factory=list,
+        description="JSON list of the HTTP methods plain-HTTP and model requests may use "
+        '(`["GET", "HEAD", "OPTIONS"]`); empty: any.',
+    )
+    agent_max_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="Model tokens (input and output) after which the gateway refuses "
+        'further model calls and the generation fails with "budget exhausted".',
+    )
+    agent_max_cost_usd: float | None = Field(
+        default=None,
+        gt=0,
+        description="Estimated model cost in US dollars after which the gateway refuses "
+        "further model calls (priced by APPGEN_MODEL_PRICES).",
+    )
+    model_api_url: str = Field(
+        default=DEFAULT_MODEL_API_URL,
+        description="The model API the gateway relays the agent's calls to, with the key "
+        "(ANTHROPIC_API_KEY, or CLAUDE_CODE_OAUTH_TOKEN, of the orchestrator) attached.",
+    )
+    model_prices: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: dict(DEFAULT_MODEL_PRICES),
+        description="JSON object of US dollars per million input and output tokens by "
+        'model name prefix (`{"claude-sonnet-4": [3, 15], "default": [15, 75]}`); cache '
+        "reads and writes are priced as input.",
     )
 
 
@@ -66,9 +104,10 @@ class DockerOptions(BaseModel):
     memory: str | None = Field(default="4g", description="Memory limit.", examples=["4g"])
     network_mode: str | None = Field(
         default=None,
-        description="Docker network mode; default: the engine's (bridge). `none` suits "
-        "offline agents.",
-        examples=["bridge", "none"],
+        description="Docker network of the generator container; default `none`: its only "
+        "way out is the egress gateway's socket. Another network lets the agent reach it "
+        "around the gateway.",
+        examples=["none", "bridge"],
     )
     read_only_root: bool = Field(
         default=True,

@@ -34,6 +34,7 @@ from core.options import (
     DEFAULT_GENERATOR_TIMEOUT,
     DockerOptions,
     EcsOptions,
+    EgressOptions,
     GitHubOptions,
     ProcessOptions,
     S3Options,
@@ -252,7 +253,7 @@ class ReapSettings(HomeSettings):
         return _read_part(DockerSettings)
 
 
-class Settings(ProcessOptions, ReapSettings):
+class Settings(ProcessOptions, EgressOptions, ReapSettings):
     """Everything the orchestrator reads from its environment.
 
     Paths left unset are derived from ``home`` so that one variable
@@ -296,9 +297,9 @@ class Settings(ProcessOptions, ReapSettings):
     agent_env: JsonList = Field(
         default_factory=list,
         description="JSON list of extra environment variable names passed through to the "
-        'generator (for example an agent\'s API key: ["OPENAI_API_KEY"]); `claude` always '
-        "gets ANTHROPIC_API_KEY and CLAUDE_CODE_OAUTH_TOKEN. Nothing else of the "
-        "orchestrator's environment reaches it.",
+        "generator (settings an agent reads). Nothing else of the orchestrator's "
+        "environment reaches it, and never a model key (ANTHROPIC_API_KEY, "
+        "CLAUDE_CODE_OAUTH_TOKEN): the egress gateway attaches that outside the generator.",
     )
     git_host: GitHostKind = Field(
         default="local",

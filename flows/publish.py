@@ -125,6 +125,17 @@ def generate_and_publish(
         generation = run_generator.with_options(refresh_cache=regenerate)(
             spec, blocks.generator, records, holder, settings.generator_slots, lease
         )
+        if receipt := generation.receipt:
+            record_progress(
+                records,
+                RequestUpdate(
+                    request_id=rid,
+                    status=RequestStatus.GENERATING,
+                    agent_tokens=receipt.usage.tokens,
+                    agent_cost_usd=receipt.cost_usd,
+                    receipt=receipt,
+                ),
+            )
         source = fetch_artifact(generation, blocks.artifact_store)
         if source.temporary:
             temp.callback(_remove, source.path)
@@ -205,6 +216,9 @@ def generate_and_publish(
         secret_findings=scan.findings,
         branch=published.branch,
         pull_request_url=published.pull_request_url,
+        agent_tokens=generation.receipt.usage.tokens if generation.receipt else None,
+        agent_cost_usd=generation.receipt.cost_usd if generation.receipt else None,
+        receipt=generation.receipt,
     )
 
 

@@ -2,8 +2,8 @@
 
 Every option falls back to the environment variable the orchestrator sets
 (``APPGEN_REQUEST_ID``, ``APPGEN_PROMPT``, ``APPGEN_APP_DIR``, ``APPGEN_AGENT``,
-``APPGEN_AGENT_COMMAND``, ``APPGEN_TIMEOUT_SECONDS``), so a container needs no
-command-line overrides.
+``APPGEN_AGENT_COMMAND``, ``APPGEN_TIMEOUT_SECONDS``, ``APPGEN_GATEWAY_DIR``), so a
+container needs no command-line overrides.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from generator.agents import AGENTS, AgentError
+from generator.egress import open_gateway
 from generator.package import PackageError, package_and_upload
 from generator.reaper import Reaper
 
@@ -39,6 +40,13 @@ def _parser() -> argparse.ArgumentParser:
         default=env("APPGEN_TIMEOUT_SECONDS"),
         help="seconds after which the generator stops the agent and exits 124, whether "
         "or not anyone is still watching",
+    )
+    parser.add_argument(
+        "--gateway-dir",
+        type=Path,
+        default=env("APPGEN_GATEWAY_DIR"),
+        help="directory of the egress gateway's sockets: the agent reaches the network "
+        "and its model only through them",
     )
     parser.add_argument(
         "--fresh",
@@ -68,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     app_dir.mkdir(parents=True, exist_ok=True)
     if args.fresh:
         empty_directory(app_dir)
+    if args.gateway_dir:
+        os.environ.update(open_gateway(Path(args.gateway_dir)))
+        print("generator: network and model API through the egress gateway", flush=True)
     started = time.monotonic()
     print(f"generator: request {args.request_id}: agent {args.agent!r} in {app_dir}", flush=True)
     try:

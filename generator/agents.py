@@ -62,8 +62,9 @@ def run_claude(*, request_id: str, prompt: str, app_dir: Path, command: str | No
         )
     if not any(os.environ.get(key) for key in _CLAUDE_KEYS):
         raise AgentError(
-            "the claude agent needs ANTHROPIC_API_KEY (or CLAUDE_CODE_OAUTH_TOKEN) in its "
-            "environment: set it for the orchestrator and list it in APPGEN_AGENT_ENV"
+            "the claude agent has no way to its model: the egress gateway attaches the "
+            "model key, and this generation's APPGEN_AGENT_EGRESS is none (set it to model "
+            "or registries, and ANTHROPIC_API_KEY for the orchestrator)"
         )
     argv = [
         executable,

@@ -17,6 +17,7 @@ from core.models import (
     ConfiguredPart,
     DeployCheck,
     DeployFiles,
+    GenerationReceipt,
     GeneratorRun,
     PublishedRepo,
     PublishRequest,
@@ -62,6 +63,7 @@ def summary_markdown(
         *_branch_lines(published),
         "",
         f"The agent ran {generation.confinement or 'in an unrecorded way (an older generation)'}.",
+        *_receipt_lines(generation.receipt),
         "",
         "| | paths | bytes |",
         "|---|---:|---:|",
@@ -105,6 +107,34 @@ def summary_markdown(
             state += f" (generation took {generation.duration_seconds:.1f}s)"
         lines.append(f"| {timing.name} | {state} | {timing.seconds:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def _receipt_lines(receipt: GenerationReceipt | None) -> list[str]:
+    """What the agent contacted, was refused and spent, from its egress gateway."""
+    if receipt is None:
+        return []
+    usage = receipt.usage
+    lines = [
+        "",
+        "### Receipt",
+        "",
+        f"Egress `{receipt.egress}`; {usage.requests} model calls, {usage.input_tokens:,} "
+        f"input and {usage.output_tokens:,} output tokens, about ${receipt.cost_usd:.4f}"
+        + (f"; image `{receipt.image}`" if receipt.image else "")
+        + ".",
+    ]
+    if receipt.refused:
+        lines += [
+            "",
+            f"**The agent was refused {sum(receipt.refused.values())} time(s)**; if it "
+            "needed one of these, allow it with APPGEN_AGENT_EGRESS:",
+            "",
+        ]
+        lines += [f"- {_cell(target)}: {n}" for target, n in sorted(receipt.refused.items())]
+    if receipt.contacted:
+        lines += ["", "| contacted | requests |", "|---|---:|"]
+        lines += [f"| {_cell(t)} | {n} |" for t, n in sorted(receipt.contacted.items())]
+    return lines
 
 
 def _configuration_lines(parts: tuple[ConfiguredPart, ...]) -> list[str]:

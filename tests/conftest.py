@@ -140,12 +140,11 @@ def generation_of(workspace: Path, request_id: int) -> Path:
     return generations[0]
 
 
-def require_sandbox(network: bool = True) -> None:
-    """The bubblewrap sandbox (with slirp4netns for its network): skip without it,
-    except in CI, where it must work."""
+def require_sandbox() -> None:
+    """The bubblewrap sandbox: skip without it, except in CI, where it must work."""
     from blocks.sandbox import unavailable_reason
 
-    if (reason := unavailable_reason(network)) is not None:
+    if (reason := unavailable_reason()) is not None:
         if os.environ.get("CI"):
             pytest.fail(f"CI needs the bubblewrap sandbox: {reason}")
         pytest.skip(reason)

@@ -158,8 +158,9 @@ def test_the_container_holds_no_credentials(
     for evidence in ("\n".join(seen["env"]), inside):
         for secret in ("ghp_orchestrator_token", "db_password", "aws_secret_key"):
             assert secret not in evidence
-        assert "ANTHROPIC_API_KEY=sk-agent-key" in evidence
-    assert seen["mounts"] == ["/workspace/106"]  # only its own request's directory
+        assert "sk-agent-key" not in evidence  # listed, and withheld: the gateway attaches it
+    # Its own request's directory, and the gateway's sockets: nothing else.
+    assert sorted(seen["mounts"]) == ["/run/appgen-gateway", "/workspace/106"]
 
 
 @pytest.mark.parametrize("read_only_root", [True, False])

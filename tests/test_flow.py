@@ -237,7 +237,7 @@ def test_the_summary_says_how_the_agent_was_confined(monkeypatch):
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    require_sandbox(network=False)
+    require_sandbox()
     generate_and_publish("a counter", request_id=14)
     monkeypatch.setenv("APPGEN_AGENT", "command")
     monkeypatch.setenv("APPGEN_AGENT_COMMAND", TEMPLATE_AGENT)

@@ -155,12 +155,14 @@ def test_claude_agent_without_the_cli_says_how_to_install_it(tmp_path):
     assert "Claude Code CLI ('claude') is not on PATH" in result.stderr
 
 
-def test_claude_agent_without_an_api_key_says_which_variable_to_set(tmp_path, fake_claude):
+def test_claude_agent_without_a_gateway_says_which_setting_gives_it_its_model(
+    tmp_path, fake_claude
+):
     result = run_generator(
         tmp_path / "app", "--agent", "claude", env={"PATH": f"{fake_claude}:{os.environ['PATH']}"}
     )
     assert result.returncode == 1
-    assert "needs ANTHROPIC_API_KEY" in result.stderr
+    assert "APPGEN_AGENT_EGRESS is none" in result.stderr
     assert not (tmp_path / "app/index.html").exists()
 
 
