@@ -43,6 +43,11 @@ def main(argv: list[str]) -> int:
         "WARNING",
         "--timeout",
         "60",
+        # Downloads (a package, a toolchain) pass in large reads, not proxy.py's default.
+        "--client-recvbuf-size",
+        str(1 << 20),
+        "--server-recvbuf-size",
+        str(1 << 20),
     ]
     with proxy.Proxy(options):
         if config.policy.model:

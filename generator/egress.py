@@ -17,7 +17,7 @@ from pathlib import Path
 PROXY_SOCKET = "proxy.sock"
 MODEL_SOCKET = "model.sock"
 PLACEHOLDER_KEY = "appgen-gateway-attaches-the-real-key"
-_CHUNK = 65536
+_CHUNK = 1 << 20
 
 
 class _Relay(socketserver.ThreadingTCPServer):

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Egress gateway benchmark, measured in one run on loopback:
+
+1. A 10 MB download from a local HTTP server, direct against through the gateway
+   (the generator's TCP relay, the gateway's socket, proxy.py, the server): the
+   gateway's time as a multiple of the direct time (target: at most 1.2).
+2. 100 small model calls to a stand-in Messages API, direct against through the
+   gateway's model relay (which attaches the key and reads the usage): the median
+   time added per call (target: at most 5 ms).
+
+    python bench/gateway.py [--repeat 5] [--calls 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from blocks.egress import EgressGateway  # noqa: E402
+from core.egress import GATEWAY_TEST_UPSTREAMS_VARIABLE, EgressPolicy, GatewayConfig  # noqa: E402
+from generator.egress import open_gateway  # noqa: E402
+from tests.egress_standins import MODEL, model_standin  # noqa: E402
+
+DOWNLOAD_BYTES = 10 * 1024 * 1024
+KEY = "sk-bench-key"
+
+
+def file_server() -> tuple[ThreadingHTTPServer, str]:
+    payload = os.urandom(DOWNLOAD_BYTES)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"127.0.0.1:{server.server_address[1]}"
+
+
+def best_of(repeat: int, action: Callable[[], object]) -> float:
+    """The median of ``repeat`` timings of ``action``."""
+    timings = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        action()
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings)
+
+
+def download(url: str, opener: urllib.request.OpenerDirector) -> None:
+    with opener.open(url, timeout=60) as answer:
+        while answer.read(1 << 20):
+            pass
+
+
+def model_call(url: str, key: str) -> None:
+    body = {"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    request = urllib.request.Request(
+        url + "/v1/messages",
+        data=json.dumps(body).encode(),
+        headers={"x-api-key": key, "content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        answer.read()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=100)
+    args = parser.parse_args()
+    server, address = file_server()
+    os.environ[GATEWAY_TEST_UPSTREAMS_VARIABLE] = json.dumps({"files.bench.test:80": address})
+    with model_standin(KEY) as model:
+        config = GatewayConfig(
+            socket_dir="",
+            events_file="",
+            policy=EgressPolicy.from_setting(["files.bench.test"]),
+            model_api_url=model.url,
+        )
+        from pydantic import SecretStr
+
+        with EgressGateway(config, SecretStr(KEY), logging.getLogger("bench")) as gateway:
+            env = open_gateway(gateway.socket_dir)
+            direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            proxied = urllib.request.build_opener(
+                urllib.request.ProxyHandler({"http": env["HTTP_PROXY"]})
+            )
+            direct_seconds = best_of(args.repeat, lambda: download(f"http://{address}/", direct))
+            gateway_seconds = best_of(
+                args.repeat, lambda: download("http://files.bench.test/", proxied)
+            )
+            print(
+                f"10 MB download: direct {direct_seconds * 1000:.1f} ms, through the gateway "
+                f"{gateway_seconds * 1000:.1f} ms: {gateway_seconds / direct_seconds:.2f}x "
+                "(target <= 1.20x)"
+            )
+            calls_direct = [
+                best_of(1, lambda: model_call(model.url, KEY)) for _ in range(args.calls)
+            ]
+            relay = env["ANTHROPIC_BASE_URL"]
+            calls_relayed = [
+                best_of(1, lambda: model_call(relay, "placeholder")) for _ in range(args.calls)
+            ]
+            added = (statistics.median(calls_relayed) - statistics.median(calls_direct)) * 1000
+            print(
+                f"{args.calls} model calls: median direct "
+                f"{statistics.median(calls_direct) * 1000:.2f} ms, through the gateway "
+                f"{statistics.median(calls_relayed) * 1000:.2f} ms: +{added:.2f} ms per call "
+                "(target <= 5 ms)"
+            )
+        receipt = gateway.receipt
+        assert receipt is not None and receipt.usage.requests == args.calls
+    server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
