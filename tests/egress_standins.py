@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -46,7 +47,7 @@ class ModelStandIn:
         self.input_tokens += usage_in
         self.output_tokens += usage_out
         if body.get("stream"):
-            events = [
+            events: list[dict[str, Any]] = [
                 {
                     "type": "message_start",
                     "message": {

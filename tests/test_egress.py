@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from blocks.generators import ProcessGenerator
+from blocks.generators import GeneratorBlock, ProcessGenerator
 from core.egress import EgressPolicy, usage_cost
 from core.errors import GeneratorFailed
 from core.models import ModelUsage
@@ -269,9 +269,7 @@ def test_a_hostile_agent_reaches_nothing_it_should_not_and_finds_no_key(
     workspace = tmp_path / "ws"
     if mode == "sandbox":
         require_sandbox()
-        generator: ProcessGenerator | object = ProcessGenerator(
-            workspace=workspace, model_api_url=model.url
-        )
+        generator: GeneratorBlock = ProcessGenerator(workspace=workspace, model_api_url=model.url)
         python = sys.executable
     else:
         from blocks.docker_generator import DockerGenerator
@@ -283,7 +281,7 @@ def test_a_hostile_agent_reaches_nothing_it_should_not_and_finds_no_key(
         service.bind(("127.0.0.1", 0))
         service.listen()
         command = hostile_agent(python, service.getsockname()[1], test_host)
-        run = generator.run(command_spec(3, command), run_logger)  # type: ignore[attr-defined]
+        run = generator.run(command_spec(3, command), run_logger)
     app = Path(run.artifact.location)
     tried = json.loads((app / "tried.json").read_text())
     for attempt in ("host loopback", "test host", "dns"):
@@ -309,7 +307,7 @@ def test_a_killed_orchestrator_leaves_no_gateway_behind(tmp_path):
     script = textwrap.dedent(f"""
         import logging
         from pathlib import Path
-        from blocks.generators import ProcessGenerator
+        from blocks.generators import GeneratorBlock, ProcessGenerator
         from tests.conftest import command_spec
         generator = ProcessGenerator(workspace=Path({str(tmp_path / "ws")!r}))
         generator.run(command_spec(4, {marker!r}), logging.getLogger("orchestrator"))

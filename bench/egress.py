@@ -8,7 +8,7 @@
    gateway's model relay (which attaches the key and reads the usage): the median
    time added per call (target: at most 5 ms).
 
-    python bench/gateway.py [--repeat 5] [--calls 100]
+    python bench/egress.py [--repeat 5] [--calls 100]
 """
 
 from __future__ import annotations
