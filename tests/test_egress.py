@@ -16,6 +16,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 
@@ -367,3 +368,57 @@ def alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+def test_a_publish_records_the_receipt_and_the_key_is_nowhere_it_went(
+    tmp_path, appgen_home, standins, flow_env, monkeypatch
+):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from blocks import defaults
+    from core.settings import Settings
+    from flows.publish import generate_and_publish
+    from tests.conftest import flow_run_logs
+
+    require_sandbox()
+    model, _ = standins
+    python = sys.executable
+    agent = (
+        f"{well_behaved_agent(python)}\n"
+        f"{python} -c \"import urllib.request as u; u.urlopen('http://evil.test/')\" || true\n"
+        f"{python} -m generator --agent template"
+    )
+    monkeypatch.setenv("APPGEN_AGENT", "command")
+    monkeypatch.setenv("APPGEN_AGENT_COMMAND", agent)
+    monkeypatch.setenv("APPGEN_AGENT_ENV", '["ANTHROPIC_API_KEY"]')  # as users were told to
+    monkeypatch.setenv("APPGEN_MODEL_API_URL", model.url)
+    outcome = generate_and_publish("a counter app", request_id=21)
+    assert outcome.request_id == 21 and outcome.receipt is not None
+    row = defaults.database(Settings()).get(21)
+    assert row is not None and row.receipt == outcome.receipt
+    assert row.agent_tokens == model.input_tokens + model.output_tokens
+    assert row.agent_cost_usd == row.receipt.cost_usd > 0
+    assert row.receipt.refused == {"evil.test:80 (host evil.test is not allowed)": 1}
+    with get_client(sync_client=True) as client:
+        summary = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(str(row.flow_run_id))])
+            ),
+            limit=1,
+        )[0].data
+    assert isinstance(summary, str)
+    assert "**The agent was refused 1 time(s)**" in summary
+    assert "3 model calls" in summary
+    assert outcome.repo_url is not None
+    history = subprocess.run(
+        ["git", "-C", outcome.repo_url.removeprefix("file://"), "log", "-p", "--all"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "model.json" in history  # what the agent saw of its key was published...
+    logs = "\n".join(flow_run_logs([str(row.flow_run_id)], expect={"receipt:"}))
+    assert "the egress gateway attaches the model key" in logs
+    for place in (history, logs, row.model_dump_json(), all_text_under(appgen_home), summary):
+        assert KEY not in place  # ...and it was a placeholder
