@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import json
 import sys
 import types
 from collections.abc import Iterator
@@ -78,6 +79,8 @@ def describe_type(annotation: Any) -> str:
     if origin is list:
         (item,) = get_args(annotation) or (str,)
         return f"JSON list of {describe_type(item)}s"
+    if origin is dict:
+        return "JSON object"
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return describe_type(Literal[tuple(m.value for m in annotation)])
     names = {
@@ -114,8 +117,8 @@ def describe_default(field: FieldInfo) -> str:
         return f"`{str(value).lower()}`"
     if isinstance(value, float) and value.is_integer():
         return f"`{value:g}`"
-    if isinstance(value, list):
-        return "`[" + ", ".join(f'"{v}"' for v in value) + "]`"
+    if isinstance(value, list | dict):
+        return f"`{json.dumps(value, separators=(', ', ': '))}`"
     if isinstance(value, enum.Enum):
         value = value.value
     return f"`{value}`"
