@@ -78,7 +78,9 @@ def run_claude(*, request_id: str, prompt: str, app_dir: Path, command: str | No
         "--permission-mode",
         "bypassPermissions",
     ]
-    _stream(argv, cwd=app_dir, env=dict(os.environ), what="claude", render=_render_claude_event)
+    # Telemetry and update checks would only be refused by the egress gateway.
+    env = os.environ | {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+    _stream(argv, cwd=app_dir, env=env, what="claude", render=_render_claude_event)
 
 
 def _render_claude_event(line: str) -> Iterable[str]:
