@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import threading
 import time
 import zipfile
@@ -91,11 +92,12 @@ def model_standin(key: str) -> Iterator[ModelStandIn]:
         thread.join(timeout=10)
 
 
-def _wheel() -> tuple[str, bytes]:
+def _wheel(padding: int) -> tuple[str, bytes]:
     name = PACKAGE.replace("-", "_")
     filename = f"{name}-1.0-py3-none-any.whl"
     files = {
         f"{name}/__init__.py": b"VALUE = 'from the stand-in index'\n",
+        f"{name}/padding.bin": os.urandom(padding),
         f"{name}-1.0.dist-info/METADATA": (
             f"Metadata-Version: 2.1\nName: {PACKAGE}\nVersion: 1.0\n".encode()
         ),
@@ -114,9 +116,10 @@ def _wheel() -> tuple[str, bytes]:
 
 
 @contextmanager
-def package_index() -> Iterator[tuple[str, list[str]]]:
-    """A simple index with one wheel: its ``host:port`` and the paths it served."""
-    filename, wheel = _wheel()
+def package_index(padding: int = 0) -> Iterator[tuple[str, list[str]]]:
+    """A simple index with one wheel (of about ``padding`` bytes): its ``host:port``
+    and the paths it served."""
+    filename, wheel = _wheel(padding)
     digest = hashlib.sha256(wheel).hexdigest()
     served: list[str] = []
 
