@@ -39,6 +39,17 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _lease_clock(connection: sa.Connection) -> datetime:
+    """The time leases are judged by: the database server's, so that workers on
+    several hosts, whose clocks drift apart, agree on who went silent. SQLite is a
+    file on one host, whose clock is that host's."""
+    if connection.dialect.name == "postgresql":
+        moment = connection.scalar(sa.select(sa.func.now()))
+        assert isinstance(moment, datetime)
+        return _aware(moment)
+    return _now()
+
+
 def _column(name: str, field: FieldInfo) -> sa.Column[Any]:
     """The column that stores a ``RequestRecord`` field."""
     kinds = set(typing.get_args(field.annotation)) if _is_union(field.annotation) else set()
@@ -255,8 +266,8 @@ class RequestStore:
 
     def heartbeat(self, holder: LeaseHolder) -> None:
         """Renew every lease ``holder`` has: its request claim and its generator slot."""
-        now = _now()
         with self._connection() as connection:
+            now = _lease_clock(connection)
             connection.execute(
                 sa.update(requests)
                 .where(requests.c.claimed_by == holder.flow_run_id)
@@ -298,10 +309,10 @@ class RequestStore:
         """Mark ``failed`` the unfinished requests whose claim holder is gone (its
         process died on this host, or its heartbeat is older than ``lease``), release
         their claims, and free generator slots held by such holders."""
-        stale_before = _now() - lease
         repaired = []
         claim = requests.c
         with self._connection() as connection:
+            stale_before = _lease_clock(connection) - lease
             held = connection.execute(
                 sa.select(claim.request_id, claim.claimed_by, claim.claim_process).where(
                     claim.claimed_by.is_not(None)
@@ -507,7 +518,7 @@ def _take_lease(
         table.c[lease.process],
         table.c[lease.heartbeat],
     )
-    now = _now()
+    now = _lease_clock(connection)
     values = {
         lease.holder: holder.flow_run_id,
         lease.process: holder.process,

@@ -114,6 +114,28 @@ def test_a_claim_whose_process_is_gone_is_taken_over_at_once(database):
     assert database.claim_request(1, holder("live-elsewhere", "other-host:1:1"), hour) == "next"
 
 
+def test_leases_are_judged_by_the_database_clock_not_a_drifting_workers(postgres_url, monkeypatch):
+    """A worker whose clock runs an hour fast must not see a live holder as silent,
+    nor make its own lease look fresh for an hour. (PostgreSQL only: SQLite is a file
+    on one host, whose clock is that host's.)"""
+    import core.database
+    from tests.conftest import reset_postgres
+
+    reset_postgres(postgres_url)
+    database = Database(url=SecretStr(postgres_url))
+    database.upsert(1, prompt="x", status=RequestStatus.PENDING)
+    minute = timedelta(minutes=1)
+    assert database.claim_request(1, holder("run-a", "other-host:1:1"), minute) is None
+    real_now = core.database._now
+    monkeypatch.setattr(core.database, "_now", lambda: real_now() + timedelta(hours=1))
+    assert database.claim_request(1, holder("run-b", "other-host:2:2"), minute) == "run-a"
+    assert database.acquire_slot(holder("run-b", "other-host:2:2"), 1, minute) == 1
+    database.heartbeat(holder("run-b", "other-host:2:2"))
+    monkeypatch.setattr(core.database, "_now", real_now)
+    assert database.acquire_slot(holder("run-c", "other-host:3:3"), 1, minute) is None
+    assert database.acquire_slot(holder("run-c", "other-host:3:3"), 1, timedelta(0)) == 1
+
+
 def test_generator_slots_are_shared_and_die_with_their_holder(database):
     hour = timedelta(hours=1)
     assert database.acquire_slot(holder("a"), 2, hour) == 1
