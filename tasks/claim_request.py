@@ -33,7 +33,8 @@ _log = logging.getLogger("appgen.leases")
 
 class Heartbeat:
     """Renews every lease of ``holder`` every ``interval`` seconds, in a daemon
-    thread, for as long as the ``with`` block runs."""
+    thread, for as long as the ``with`` block runs. Once the claim is found taken
+    over, it says so and stops: the run's next row write or push is refused."""
 
     def __init__(self, database: Database, holder: LeaseHolder, interval: float) -> None:
         self._database = database
@@ -51,11 +52,21 @@ class Heartbeat:
         self._thread.join()
 
     def _beat(self) -> None:
+        holder = self._holder
         while not self._stopped.wait(self._interval):
             try:
-                self._database.heartbeat(self._holder)
+                renewed = self._database.heartbeat(holder)
             except AppgenError as exc:  # the next beat may get through; the lease is not lost yet
-                _log.warning("heartbeat of flow run %s failed: %s", self._holder.flow_run_id, exc)
+                _log.warning("heartbeat of flow run %s failed: %s", holder.flow_run_id, exc)
+                continue
+            if not renewed:
+                _log.error(
+                    "flow run %s lost its claim (token %s) to another run: it will not write "
+                    "the row or push",
+                    holder.flow_run_id,
+                    holder.token,
+                )
+                return
 
 
 def claim_request(
@@ -64,18 +75,19 @@ def claim_request(
     holder: LeaseHolder,
     lease: timedelta,
     logger: RunLogger,
-) -> RequestRecord:
-    """Return the request's row once ``holder`` holds it — what earlier runs published
-    and created, as of now — waiting while another live run holds it."""
+) -> tuple[RequestRecord, LeaseHolder]:
+    """Once ``holder`` holds the request: its row — what earlier runs published and
+    created, as of now — and ``holder`` with the claim's fencing token. Waits while
+    another live run holds it."""
     waiting_for = None
-    while (other := database.claim_request(request_id, holder, lease)) is not None:
-        if other != waiting_for:
-            logger.info("request %d is being worked on by flow run %s; waiting", request_id, other)
-            waiting_for = other
+    while isinstance(claim := database.claim_request(request_id, holder, lease), str):
+        if claim != waiting_for:
+            logger.info("request %d is being worked on by flow run %s; waiting", request_id, claim)
+            waiting_for = claim
         time.sleep(POLL_SECONDS)
     claimed = database.get(request_id)
     assert claimed is not None  # registered before it was claimed
-    return claimed
+    return claimed, claim
 
 
 @contextlib.contextmanager
