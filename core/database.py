@@ -313,9 +313,10 @@ class RequestStore:
         **fields: Any,
     ) -> RequestRecord | None:
         """Write the request's final fields and release its claim, in one statement,
-        if ``holder`` is still the request's flow run and, when it holds the claim,
-        still holds it; None if another run has taken the request over since (its
-        outcome is that run's to record). With ``keep_published``, a row already
+        if ``holder`` is still the request's flow run and, with a token, still holds
+        the claim (without one, a state hook's, no live process of another holder may
+        hold it); None if another run has taken the request over since (its outcome is
+        that run's to record). With ``keep_published``, a row already
         ``published`` keeps its fields (a run that ends badly after recording its push
         did publish) and only the claim goes."""
         values: dict[str, Any] = _column_values(fields)
@@ -332,10 +333,13 @@ class RequestStore:
             )
             if holder.token is not None:
                 ours = ours & (requests.c.claim_token == holder.token)
-            else:  # a state hook: no other process may hold the claim now
-                ours = ours & (
-                    requests.c.claimed_by.is_(None) | (requests.c.claim_process == holder.process)
+            else:  # a state hook: in the run's process, or its worker's once it died
+                process = connection.scalar(
+                    sa.select(requests.c.claim_process).where(requests.c.request_id == request_id)
                 )
+                if process not in (None, holder.process) and not process_is_gone(process):
+                    return None  # a live process, maybe on another host, holds it now
+                ours = ours & requests.c.claim_process.is_not_distinct_from(process)
             updated = connection.execute(
                 sa.update(requests).where(ours).values(values | release | {"updated_at": _now()})
             )

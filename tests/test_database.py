@@ -131,12 +131,25 @@ def test_a_run_whose_claim_was_taken_over_writes_nothing_more(database):
     with pytest.raises(LeaseLost, match="stops without writing the row or pushing"):
         database.check_claim(1, frozen)
     assert database.finish(1, frozen, status=RequestStatus.PUBLISHED, commit_sha="stale") is None
+    stale_hook = holder("run-a", "host-1:10:1")  # its state hook, which has no token
+    assert database.finish(1, stale_hook, status=RequestStatus.FAILED) is None
     database.update_held(1, resubmitted, status=RequestStatus.PUBLISHING)
     done = database.finish(1, resubmitted, status=RequestStatus.PUBLISHED, commit_sha="fresh")
     assert done is not None and (done.status, done.commit_sha) == (RequestStatus.PUBLISHED, "fresh")
     hook = holder("run-a", "host-1:10:1")  # the frozen worker's state hook, without a token
     assert database.finish(1, hook, keep_published=True, status=RequestStatus.FAILED) is not None
     assert database.get(1).status is RequestStatus.PUBLISHED  # it did publish
+
+
+def test_the_worker_of_a_killed_run_records_its_end(database):
+    """A flow-run process killed outright: its worker runs the state hook, in another
+    process, and may write the row because the holder's process is gone."""
+    database.upsert(1, prompt="x", status=RequestStatus.GENERATING)
+    take(database, "run-a", dead_process())
+    worker = holder("run-a")
+    ended = database.finish(1, worker, keep_published=True, status=RequestStatus.FAILED)
+    assert ended is not None and ended.status is RequestStatus.FAILED
+    assert ended.claimed_by is None
 
 
 def test_a_claim_whose_process_is_gone_is_taken_over_at_once(database):

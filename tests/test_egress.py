@@ -374,7 +374,11 @@ def test_a_publish_records_the_receipt_and_the_key_is_nowhere_it_went(
     tmp_path, appgen_home, standins, flow_env, monkeypatch
 ):
     from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
 
     from blocks import defaults
     from core.settings import Settings
@@ -403,7 +407,8 @@ def test_a_publish_records_the_receipt_and_the_key_is_nowhere_it_went(
     with get_client(sync_client=True) as client:
         summary = client.read_artifacts(
             artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(str(row.flow_run_id))])
+                key=ArtifactFilterKey(any_=["appgen-request-21"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(str(row.flow_run_id))]),
             ),
             limit=1,
         )[0].data
