@@ -25,7 +25,7 @@ from pydantic.fields import FieldInfo
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from core.errors import DatabaseError, LeaseLost
+from core.errors import DatabaseError
 from core.models import Column, LeaseHolder, RequestRecord, RequestStatus
 from core.processes import process_is_gone
 
@@ -95,8 +95,6 @@ requests = sa.Table(
     ),
     sa.Column("claim_process", sa.String(300)),
     sa.Column("claimed_at", sa.DateTime(timezone=True)),
-    # The claim's fencing token: one more with every takeover.
-    sa.Column("claim_token", sa.Integer(), nullable=False, server_default="0"),
     sa.Index("ix_requests_flow_run_id", "flow_run_id"),
 )
 # Which request a flow run registered: a retried or rescheduled run finds it again.
@@ -214,47 +212,26 @@ class RequestStore:
 
     def claim_request(
         self, request_id: int, holder: LeaseHolder, stale_after: timedelta
-    ) -> LeaseHolder | str:
-        """Claim the right to work on this request: ``holder`` with the claim's fencing
-        token once it holds it (and is recorded as the request's flow run), else the
-        flow run that does. A claim whose process is gone or whose heartbeat is older
-        than ``stale_after`` is taken over, and its token grows."""
-        which = requests.c.request_id == request_id
+    ) -> str | None:
+        """Claim the right to work on this request. Returns None when ``holder`` holds
+        it now (and is recorded as the request's flow run), else the flow run that
+        does. A claim whose process is gone or whose heartbeat is older than
+        ``stale_after`` is taken over."""
         with self._connection() as connection:
             taken = _take_lease(
                 connection,
                 _CLAIM,
-                which,
+                requests.c.request_id == request_id,
                 holder,
                 stale_after,
                 extra={"flow_run_id": holder.flow_run_id},
             )
             if taken:
-                token = connection.scalar(sa.select(requests.c.claim_token).where(which))
-                return holder.model_copy(update={"token": token})
-            held_by = connection.scalar(sa.select(requests.c.claimed_by).where(which))
-            return held_by or "an unknown flow run"
-
-    def update_held(self, request_id: int, holder: LeaseHolder, **fields: Any) -> RequestRecord:
-        """Write fields of the request ``holder`` holds; ``LeaseLost`` if another run
-        has taken the claim over since (its write never lands)."""
-        values = _column_values(fields) | {"updated_at": _now()}
-        with self._connection() as connection:
-            updated = connection.execute(
-                sa.update(requests).where(_holds(request_id, holder)).values(values)
+                return None
+            held_by = connection.scalar(
+                sa.select(requests.c.claimed_by).where(requests.c.request_id == request_id)
             )
-            if updated.rowcount != 1:
-                raise LeaseLost(_lost(request_id, holder, connection))
-            record = _get(connection, request_id)
-            assert record is not None
-            return record
-
-    def check_claim(self, request_id: int, holder: LeaseHolder) -> None:
-        """``LeaseLost`` unless ``holder`` still holds the request (before a push)."""
-        with self._connection() as connection:
-            held = sa.select(requests.c.request_id).where(_holds(request_id, holder))
-            if connection.scalar(held) is None:
-                raise LeaseLost(_lost(request_id, holder, connection))
+            return held_by or "an unknown flow run"
 
     def acquire_slot(self, holder: LeaseHolder, slots: int, stale_after: timedelta) -> int | None:
         """Take one of ``slots`` generator slots for ``holder``; None while all are held
@@ -287,38 +264,29 @@ class RequestStore:
             holder = generator_slots.c.holder
             return list(connection.scalars(sa.select(holder).where(holder.is_not(None))))
 
-    def heartbeat(self, holder: LeaseHolder) -> bool:
-        """Renew every lease ``holder`` has: its request claim and its generator slot.
-        False when ``holder`` had a claim (a token) and no longer holds it."""
-        claim = requests.c
-        held = claim.claimed_by == holder.flow_run_id
-        if holder.token is not None:
-            held = held & (claim.claim_token == holder.token)
+    def heartbeat(self, holder: LeaseHolder) -> None:
+        """Renew every lease ``holder`` has: its request claim and its generator slot."""
         with self._connection() as connection:
             now = _lease_clock(connection)
-            renewed = connection.execute(sa.update(requests).where(held).values(claimed_at=now))
+            connection.execute(
+                sa.update(requests)
+                .where(requests.c.claimed_by == holder.flow_run_id)
+                .values(claimed_at=now)
+            )
             connection.execute(
                 sa.update(generator_slots)
                 .where(generator_slots.c.holder == holder.flow_run_id)
                 .values(heartbeat_at=now)
             )
-        return holder.token is None or renewed.rowcount > 0
 
     def finish(
-        self,
-        request_id: int,
-        holder: LeaseHolder,
-        *,
-        keep_published: bool = False,
-        **fields: Any,
+        self, request_id: int, flow_run_id: str, *, keep_published: bool = False, **fields: Any
     ) -> RequestRecord | None:
         """Write the request's final fields and release its claim, in one statement,
-        if ``holder`` is still the request's flow run and, with a token, still holds
-        the claim (without one, a state hook's, no live process of another holder may
-        hold it); None if another run has taken the request over since (its outcome is
-        that run's to record). With ``keep_published``, a row already
-        ``published`` keeps its fields (a run that ends badly after recording its push
-        did publish) and only the claim goes."""
+        if ``flow_run_id`` is still the request's flow run; None if another run has
+        taken the request over since (its outcome is that run's to record). With
+        ``keep_published``, a row already ``published`` keeps its fields (a run that
+        ends badly after recording its push did publish) and only the claim goes."""
         values: dict[str, Any] = _column_values(fields)
         if keep_published:
             published = requests.c.status == RequestStatus.PUBLISHED.value
@@ -328,20 +296,10 @@ class RequestStore:
             }
         release = {"claimed_by": None, "claim_process": None, "claimed_at": None}
         with self._connection() as connection:
-            ours = (requests.c.request_id == request_id) & (
-                requests.c.flow_run_id == holder.flow_run_id
-            )
-            if holder.token is not None:
-                ours = ours & (requests.c.claim_token == holder.token)
-            else:  # a state hook: in the run's process, or its worker's once it died
-                process = connection.scalar(
-                    sa.select(requests.c.claim_process).where(requests.c.request_id == request_id)
-                )
-                if process not in (None, holder.process) and not process_is_gone(process):
-                    return None  # a live process, maybe on another host, holds it now
-                ours = ours & requests.c.claim_process.is_not_distinct_from(process)
             updated = connection.execute(
-                sa.update(requests).where(ours).values(values | release | {"updated_at": _now()})
+                sa.update(requests)
+                .where(requests.c.request_id == request_id, requests.c.flow_run_id == flow_run_id)
+                .values(values | release | {"updated_at": _now()})
             )
             if updated.rowcount != 1:
                 return None
@@ -536,10 +494,9 @@ class _LeaseColumns:
     holder: str
     process: str
     heartbeat: str
-    token: str | None = None
 
 
-_CLAIM = _LeaseColumns(requests, "claimed_by", "claim_process", "claimed_at", "claim_token")
+_CLAIM = _LeaseColumns(requests, "claimed_by", "claim_process", "claimed_at")
 _SLOT = _LeaseColumns(generator_slots, "holder", "holder_process", "heartbeat_at")
 
 
@@ -562,15 +519,11 @@ def _take_lease(
         table.c[lease.heartbeat],
     )
     now = _lease_clock(connection)
-    values: dict[str, Any] = {
+    values = {
         lease.holder: holder.flow_run_id,
         lease.process: holder.process,
         lease.heartbeat: now,
     } | (extra or {})
-    if lease.token is not None:  # the same holder keeps its token; any other takes the next
-        token = table.c[lease.token]
-        same = sa.and_(holder_column == holder.flow_run_id, process_column == holder.process)
-        values[lease.token] = sa.case((same, token), else_=token + 1)
     taken = connection.execute(
         sa.update(table)
         .where(
@@ -594,29 +547,6 @@ def _take_lease(
         .values(values)
     )
     return taken.rowcount == 1
-
-
-def _holds(request_id: int, holder: LeaseHolder) -> sa.ColumnElement[bool]:
-    """``holder`` holds the request's claim, with its token."""
-    return sa.and_(
-        requests.c.request_id == request_id,
-        requests.c.claimed_by == holder.flow_run_id,
-        requests.c.claim_token == (holder.token if holder.token is not None else -1),
-    )
-
-
-def _lost(request_id: int, holder: LeaseHolder, connection: sa.Connection) -> str:
-    row = connection.execute(
-        sa.select(requests.c.claimed_by, requests.c.claim_process, requests.c.claim_token).where(
-            requests.c.request_id == request_id
-        )
-    ).first()
-    now = f"flow run {row[0]} in process {row[1]} (token {row[2]})" if row and row[0] else "nobody"
-    return (
-        f"flow run {holder.flow_run_id} (process {holder.process}, token {holder.token}) no "
-        f"longer holds request {request_id}: its heartbeat went silent for longer than the "
-        f"lease and {now} holds it now; this run stops without writing the row or pushing"
-    )
 
 
 def _insert(connection: sa.Connection, table: sa.Table) -> Any:

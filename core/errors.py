@@ -95,8 +95,3 @@ def describe(exc: BaseException) -> str:
     else, its type too, since that is a bug worth reporting. Secrets are masked."""
     text = str(exc) if isinstance(exc, AppgenError) else f"unexpected {type(exc).__name__}: {exc}"
     return redact(text)
-
-
-class LeaseLost(AppgenError):
-    """Another run took this run's claim over (its heartbeat went silent): this run
-    stops without writing the row or pushing."""

@@ -365,16 +365,10 @@ class RequestStatus(StrEnum):
 
 class LeaseHolder(Frozen):
     """Who holds a request's claim or a generator slot: a flow run, in a process
-    (``host:pid:start``, see ``core.processes``), and once it holds the claim, the
-    claim's fencing token."""
+    (``host:pid:start``, see ``core.processes``)."""
 
     flow_run_id: str
     process: str
-    token: int | None = Field(
-        default=None,
-        description="The claim's fencing token: it grows with every takeover, and every "
-        "row write of the run is conditional on it.",
-    )
 
 
 @dataclass(frozen=True)

@@ -104,16 +104,15 @@ def generate_and_publish(
     lease = timedelta(seconds=settings.lease_seconds)
     request = register_request(records, prompt, request_id, app_name, holder.flow_run_id)
     rid = request.request_id
-    claimed, holder = claim_request(records, rid, holder, lease, get_run_logger())
     with Heartbeat(records, holder, interval=settings.lease_seconds / 4), ExitStack() as temp:
+        claimed = claim_request(records, rid, holder, lease, get_run_logger())
         check_crashes(holder.flow_run_id, settings.crash_resubmits)
         # What an earlier run of the request pushed and created may be newer than the
         # registration: a run that waited for the claim must build on it.
         request = request.model_copy(
             update={"published_sha": claimed.commit_sha, "repo_id": claimed.repo_id}
         )
-        generating = RequestUpdate(request_id=rid, status=RequestStatus.GENERATING)
-        record_progress(records, holder, generating)
+        record_progress(records, RequestUpdate(request_id=rid, status=RequestStatus.GENERATING))
         spec = GenerationSpec(
             request_id=rid,
             registered_at=request.registered_at,
@@ -129,7 +128,6 @@ def generate_and_publish(
         if receipt := generation.receipt:
             record_progress(
                 records,
-                holder,
                 RequestUpdate(
                     request_id=rid,
                     status=RequestStatus.GENERATING,
@@ -153,7 +151,6 @@ def generate_and_publish(
         repository = create_repository(request, blocks.git_host)
         record_progress(
             records,
-            holder,
             RequestUpdate(
                 request_id=rid,
                 status=RequestStatus.PUBLISHING,
@@ -168,7 +165,6 @@ def generate_and_publish(
         )
         record_progress(
             records,
-            holder,
             RequestUpdate(
                 request_id=rid,
                 status=RequestStatus.PUBLISHING,
@@ -180,7 +176,6 @@ def generate_and_publish(
         )
         enforce(deploy, check, require_deployable=settings.require_deployable)  # before the push
         author = CommitAuthor(name=settings.git_author_name, email=settings.git_author_email)
-        records.check_claim(rid, holder)  # a run whose claim was taken over never pushes
         published = git_push(
             staged, request, repository, blocks.git_host, author, settings.publish_mode
         )

@@ -33,8 +33,7 @@ _log = logging.getLogger("appgen.leases")
 
 class Heartbeat:
     """Renews every lease of ``holder`` every ``interval`` seconds, in a daemon
-    thread, for as long as the ``with`` block runs. Once the claim is found taken
-    over, it says so and stops: the run's next row write or push is refused."""
+    thread, for as long as the ``with`` block runs."""
 
     def __init__(self, database: Database, holder: LeaseHolder, interval: float) -> None:
         self._database = database
@@ -52,21 +51,11 @@ class Heartbeat:
         self._thread.join()
 
     def _beat(self) -> None:
-        holder = self._holder
         while not self._stopped.wait(self._interval):
             try:
-                renewed = self._database.heartbeat(holder)
+                self._database.heartbeat(self._holder)
             except AppgenError as exc:  # the next beat may get through; the lease is not lost yet
-                _log.warning("heartbeat of flow run %s failed: %s", holder.flow_run_id, exc)
-                continue
-            if not renewed:
-                _log.error(
-                    "flow run %s lost its claim (token %s) to another run: it will not write "
-                    "the row or push",
-                    holder.flow_run_id,
-                    holder.token,
-                )
-                return
+                _log.warning("heartbeat of flow run %s failed: %s", self._holder.flow_run_id, exc)
 
 
 def claim_request(
@@ -75,19 +64,18 @@ def claim_request(
     holder: LeaseHolder,
     lease: timedelta,
     logger: RunLogger,
-) -> tuple[RequestRecord, LeaseHolder]:
-    """Once ``holder`` holds the request: its row — what earlier runs published and
-    created, as of now — and ``holder`` with the claim's fencing token. Waits while
-    another live run holds it."""
+) -> RequestRecord:
+    """Return the request's row once ``holder`` holds it — what earlier runs published
+    and created, as of now — waiting while another live run holds it."""
     waiting_for = None
-    while isinstance(claim := database.claim_request(request_id, holder, lease), str):
-        if claim != waiting_for:
-            logger.info("request %d is being worked on by flow run %s; waiting", request_id, claim)
-            waiting_for = claim
+    while (other := database.claim_request(request_id, holder, lease)) is not None:
+        if other != waiting_for:
+            logger.info("request %d is being worked on by flow run %s; waiting", request_id, other)
+            waiting_for = other
         time.sleep(POLL_SECONDS)
     claimed = database.get(request_id)
     assert claimed is not None  # registered before it was claimed
-    return claimed, claim
+    return claimed
 
 
 @contextlib.contextmanager

@@ -34,7 +34,6 @@ from core.models import (
     check_prompt,
     derive_app_name,
 )
-from core.processes import current_process
 from core.redaction import redact
 from core.settings import Settings
 from tasks.step_timings import remember_timing
@@ -82,22 +81,18 @@ def register_request(
     )
 
 
-def record_progress(
-    database: Database, holder: LeaseHolder, update: RequestUpdate
-) -> RequestRecord:
-    """Apply one status change (and whatever fields come with it) to the request's row,
-    while ``holder`` holds it (else ``LeaseLost``): a plain write, not a task run."""
-    record = database.update_held(update.request_id, holder, **update.changes())
+def record_progress(database: Database, update: RequestUpdate) -> RequestRecord:
+    """Apply one status change (and whatever fields come with it) to the request's row:
+    a plain write, not a task run of its own."""
+    record = database.upsert(update.request_id, **update.changes())
     get_run_logger().info("request %d → %s", record.request_id, record.status.value)
     return record
 
 
 @task(cache_policy=NO_CACHE, on_completion=[remember_timing], on_failure=[remember_timing])
 def update_db(database: Database, holder: LeaseHolder, update: RequestUpdate) -> None:
-    """Record the request's outcome and release its claim, in one write, while
-    ``holder`` holds it (else ``LeaseLost``)."""
-    if database.finish(update.request_id, holder, **update.changes()) is None:
-        database.check_claim(update.request_id, holder)  # raises LeaseLost, saying why
+    """Record the request's outcome and release its claim, in one write."""
+    database.finish(update.request_id, holder.flow_run_id, **update.changes())
     get_run_logger().info("request %d → %s", update.request_id, update.status.value)
 
 
@@ -168,11 +163,7 @@ def _record_end(flow_run: FlowRun, status: RequestStatus, error: str) -> None:
             request = database.request_of_flow_run(flow_run_id)
             if request is not None and (
                 ended := database.finish(
-                    request.request_id,
-                    LeaseHolder(flow_run_id=flow_run_id, process=current_process()),
-                    keep_published=True,
-                    status=status,
-                    error=error,
+                    request.request_id, flow_run_id, keep_published=True, status=status, error=error
                 )
             ):
                 _run_logger().info("request %d → %s", request.request_id, ended.status.value)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -274,37 +273,3 @@ def test_a_run_stopped_after_recording_its_push_leaves_the_row_published(monkeyp
     assert row.commit_sha and row.claimed_by is None
     monkeypatch.undo()  # nothing is held: the request publishes again at once
     assert generate_and_publish("a counter", request_id=3).status is RequestStatus.PUBLISHED
-
-
-def test_a_run_whose_claim_was_taken_over_stops_before_pushing_and_writes_nothing(
-    monkeypatch, appgen_home
-):
-    """A worker frozen past its lease while another took the request over (the same
-    flow run resubmitted elsewhere): when it wakes, it neither pushes nor writes."""
-    import flows.publish
-    from core.errors import LeaseLost
-    from core.launch.gate import enforce as real_enforce
-    from core.models import LeaseHolder
-
-    database = defaults.database(Settings())
-    taker = LeaseHolder(flow_run_id="resubmitted-run", process="other-host:1:1")
-
-    def taken_over_meanwhile(*args, **kwargs):
-        assert isinstance(database.claim_request(31, taker, timedelta(0)), LeaseHolder)
-        return real_enforce(*args, **kwargs)
-
-    monkeypatch.setattr(flows.publish, "enforce", taken_over_meanwhile)
-    with pytest.raises(LeaseLost, match="this run stops without writing the row or pushing"):
-        generate_and_publish("a counter", request_id=31)
-    row = record(31)
-    assert (row.claimed_by, row.status, row.commit_sha) == (
-        "resubmitted-run",
-        RequestStatus.PUBLISHING,
-        None,
-    )
-    log = subprocess.run(
-        ["git", "-C", str(appgen_home / "repos/a-counter.git"), "log", "--all", "--oneline"],
-        capture_output=True,
-        text=True,
-    )
-    assert log.stdout == ""  # nothing was pushed
