@@ -262,6 +262,8 @@ def test_a_run_stopped_after_recording_its_push_leaves_the_row_published(monkeyp
     says so; the stop must not rewrite it as cancelled, and the claim is released."""
     import flows.publish
 
+    from tasks.publish_summary import publish_summary as real_summary
+
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
@@ -271,5 +273,7 @@ def test_a_run_stopped_after_recording_its_push_leaves_the_row_published(monkeyp
     row = record(3)
     assert (row.status, row.error) == (RequestStatus.PUBLISHED, None)
     assert row.commit_sha and row.claimed_by is None
-    monkeypatch.undo()  # nothing is held: the request publishes again at once
+    # Nothing is held: the request publishes again at once. (Not monkeypatch.undo(),
+    # which would also undo this test's APPGEN_HOME and publish into ~/.appgen.)
+    monkeypatch.setattr(flows.publish, "publish_summary", real_summary)
     assert generate_and_publish("a counter", request_id=3).status is RequestStatus.PUBLISHED
