@@ -261,7 +261,6 @@ def test_a_run_stopped_after_recording_its_push_leaves_the_row_published(monkeyp
     """Ctrl-C (or a kill) while the summary is written: the push landed and the row
     says so; the stop must not rewrite it as cancelled, and the claim is released."""
     import flows.publish
-
     from tasks.publish_summary import publish_summary as real_summary
 
     def interrupted(*args, **kwargs):
