@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -26,6 +27,8 @@ from pydantic import SecretStr
 from core.egress import (
     GATEWAY_KEY_VARIABLE,
     GATEWAY_TEST_UPSTREAMS_VARIABLE,
+    MODEL_SOCKET,
+    PROXY_SOCKET,
     GatewayConfig,
     GatewayEvent,
     usage_cost,
@@ -35,10 +38,11 @@ from core.models import GenerationReceipt, ModelUsage, RunLogger
 from core.processes import die_with_parent, end_process_group, temp_prefix
 
 SOCKETS = "sockets"
-PROXY_SOCKET = "proxy.sock"
-MODEL_SOCKET = "model.sock"
 _START_SECONDS = 30.0
 _STOP_GRACE_SECONDS = 5.0
+# The agent chooses the hosts it tries: a receipt lists the most frequent ones and
+# counts the rest, however many it made up.
+RECEIPT_TARGETS = 50
 # What of the orchestrator's environment the gateway process needs to run Python.
 _GATEWAY_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "SSL_CERT_FILE", "SSL_CERT_DIR")
 
@@ -136,23 +140,23 @@ class EgressGateway:
                 budget = event.budget
         return GenerationReceipt(
             egress=self.config.policy.described_as,
-            contacted=dict(contacted),
-            refused=dict(refused),
+            contacted=_most_frequent(contacted),
+            refused=_most_frequent(refused),
             usage=usage,
             cost_usd=usage_cost(usage, self.config.prices),
             budget_exhausted=budget,
         )
 
-    def _events(self) -> list[GatewayEvent]:
-        try:
-            lines = Path(self.config.events_file).read_text().splitlines()
-        except OSError:
-            return []
-        events = []
-        for line in lines:
-            with contextlib.suppress(ValueError):
-                events.append(GatewayEvent.model_validate_json(line))
-        return events
+    def _events(self) -> Iterator[GatewayEvent]:
+        """The gateway's events, read line by line: an agent that tried a million
+        connections left a large file."""
+        path = Path(self.config.events_file)
+        if not path.exists():
+            return  # nothing was tried
+        with path.open(encoding="utf-8", errors="replace") as events:
+            for line in events:
+                with contextlib.suppress(ValueError):
+                    yield GatewayEvent.model_validate_json(line)
 
     def _log_tail(self) -> str:
         assert self._state is not None
@@ -161,6 +165,13 @@ class EgressGateway:
         except OSError:
             lines = []
         return " | ".join(lines[-5:]) or "no output"
+
+
+def _most_frequent(targets: Counter[str]) -> dict[str, int]:
+    kept = dict(targets.most_common(RECEIPT_TARGETS))
+    if others := targets.keys() - kept.keys():
+        kept[f"({len(others)} other targets)"] = sum(targets[target] for target in others)
+    return kept
 
 
 def _accepts(path: Path) -> bool:

@@ -18,8 +18,11 @@ from pydantic import BaseModel, Field
 from core.models import ModelUsage
 
 EgressPreset = Literal["none", "model", "registries"]
-EGRESS_PRESETS: tuple[EgressPreset, ...] = ("none", "model", "registries")
 EGRESS_SETTING = "APPGEN_AGENT_EGRESS"
+# The gateway's sockets, in the directory a generator is handed (generator/egress.py,
+# on the standard library alone, names them too).
+PROXY_SOCKET = "proxy.sock"
+MODEL_SOCKET = "model.sock"
 
 # The package registries an agent installs from: PyPI, npm, the Go module proxy and
 # checksum database, crates.io.
@@ -34,6 +37,8 @@ REGISTRY_HOSTS = (
     "index.crates.io",
     "static.crates.io",
 )
+# The longest DNS name: a longer host is none.
+MAX_HOST_LENGTH = 253
 # Ports a tunnel or a plain request may go to.
 ALLOWED_PORTS = (80, 443)
 
@@ -79,6 +84,8 @@ class EgressPolicy(BaseModel):
         """Why a connection to ``host:port`` (a CONNECT, or a plain request) is refused,
         or None when it is allowed."""
         host = host.lower().rstrip(".")
+        if len(host) > MAX_HOST_LENGTH:
+            return f"a host name of {len(host)} characters is not one"
         if not any(fnmatch.fnmatchcase(host, pattern) for pattern in self.hosts):
             return f"host {host} is not allowed"
         if port not in ALLOWED_PORTS:

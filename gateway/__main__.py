@@ -14,18 +14,19 @@ from pathlib import Path
 import proxy
 import uvicorn
 
-from core.processes import die_with_parent
+from core.egress import MODEL_SOCKET, PROXY_SOCKET
+from core.processes import die_with_parent, make_non_dumpable
 from gateway.forward import CONFIG_VARIABLE, gateway_config
 from gateway.model import relay_app
-
-PROXY_SOCKET = "proxy.sock"
-MODEL_SOCKET = "model.sock"
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m gateway CONFIG", file=sys.stderr)
         return 2
+    # It holds the model key: an unconfined agent of this user must not read it
+    # from /proc/PID/environ or the process's memory (nor a fork of it).
+    make_non_dumpable()
     os.environ[CONFIG_VARIABLE] = str(Path(argv[0]).absolute())
     config = gateway_config()
     # proxy.py serves from processes of its own: each dies with this one, too.

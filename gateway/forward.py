@@ -11,7 +11,7 @@ from proxy.http.exception import HttpRequestRejected
 from proxy.http.parser import HttpParser
 from proxy.http.proxy import HttpProxyBasePlugin
 
-from core.egress import GatewayConfig
+from core.egress import MAX_HOST_LENGTH, GatewayConfig
 from gateway.events import record
 
 CONFIG_VARIABLE = "APPGEN_GATEWAY_CONFIG"
@@ -33,8 +33,8 @@ class EgressFilter(HttpProxyBasePlugin):
         host = (request.host or b"").decode(errors="replace")
         port = request.port or (443 if request.is_https_tunnel else 80)
         method = (request.method or b"").decode(errors="replace")
-        target = f"{host}:{port}"
         refusal = config.policy.refusal(host, port, method)
+        target = f"{host[:MAX_HOST_LENGTH]}:{port}"  # what is recorded: a DNS name's length
         if refusal is not None:
             record(config.events_file, "refused", target=target, method=method, reason=refusal)
             message = config.policy.refused_message(f"{method} {target}", refusal)

@@ -37,6 +37,11 @@ def test_presets_allow_what_they_name_and_refusals_say_which_setting_decides():
     assert registries.refusal("Files.PythonHosted.org.", 443, "CONNECT") is None
     assert registries.refusal("evil.test", 443, "CONNECT") == "host evil.test is not allowed"
     assert "port 8443" in (registries.refusal("pypi.org", 8443, "CONNECT") or "")
+    # A cut-off prefix of an over-long name must not pass for an allowed host.
+    too_long = "a" * 241 + ".pythonhosted.org" + ".evil.test"
+    assert "characters is not one" in (
+        EgressPolicy.from_setting(["*.pythonhosted.org"]).refusal(too_long, 443, "CONNECT") or ""
+    )
     assert EgressPolicy.from_setting("model").refusal("pypi.org", 443, "CONNECT") is not None
     assert not EgressPolicy.from_setting("none").model
     listed = EgressPolicy.from_setting(["*.example.com"], methods=["get"])
