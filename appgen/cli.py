@@ -296,8 +296,8 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
         if outcome.verified is not None:
             detail = f" ({outcome.verify_detail})" if outcome.verify_detail else ""
             _say(f"deploy check: {outcome.verified}{detail}", style="dim")
-        if use := _model_use(outcome):
-            _say(f"{use} (egress {outcome.receipt.egress if outcome.receipt else ''})", "agent: ")
+        if outcome.receipt is not None:
+            _say(f"{_model_use(outcome)} (egress {outcome.receipt.egress})", "agent: ")
         if outcome.pull_request_url:
             _say(f"{outcome.pull_request_url} (branch {outcome.branch})", "pull request: ")
         elif outcome.branch:

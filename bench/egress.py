@@ -34,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pydantic import SecretStr  # noqa: E402
+
 from blocks.egress import EgressGateway  # noqa: E402
 from core.egress import GATEWAY_TEST_UPSTREAMS_VARIABLE, EgressPolicy, GatewayConfig  # noqa: E402
 from generator.egress import open_gateway  # noqa: E402
@@ -115,8 +117,6 @@ def main() -> int:
             policy=EgressPolicy.from_setting(["files.bench.test", "pypi.org"]),
             model_api_url=model.url,
         )
-        from pydantic import SecretStr
-
         with EgressGateway(config, SecretStr(KEY), logging.getLogger("bench")) as gateway:
             env = open_gateway(gateway.socket_dir)
             plain = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}

@@ -115,7 +115,7 @@ class DockerGenerator(GeneratorBlock, DockerOptions):
                     volumes[str(gateway.socket_dir)] = {"bind": GATEWAY_DIR, "mode": "ro"}
                 network = self._network_mode(gateway is not None, logger)
                 container = self._create(client, spec, environment, volumes, network, mount_target)
-                image = str(container.attrs.get("Image") or "") or None
+                image: str | None = container.attrs.get("Image")
                 logger.info("created container %s from %s", container.short_id, self.image)
                 try:
                     with OutputFollower(
@@ -128,11 +128,13 @@ class DockerGenerator(GeneratorBlock, DockerOptions):
                     with contextlib.suppress(docker.errors.NotFound):
                         container.remove(force=True)
             artifact = ArtifactRef(kind="volume", location=str(generation / "app"))
-            confinement = f"in a Docker container of {self.image} " + (
-                f"on the {network!r} network" if network != "none" else "without a network"
-            )
-            if gateway is not None and network == "none":
-                confinement += " but the egress gateway's socket"
+            if network != "none":
+                reach = f"on the {network!r} network"
+            else:
+                reach = (
+                    "whose only way out is the egress gateway" if gateway else "without a network"
+                )
+            confinement = f"in a Docker container of {self.image} {reach}"
             receipt = gateway.receipt if gateway is not None else None
             return output.result(spec, exit_code, artifact, confinement, receipt, image)
 

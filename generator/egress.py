@@ -14,6 +14,8 @@ import socketserver
 import threading
 from pathlib import Path
 
+# The gateway's socket names (core.egress has them too: this package imports nothing
+# of appgen's).
 PROXY_SOCKET = "proxy.sock"
 MODEL_SOCKET = "model.sock"
 PLACEHOLDER_KEY = "appgen-gateway-attaches-the-real-key"
