@@ -1,7 +1,8 @@
 """``appgen``: publish a request and look up recorded ones.
 
     appgen publish --prompt TEXT [--request-id N] [--app-name NAME] [--regenerate] [--json]
-    appgen status [N] [--json]
+    appgen revise N --prompt TEXT [--json]   a follow-up: one more commit of request N
+    appgen status [N] [--json]          N: with its revisions
     appgen setup [--no-deploy] [--overwrite]   blocks, work pools, deployments
     appgen config [--json]              the blocks and settings a run would use
     appgen build-image | appgen reap    the Docker generator's image and leftovers
@@ -28,12 +29,14 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from core.processes import make_non_dumpable
 
 if TYPE_CHECKING:
+    from prefect.client.schemas.objects import State
     from rich.console import Console
 
     from appgen.server import ServerState
@@ -96,6 +99,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     publish.add_argument("--json", action="store_true", help="end with one JSON object")
     _block_arguments(publish)
+
+    revise = commands.add_parser(
+        "revise", help="change a published app with a follow-up prompt: one more commit"
+    )
+    revise.add_argument("request_id", type=_positive_int, metavar="N", help="the request")
+    revise.add_argument("--prompt", required=True, help="what to change")
+    revise.add_argument("--json", action="store_true", help="end with one JSON object")
+    _block_arguments(revise)
 
     status = commands.add_parser("status", help="the recorded state of requests")
     status.add_argument("request_id", nargs="?", type=_positive_int, metavar="N")
@@ -225,14 +236,73 @@ def _load_settings(kind: type[SettingsT]) -> SettingsT:
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
-    from appgen.prefect_api import prefect_api_errors
-    from core.errors import DatabaseError, InvalidRequest, PrefectApiError, SecretsFound, describe
-    from core.models import PublishOutcome, RequestStatus, check_app_name, check_prompt
+    from core.errors import InvalidRequest
+    from core.models import check_app_name, check_prompt
 
     try:
         check_prompt(args.prompt)
         if args.app_name is not None:
             check_app_name(args.app_name)
+    except InvalidRequest as exc:
+        raise _UsageError(str(exc)) from None
+
+    def start() -> State:
+        from flows.publish import generate_and_publish
+
+        return generate_and_publish(
+            prompt=args.prompt,
+            request_id=args.request_id,
+            app_name=args.app_name,
+            regenerate=args.regenerate,
+            **{part: getattr(args, part) for part in _BLOCK_PARTS},
+            return_state=True,
+        )
+
+    return _run_flow(args, settings, start)
+
+
+def _revise(args: argparse.Namespace, settings: Settings) -> int:
+    from core.errors import InvalidRequest
+    from core.models import check_prompt
+
+    try:
+        check_prompt(args.prompt)
+    except InvalidRequest as exc:
+        raise _UsageError(str(exc)) from None
+
+    def known(blocks: RunBlocks) -> None:
+        if blocks.database.get(args.request_id) is None:
+            raise _UsageError(
+                f"there is no request {args.request_id} in {blocks.database.display_url()}: "
+                "publish one with `appgen publish --prompt …`, or see `appgen status`"
+            )
+
+    def start() -> State:
+        from flows.revise import revise_app
+
+        return revise_app(
+            request_id=args.request_id,
+            prompt=args.prompt,
+            **{part: getattr(args, part) for part in _BLOCK_PARTS},
+            return_state=True,
+        )
+
+    return _run_flow(args, settings, start, known)
+
+
+def _run_flow(
+    args: argparse.Namespace,
+    settings: Settings,
+    start: Callable[[], State],
+    check: Callable[[RunBlocks], None] = lambda blocks: None,
+) -> int:
+    """Run a flow (``start``) for ``args.request_id`` once the configuration and
+    ``check`` pass, showing its steps, then report its outcome."""
+    from appgen.prefect_api import prefect_api_errors
+    from core.errors import DatabaseError, InvalidRequest, PrefectApiError, SecretsFound, describe
+    from core.models import PublishOutcome, RequestStatus
+
+    try:
         # An incomplete configuration (say APPGEN_GENERATOR=ecs without a cluster)
         # or a place appgen cannot use is bad input too: refuse it before anything
         # is created.
@@ -246,12 +316,11 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
         return _not_started(args, exc)
     try:
         blocks.database.migrate()  # the URL is good: creating the file is fine
+        check(blocks)
     except DatabaseError as exc:  # unreachable, say: the request did not start
         return _not_started(args, exc)
 
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    from flows.publish import generate_and_publish
 
     # No flow-run heartbeats: waiting for their thread costs up to a second at the end
     # of every run, and a run the CLI started is watched by its caller (a killed one
@@ -262,14 +331,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
             temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
             _ProgressDisplay() as progress,
         ):
-            state = generate_and_publish(
-                prompt=args.prompt,
-                request_id=args.request_id,
-                app_name=args.app_name,
-                regenerate=args.regenerate,
-                **{part: getattr(args, part) for part in _BLOCK_PARTS},
-                return_state=True,
-            )
+            state = start()
             progress.stop()
     except PrefectApiError as exc:  # lost as the run started, or while it ran
         lost = PrefectApiError(f"{exc} (a request it had started is repaired by `appgen reap`)")
@@ -281,29 +343,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
         record = None
     if state.is_completed():
         outcome: PublishOutcome = state.result()
-        _say(
-            f"request {outcome.request_id} ({outcome.app_name}): "
-            f"{outcome.repo_url} @ {(outcome.commit_sha or '')[:12]}",
-            "published ",
-            "green",
-        )
-        if outcome.deployable is False:
-            _say(
-                f"{outcome.deploy_reason} (see the README's Deploy section)",
-                "not deployable: ",
-                "yellow",
-            )
-        if outcome.verified is not None:
-            detail = f" ({outcome.verify_detail})" if outcome.verify_detail else ""
-            _say(f"deploy check: {outcome.verified}{detail}", style="dim")
-        if outcome.receipt is not None:
-            _say(f"{_model_use(outcome)} (egress {outcome.receipt.egress})", "agent: ")
-        if outcome.pull_request_url:
-            _say(f"{outcome.pull_request_url} (branch {outcome.branch})", "pull request: ")
-        elif outcome.branch:
-            _say(f"pushed to the branch {outcome.branch}, not main", "for review: ")
-        for finding in outcome.secret_findings:
-            _say(f"{finding}, published anyway (APPGEN_SECRET_SCAN=warn)", "secret: ", "yellow")
+        _report_published(outcome)
         code = EXIT_OK
     else:
         error = state.result(raise_on_failure=False)
@@ -319,6 +359,8 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
             else PublishOutcome(request_id=args.request_id, **failed)
         )
         where = f"request {record.request_id}" if record else "the request"
+        if record and record.revision and record.revision > 1:
+            where += f", revision {record.revision},"
         _say(message, f"{where} failed: ", "red")
         api = f"PREFECT_API_URL={server.api_url} " if server else ""
         _say(f"full log: {api}prefect flow-run logs {flow_run_id}", style="dim")
@@ -326,6 +368,35 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(_result_json(outcome, flow_run_id)))
     return code
+
+
+def _report_published(outcome: PublishOutcome) -> None:
+    revision = f", revision {outcome.revision}" if (outcome.revision or 1) > 1 else ""
+    _say(
+        f"request {outcome.request_id}{revision} ({outcome.app_name}): "
+        f"{outcome.repo_url} @ {(outcome.commit_sha or '')[:12]}",
+        "revised " if revision else "published ",
+        "green",
+    )
+    if outcome.changed is False:
+        _say("nothing changed: no new commit was made", style="yellow")
+    if outcome.deployable is False:
+        _say(
+            f"{outcome.deploy_reason} (see the README's Deploy section)",
+            "not deployable: ",
+            "yellow",
+        )
+    if outcome.verified is not None:
+        detail = f" ({outcome.verify_detail})" if outcome.verify_detail else ""
+        _say(f"deploy check: {outcome.verified}{detail}", style="dim")
+    if outcome.receipt is not None:
+        _say(f"{_model_use(outcome)} (egress {outcome.receipt.egress})", "agent: ")
+    if outcome.pull_request_url:
+        _say(f"{outcome.pull_request_url} (branch {outcome.branch})", "pull request: ")
+    elif outcome.branch:
+        _say(f"pushed to the branch {outcome.branch}, not main", "for review: ")
+    for finding in outcome.secret_findings:
+        _say(f"{finding}, published anyway (APPGEN_SECRET_SCAN=warn)", "secret: ", "yellow")
 
 
 def _status(args: argparse.Namespace, settings: HomeSettings) -> int:
@@ -344,15 +415,22 @@ def _status(args: argparse.Namespace, settings: HomeSettings) -> int:
         if record is None:
             raise _UsageError(f"no request {args.request_id} in {database.display_url()}")
         records = [record]
+        revisions = database.revisions(args.request_id)
     else:
         records = database.all()
+        revisions = []
     if args.json:
-        payload: Any = [_record_json(r) for r in records]
-        print(json.dumps(payload[0] if args.request_id is not None else payload))
+        if args.request_id is None:
+            print(json.dumps([_record_json(r) for r in records]))
+        else:
+            revised = [r.model_dump(mode="json", exclude={"rendered"}) for r in revisions]
+            print(json.dumps(_record_json(records[0]) | {"revisions": revised}))
         return EXIT_OK
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
+
+    out = Console(width=None if sys.stdout.isatty() else 240)
 
     table = Table("id", "status", "app", "repository", "commit", "model use", "updated", "error")
     for r in records:
@@ -368,9 +446,34 @@ def _status(args: argparse.Namespace, settings: HomeSettings) -> int:
             Text((r.error or "").splitlines()[0][:60] if r.error else ""),
         )
     # Piped output keeps full URLs and hashes rather than truncating to 80 columns.
-    Console(width=None if sys.stdout.isatty() else 240).print(
-        table if records else "no requests yet"
-    )
+    out.print(table if records else "no requests yet")
+    if revisions:
+        history = Table(
+            "revision",
+            "status",
+            "prompt",
+            "base",
+            "commit",
+            "model cost",
+            "updated",
+            "error",
+            title="revisions",
+            title_justify="left",
+        )
+        for v in revisions:
+            colour = {"published": "green", "failed": "red"}.get(v.status.value, "yellow")
+            commit = (v.commit_sha or "")[:12] + (" (unchanged)" if v.changed is False else "")
+            history.add_row(
+                str(v.revision),
+                Text(v.status.value, colour),
+                Text(" ".join(v.prompt.split())[:60]),
+                (v.base_commit or "")[:12],
+                commit,
+                f"${v.agent_cost_usd:.4f}" if v.agent_cost_usd is not None else "",
+                f"{v.updated_at:%Y-%m-%d %H:%M:%S}",
+                Text((v.error or "").splitlines()[0][:60] if v.error else ""),
+            )
+        out.print(history)
     return EXIT_OK
 
 
@@ -493,7 +596,7 @@ def _not_started(args: argparse.Namespace, error: Exception) -> int:
         outcome = PublishOutcome(
             request_id=args.request_id,
             status=RequestStatus.FAILED,
-            app_name=args.app_name,
+            app_name=getattr(args, "app_name", None),
             error=str(error),
         )
         print(json.dumps(_result_json(outcome, None)))
@@ -575,6 +678,7 @@ def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 _COMMANDS = {
     "config": _config,
     "publish": _publish,
+    "revise": _revise,
     "build-image": _build_image,
     "setup": _setup,
 }

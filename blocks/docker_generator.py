@@ -96,10 +96,12 @@ class DockerGenerator(GeneratorBlock, DockerOptions):
     def output_location(self) -> str:
         return str(self.workspace)
 
-    def run(self, spec: GenerationSpec, logger: RunLogger) -> GeneratorRun:
+    def run(
+        self, spec: GenerationSpec, logger: RunLogger, base: Path | None = None
+    ) -> GeneratorRun:
         for reaped in self.reap():  # what killed orchestrators left, before adding more
             logger.info("removed container %s: %s", reaped.container_id, reaped.reason)
-        with generation_directory(self.workspace, spec.request_id) as generation:
+        with generation_directory(self.workspace, spec.request_id, base) as generation:
             relative = generation.relative_to(self.workspace)
             mount_source = (self.host_workspace or self.workspace) / relative
             mount_target = PurePosixPath(self.container_workspace) / str(spec.request_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -72,7 +73,14 @@ class EcsGenerator(GeneratorBlock, EcsOptions):
     def output_location(self) -> str:
         return self.artifacts.location(self.artifacts.prefix)
 
-    def run(self, spec: GenerationSpec, logger: RunLogger) -> GeneratorRun:
+    def run(
+        self, spec: GenerationSpec, logger: RunLogger, base: Path | None = None
+    ) -> GeneratorRun:
+        if base is not None:
+            raise GeneratorFailed(
+                "the ECS generator cannot start from a revision's base yet: revise the "
+                "request with APPGEN_GENERATOR=process or docker"
+            )
         if spec.agent != "template":
             logger.warning(
                 "the ECS generator has no egress gateway yet: APPGEN_AGENT_EGRESS and the "

@@ -11,6 +11,7 @@ import abc
 import contextlib
 import functools
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -69,6 +70,10 @@ def generator_environment(spec: GenerationSpec, app_dir: str, timeout: float) ->
     }
     if spec.agent_command:
         env["APPGEN_AGENT_COMMAND"] = spec.agent_command
+    if spec.base_commit:
+        env["APPGEN_REVISION"] = str(spec.revision)
+        env["APPGEN_BASE_COMMIT"] = spec.base_commit
+        env["APPGEN_EARLIER_PROMPTS"] = json.dumps(list(spec.earlier_prompts))
     return env
 
 
@@ -238,8 +243,11 @@ class GeneratorBlock(Block, EgressOptions, abc.ABC):
         return None, "x-api-key"
 
     @abc.abstractmethod
-    def run(self, spec: GenerationSpec, logger: RunLogger) -> GeneratorRun:
-        """Run the generator to completion or raise ``GeneratorFailed``."""
+    def run(
+        self, spec: GenerationSpec, logger: RunLogger, base: Path | None = None
+    ) -> GeneratorRun:
+        """Run the generator to completion or raise ``GeneratorFailed``. A revision's
+        agent starts from ``base``, a checkout of ``spec.base_commit``."""
 
     @abc.abstractmethod
     def artifact_store(self) -> ArtifactStore:
@@ -252,15 +260,22 @@ class GeneratorBlock(Block, EgressOptions, abc.ABC):
 
 
 @contextlib.contextmanager
-def generation_directory(workspace: Path, request_id: int) -> Iterator[Path]:
+def generation_directory(
+    workspace: Path, request_id: int, base: Path | None = None
+) -> Iterator[Path]:
     """A new directory for one generation, ``{workspace}/{request_id}/{generation}``:
     a generator orphaned by an earlier, killed run can never write into what this
-    one publishes. On failure it is removed (nothing will publish it, and a full disk
-    gets its space back); on success the request's earlier generations are."""
+    one publishes. Its ``app`` starts as a copy of ``base`` (links copied as links)
+    when there is one. On failure it is removed (nothing will publish it, and a full
+    disk gets its space back); on success the request's earlier generations are."""
     request_dir = workspace / str(request_id)
     generation = request_dir / f"{GENERATION_PREFIX}{uuid.uuid4().hex[:12]}"
-    make_directory(generation / "app")
+    make_directory(generation)
     try:
+        if base is None:
+            make_directory(generation / "app")
+        else:
+            _copy_base(base, generation / "app")
         yield generation
     except BaseException:
         shutil.rmtree(generation, ignore_errors=True)
@@ -306,8 +321,10 @@ class ProcessGenerator(GeneratorBlock, ProcessOptions):
     def output_location(self) -> str:
         return str(self.workspace)
 
-    def run(self, spec: GenerationSpec, logger: RunLogger) -> GeneratorRun:
-        with generation_directory(self.workspace, spec.request_id) as generation:
+    def run(
+        self, spec: GenerationSpec, logger: RunLogger, base: Path | None = None
+    ) -> GeneratorRun:
+        with generation_directory(self.workspace, spec.request_id, base) as generation:
             with self.egress_gateway(spec, logger) as gateway:
                 launch = self._launch(spec, generation, logger, gateway)
                 process, output = self._follow(launch, logger)
@@ -428,6 +445,13 @@ def _stop(process: subprocess.Popen[str]) -> None:
         process.wait(timeout=STOP_GRACE_SECONDS)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
+
+
+def _copy_base(base: Path, app: Path) -> None:
+    try:
+        shutil.copytree(base, app, symlinks=True)
+    except (OSError, shutil.Error) as exc:
+        raise GeneratorFailed(f"cannot copy the revision's base into {app}: {exc}") from exc
 
 
 def make_directory(path: Path) -> None:

@@ -138,19 +138,25 @@ class GitHubHost(GitHost, GitHubOptions):
         self, repository: RemoteRepository, branch: str, *, title: str, body: str
     ) -> PullRequest:
         """The branch's one pull request against main: an open one is kept (the push
-        updated it), a closed one is reopened, and a new one is opened when there is
-        none or the last was merged (or cannot be reopened). A create that answers
+        updated it; its body is brought up to date), a closed one is reopened, and a
+        new one is opened when there is none or the last was merged (or cannot be
+        reopened). A create that answers
         422 because one exists already (a lost response, a lagging list) finds it."""
         pulls = f"/repos/{self.owner}/{repository.name}/pulls"
         what = f"open a pull request from {branch} in {self.owner}/{repository.name}"
         with self._api() as api:
             earlier = self._pull_requests(api, pulls, branch, "all", what)
             if pull := next((p for p in earlier if p["state"] == "open"), None):
+                if pull.get("body") != body:  # a revision adds itself to the list
+                    api.call("PATCH", f"{pulls}/{pull['number']}", what=what, json={"body": body})
                 return _pull_request(pull, "updated")
             closed = next((p for p in earlier if not p.get("merged_at")), None)
             if closed is not None:
                 reopened = api.send(
-                    "PATCH", f"{pulls}/{closed['number']}", what=what, json={"state": "open"}
+                    "PATCH",
+                    f"{pulls}/{closed['number']}",
+                    what=what,
+                    json={"state": "open", "body": body},
                 )
                 if reopened.is_success:
                     return _pull_request(reopened.json(), "reopened")

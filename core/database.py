@@ -26,13 +26,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from core.errors import DatabaseError
-from core.models import Column, LeaseHolder, RequestRecord, RequestStatus
+from core.models import Column, LeaseHolder, RequestRecord, RequestStatus, RevisionRecord
 from core.processes import process_is_gone
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The backends appgen supports; each has INSERT … ON CONFLICT.
 _BACKENDS = ("postgresql", "sqlite")
 _MIGRATION_LOCK_KEY = 0x6170_7067  # pg_advisory_xact_lock key: "appg"
+# How often registering a revision tries for a number another run did not take first.
+_NUMBER_ATTEMPTS = 20
 
 
 def _now() -> datetime:
@@ -51,7 +53,7 @@ def _lease_clock(connection: sa.Connection) -> datetime:
 
 
 def _column(name: str, field: FieldInfo) -> sa.Column[Any]:
-    """The column that stores a ``RequestRecord`` field."""
+    """The column that stores a field of a record (``RequestRecord``, ``RevisionRecord``)."""
     kinds = set(typing.get_args(field.annotation)) if _is_union(field.annotation) else set()
     kind = next(iter(kinds - {type(None)}), field.annotation)
     length = next((m.length for m in field.metadata if isinstance(m, Column)), None)
@@ -73,7 +75,7 @@ def _column(name: str, field: FieldInfo) -> sa.Column[Any]:
     ):
         column_type = sa.String(length) if length else sa.Text()
     else:
-        raise TypeError(f"RequestRecord.{name}: no column type for {field.annotation}")
+        raise TypeError(f"{name}: no column type for {field.annotation}")
     return sa.Column(name, column_type, nullable=type(None) in kinds)
 
 
@@ -114,7 +116,28 @@ generator_slots = sa.Table(
     sa.Column("holder_process", sa.String(300)),
     sa.Column("heartbeat_at", sa.DateTime(timezone=True)),
 )
+# One row per revision of a request (the first publish is revision 1): what it was
+# asked, what it started from and published, and the deploy files appgen wrote.
+revisions = sa.Table(
+    "revisions",
+    metadata,
+    sa.Column("request_id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("revision", sa.Integer(), primary_key=True, autoincrement=False),
+    *(
+        _column(name, field)
+        for name, field in RevisionRecord.model_fields.items()
+        if name not in ("request_id", "revision")
+    ),
+    sa.Index("ix_revisions_flow_run_id", "flow_run_id"),
+)
 _RECORD_FIELDS = frozenset(RequestRecord.model_fields) - {"request_id", "created_at", "updated_at"}
+_REVISION_FIELDS = frozenset(RevisionRecord.model_fields) - {
+    "request_id",
+    "revision",
+    "created_at",
+    "updated_at",
+}
+_FINAL = tuple(status.value for status in RequestStatus if status.is_final)
 
 
 class RequestStore:
@@ -305,6 +328,106 @@ class RequestStore:
                 return None
             return _get(connection, request_id)
 
+    def revisions(self, request_id: int) -> list[RevisionRecord]:
+        """The request's revisions, oldest first."""
+        with self._connection() as connection:
+            rows = connection.execute(
+                sa.select(revisions)
+                .where(revisions.c.request_id == request_id)
+                .order_by(revisions.c.revision)
+            )
+            return [RevisionRecord.model_validate(dict(row._mapping)) for row in rows]
+
+    def revision_of_flow_run(self, flow_run_id: str) -> RevisionRecord | None:
+        """The revision this flow run registered, whichever attempt of it asks."""
+        with self._connection() as connection:
+            row = connection.execute(
+                sa.select(revisions)
+                .where(revisions.c.flow_run_id == flow_run_id)
+                .order_by(revisions.c.revision.desc())
+            ).first()
+            return RevisionRecord.model_validate(dict(row._mapping)) if row else None
+
+    def add_revision(self, request_id: int, prompt: str, flow_run_id: str) -> RevisionRecord:
+        """Register the request's next revision, numbered after every one registered
+        so far, for ``flow_run_id``. Two registering at once get two numbers."""
+        for _ in range(_NUMBER_ATTEMPTS):
+            try:
+                with self._connection() as connection:
+                    latest = connection.scalar(
+                        sa.select(sa.func.max(revisions.c.revision)).where(
+                            revisions.c.request_id == request_id
+                        )
+                    )
+                    number = (latest or 0) + 1
+                    return self._insert_revision(
+                        connection, request_id, number, prompt, flow_run_id
+                    )
+            except DatabaseError as exc:
+                if not isinstance(exc.__cause__, sa.exc.IntegrityError):
+                    raise
+        raise DatabaseError(f"could not number a new revision of request {request_id}")
+
+    def put_revision(
+        self, request_id: int, revision: int, prompt: str, flow_run_id: str | None, **fields: Any
+    ) -> RevisionRecord:
+        """Insert revision ``revision`` of the request, or update it, with ``fields``."""
+        values = _revision_values(fields) | {"prompt": prompt, "flow_run_id": flow_run_id}
+        now = _now()
+        with self._connection() as connection:
+            insert = _insert(connection, revisions).values(
+                {"status": RequestStatus.PENDING.value, "created_at": now}
+                | values
+                | {"request_id": request_id, "revision": revision, "updated_at": now}
+            )
+            connection.execute(
+                insert.on_conflict_do_update(
+                    index_elements=[revisions.c.request_id, revisions.c.revision],
+                    set_=values | {"updated_at": now},
+                )
+            )
+            return _get_revision(connection, request_id, revision)
+
+    def update_revision(self, request_id: int, revision: int, **fields: Any) -> RevisionRecord:
+        with self._connection() as connection:
+            connection.execute(
+                sa.update(revisions)
+                .where(revisions.c.request_id == request_id, revisions.c.revision == revision)
+                .values(_revision_values(fields) | {"updated_at": _now()})
+            )
+            return _get_revision(connection, request_id, revision)
+
+    def end_revisions(self, flow_run_id: str, status: RequestStatus, error: str) -> None:
+        """Record how the unfinished revisions of ``flow_run_id`` ended."""
+        with self._connection() as connection:
+            connection.execute(
+                sa.update(revisions)
+                .where(revisions.c.flow_run_id == flow_run_id, revisions.c.status.not_in(_FINAL))
+                .values(status=status.value, error=error, updated_at=_now())
+            )
+
+    def _insert_revision(
+        self,
+        connection: sa.Connection,
+        request_id: int,
+        number: int,
+        prompt: str,
+        flow_run_id: str,
+    ) -> RevisionRecord:
+        now = _now()
+        connection.execute(
+            sa.insert(revisions).values(
+                request_id=request_id,
+                revision=number,
+                prompt=prompt,
+                status=RequestStatus.PENDING.value,
+                flow_run_id=flow_run_id,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        return _get_revision(connection, request_id, number)
+
     def repair_abandoned(self, lease: timedelta) -> list[RequestRecord]:
         """Mark ``failed`` the unfinished requests whose claim holder is gone (its
         process died on this host, or its heartbeat is older than ``lease``), release
@@ -347,6 +470,11 @@ class RequestStore:
                     sa.update(requests)
                     .where(claim.request_id == request_id, claim.claimed_by == holder)
                     .values(values)
+                )
+                connection.execute(
+                    sa.update(revisions)
+                    .where(revisions.c.flow_run_id == holder, revisions.c.status.not_in(_FINAL))
+                    .values(status=RequestStatus.FAILED.value, error=values.get("error"))
                 )
                 record = _get(connection, request_id)
                 assert record is not None
@@ -561,11 +689,26 @@ def _insert(connection: sa.Connection, table: sa.Table) -> Any:
     return sqlite.insert(table)
 
 
-def _column_values(fields: dict[str, Any]) -> dict[str, Any]:
-    """A request's fields as column values (a status as its text)."""
-    if unknown := set(fields) - _RECORD_FIELDS:
-        raise ValueError(f"not columns of a request: {sorted(unknown)}")
+def _column_values(
+    fields: dict[str, Any], columns: frozenset[str] = _RECORD_FIELDS, of: str = "a request"
+) -> dict[str, Any]:
+    """A record's fields as column values (a status as its text)."""
+    if unknown := set(fields) - columns:
+        raise ValueError(f"not columns of {of}: {sorted(unknown)}")
     return {k: v.value if isinstance(v, Enum) else v for k, v in fields.items()}
+
+
+def _revision_values(fields: dict[str, Any]) -> dict[str, Any]:
+    return _column_values(fields, _REVISION_FIELDS, "a revision")
+
+
+def _get_revision(connection: sa.Connection, request_id: int, revision: int) -> RevisionRecord:
+    row = connection.execute(
+        sa.select(revisions).where(
+            revisions.c.request_id == request_id, revisions.c.revision == revision
+        )
+    ).one()
+    return RevisionRecord.model_validate(dict(row._mapping))
 
 
 def _aware(moment: datetime) -> datetime:

@@ -135,6 +135,14 @@ class GenerationSpec(Frozen):
     output: str = Field(
         default="", description="Where the generator leaves its output (a workspace, a bucket)."
     )
+    revision: int = Field(default=1, description="Which revision of the request this is.")
+    base_commit: str | None = Field(
+        default=None,
+        description="The commit whose tree the agent starts from (a revision); None: empty.",
+    )
+    earlier_prompts: tuple[str, ...] = Field(
+        default=(), description="The prompts of the revisions the base is built from, oldest first."
+    )
 
 
 class ArtifactRef(Frozen):
@@ -250,6 +258,14 @@ class StagedTree(Frozen):
         return [item for item in self.excluded if item.kind != "ignored"]
 
 
+class RenderedFiles(Frozen):
+    """What appgen wrote into a tree as deploy files, to tell later whether someone
+    changed them: each whole file's SHA-256, and each section appended to a README."""
+
+    files: dict[str, str] = Field(default_factory=dict)
+    sections: dict[str, str] = Field(default_factory=dict)
+
+
 class DeployFiles(Frozen):
     """What render_deploy_files found and wrote. ``deployable`` is False when no launch
     scanner knew how to run the app; ``deploy_reason`` says why either way."""
@@ -267,6 +283,11 @@ class DeployFiles(Frozen):
     dockerfile: str | None = Field(
         default=None, description="The Dockerfile a deploy builds, relative to the app root."
     )
+    rendered: RenderedFiles = Field(default_factory=RenderedFiles)
+    kept_edited: list[str] = Field(
+        default_factory=list,
+        description="Deploy files appgen wrote before that were edited since, so kept as they are.",
+    )
 
 
 VerifyMode = Literal["off", "build", "smoke"]
@@ -282,6 +303,15 @@ class DeployCheck(Frozen):
     seconds: float = 0.0
     detail: str = ""
     log_tail: list[str] = Field(default_factory=list)
+
+
+class BaseTree(Frozen):
+    """The tree a revision starts from: a checkout of ``commit``, the tip of ``branch``
+    on the Git host when it was fetched."""
+
+    path: Path
+    commit: str
+    branch: str
 
 
 class RemoteRepository(Frozen):
@@ -418,9 +448,26 @@ class RequestOutcome(BaseModel):
         description="The generation's receipt: hosts contacted and refused, tokens, cost, "
         "duration, confinement and image.",
     )
+    revision: int | None = Field(
+        default=None,
+        description="The revision of the request the latest run worked on (the first is 1).",
+    )
 
 
-class RequestRecord(RequestOutcome):
+class Timestamped(BaseModel):
+    """A row's creation and last change."""
+
+    created_at: datetime
+    updated_at: datetime
+
+    @field_validator("created_at", "updated_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        # SQLite keeps no time zone; every timestamp we write is UTC.
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class RequestRecord(RequestOutcome, Timestamped):
     """One row of the requests table, as the CLI and the flow see it."""
 
     request_id: int
@@ -432,14 +479,6 @@ class RequestRecord(RequestOutcome):
     claimed_by: Annotated[str | None, Column(64)] = Field(
         default=None, description="The flow run holding the right to work on the request."
     )
-    created_at: datetime
-    updated_at: datetime
-
-    @field_validator("created_at", "updated_at")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        # SQLite keeps no time zone; every timestamp we write is UTC.
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class RequestUpdate(RequestOutcome, Frozen):
@@ -455,6 +494,46 @@ class RequestUpdate(RequestOutcome, Frozen):
         return self.model_dump(exclude_unset=True, exclude={"request_id"})
 
 
+class RevisionOutcome(BaseModel):
+    """What a revision records: each field is a column of the revisions table."""
+
+    base_commit: Annotated[str | None, Column(64)] = Field(
+        default=None, description="The commit the revision's agent started from."
+    )
+    commit_sha: Annotated[str | None, Column(64)] = Field(
+        default=None, description="The commit that published the revision."
+    )
+    changed: bool | None = Field(
+        default=None, description="False when the revision changed nothing (no commit)."
+    )
+    error: str | None = None
+    agent_tokens: int | None = None
+    agent_cost_usd: float | None = None
+    rendered: RenderedFiles | None = Field(
+        default=None, description="The deploy files appgen wrote for this revision."
+    )
+
+
+class RevisionRecord(RevisionOutcome, Timestamped):
+    """One row of the revisions table: revision ``revision`` of request ``request_id``
+    (the first publish is revision 1)."""
+
+    request_id: int
+    revision: int
+    prompt: str
+    status: Annotated[RequestStatus, Column(20)]
+    flow_run_id: Annotated[str | None, Column(64)] = None
+
+
+class RevisionUpdate(RevisionOutcome, Frozen):
+    """A change to a revision's row; fields left unset are not touched."""
+
+    status: RequestStatus
+
+    def changes(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True)
+
+
 class PublishOutcome(RequestOutcome, Frozen):
     """What ``generate_and_publish`` returns, and what ``appgen publish --json`` prints
     (with the flow run's id)."""
@@ -464,6 +543,9 @@ class PublishOutcome(RequestOutcome, Frozen):
     secret_findings: list[SecretFinding] = Field(
         default_factory=list,
         description="Secrets found and published anyway (APPGEN_SECRET_SCAN=warn).",
+    )
+    changed: bool | None = Field(
+        default=None, description="False when the run published no new commit (nothing changed)."
     )
 
     @classmethod

@@ -4,14 +4,21 @@ Every option falls back to the environment variable the orchestrator sets
 (``APPGEN_REQUEST_ID``, ``APPGEN_PROMPT``, ``APPGEN_APP_DIR``, ``APPGEN_AGENT``,
 ``APPGEN_AGENT_COMMAND``, ``APPGEN_TIMEOUT_SECONDS``, ``APPGEN_GATEWAY_DIR``), so a
 container needs no command-line overrides.
+
+A revision (``APPGEN_BASE_COMMIT`` set) finds the app it changes already in the app
+directory, and the earlier prompts in ``APPGEN_EARLIER_PROMPTS`` (a JSON list,
+oldest first); the ``command`` agent reads them from the JSON file named by
+``APPGEN_PROMPT_HISTORY``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fresh",
         action="store_true",
-        help="empty the app directory first, so a new generation never mixes in old files",
+        help="empty the app directory first, so a new generation never mixes in old "
+        "files (a revision's directory holds its base, and is kept)",
     )
     return parser
 
@@ -66,6 +74,16 @@ def empty_directory(path: Path) -> None:
                 os.unlink(entry.path)
 
 
+def _earlier_prompts(text: str | None) -> list[str]:
+    try:
+        prompts = json.loads(text or "[]")
+    except ValueError:
+        prompts = None
+    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+        raise SystemExit("generator: APPGEN_EARLIER_PROMPTS is not a JSON list of prompts")
+    return prompts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -74,20 +92,30 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("missing " + ", ".join("--" + name.replace("_", "-") for name in missing))
     app_dir = Path(args.app_dir).absolute()
     app_dir.mkdir(parents=True, exist_ok=True)
-    if args.fresh:
+    base_commit = os.environ.get("APPGEN_BASE_COMMIT")
+    if args.fresh and not base_commit:
         empty_directory(app_dir)
+    earlier = _earlier_prompts(os.environ.get("APPGEN_EARLIER_PROMPTS"))
+    if base_commit:
+        revision = os.environ.get("APPGEN_REVISION", "?")
+        print(f"generator: revision {revision}, changing the app at {base_commit[:12]}", flush=True)
     if args.gateway_dir:
         os.environ.update(open_gateway(Path(args.gateway_dir)))
         print("generator: network and model API through the egress gateway", flush=True)
     started = time.monotonic()
     print(f"generator: request {args.request_id}: agent {args.agent!r} in {app_dir}", flush=True)
     try:
-        with Reaper(args.timeout):
+        with Reaper(args.timeout), tempfile.TemporaryDirectory(prefix="appgen-history-") as temp:
+            if base_commit:
+                history = Path(temp) / "prompts.json"
+                history.write_text(json.dumps(earlier), encoding="utf-8")
+                os.environ["APPGEN_PROMPT_HISTORY"] = str(history)
             AGENTS[args.agent](
                 request_id=str(args.request_id),
                 prompt=args.prompt,
                 app_dir=app_dir,
                 command=args.agent_command,
+                earlier_prompts=earlier,
             )
         if args.upload_url:
             print(f"generator: {package_and_upload(app_dir, args.upload_url)}", flush=True)

@@ -22,18 +22,29 @@ class AgentError(Exception):
 
 class Agent(Protocol):
     def __call__(
-        self, *, request_id: str, prompt: str, app_dir: Path, command: str | None
+        self,
+        *,
+        request_id: str,
+        prompt: str,
+        app_dir: Path,
+        command: str | None,
+        earlier_prompts: list[str],
     ) -> None: ...
 
 
-def run_template(*, request_id: str, prompt: str, app_dir: Path, command: str | None) -> None:
+def run_template(
+    *, request_id: str, prompt: str, app_dir: Path, command: str | None, earlier_prompts: list[str]
+) -> None:
     """Offline scaffold: a small Express app named after the prompt."""
     for relative in template.write_app(prompt, app_dir):
         print(f"template: wrote {relative}", flush=True)
 
 
-def run_command(*, request_id: str, prompt: str, app_dir: Path, command: str | None) -> None:
-    """Run ``APPGEN_AGENT_COMMAND`` through the shell in the app directory."""
+def run_command(
+    *, request_id: str, prompt: str, app_dir: Path, command: str | None, earlier_prompts: list[str]
+) -> None:
+    """Run ``APPGEN_AGENT_COMMAND`` through the shell in the app directory (a
+    revision's earlier prompts are in the file ``APPGEN_PROMPT_HISTORY`` names)."""
     if not command:
         raise AgentError("the 'command' agent needs APPGEN_AGENT_COMMAND (a shell command)")
     env = os.environ | {
@@ -50,9 +61,26 @@ _CLAUDE_INSTRUCTIONS = (
     "Include a package.json (or requirements.txt) with a start command, a README.md and "
     "a .gitignore. Do not run git. The app must listen on the port in $PORT."
 )
+_CLAUDE_REVISION = (
+    "You are changing an existing, working web application in the current directory: "
+    "read it first, keep what the request does not ask to change, and keep it runnable "
+    "(its start command, listening on the port in $PORT). Do not run git. It was built "
+    "from these requests, oldest first:\n"
+)
 
 
-def run_claude(*, request_id: str, prompt: str, app_dir: Path, command: str | None) -> None:
+def claude_instructions(earlier_prompts: list[str]) -> str:
+    """The system prompt appended for Claude Code: a new app, or a change to one."""
+    if not earlier_prompts:
+        return _CLAUDE_INSTRUCTIONS
+    return _CLAUDE_REVISION + "\n".join(
+        f"{number}. {prompt}" for number, prompt in enumerate(earlier_prompts, 1)
+    )
+
+
+def run_claude(
+    *, request_id: str, prompt: str, app_dir: Path, command: str | None, earlier_prompts: list[str]
+) -> None:
     """Run the Claude Code CLI non-interactively on the prompt, streaming its progress."""
     executable = shutil.which("claude")
     if executable is None:
@@ -71,7 +99,7 @@ def run_claude(*, request_id: str, prompt: str, app_dir: Path, command: str | No
         "-p",
         prompt,
         "--append-system-prompt",
-        _CLAUDE_INSTRUCTIONS,
+        claude_instructions(earlier_prompts),
         "--output-format",
         "stream-json",
         "--verbose",

@@ -21,6 +21,7 @@ from core.models import (
     GeneratorRun,
     PublishedRepo,
     PublishRequest,
+    RevisionRecord,
     SecretScan,
     StagedTree,
 )
@@ -54,12 +55,17 @@ def summary_markdown(
     scan: SecretScan | None = None,
     deploy_check: DeployCheck | None = None,
     configuration: tuple[ConfiguredPart, ...] = (),
+    revision: RevisionRecord | None = None,
+    earlier: tuple[RevisionRecord, ...] = (),
 ) -> str:
     commit = "a new commit" if published.new_commit else "no new commit (unchanged tree)"
+    number = revision.revision if revision else 1
+    title = f"Request {request.request_id}" + (f", revision {number}" if number > 1 else "")
     lines = [
-        f"## Request {request.request_id}: {published.name}",
+        f"## {title}: {published.name}",
         "",
         f"Published [{published.url}]({published.url}) at `{published.commit_sha[:12]}`: {commit}.",
+        *_revision_lines(revision, earlier, published),
         *_branch_lines(published),
         "",
         f"The agent ran {generation.confinement or 'in an unrecorded way (an older generation)'}.",
@@ -137,6 +143,34 @@ def _receipt_lines(receipt: GenerationReceipt | None) -> list[str]:
     return lines
 
 
+def _revision_lines(
+    revision: RevisionRecord | None, earlier: tuple[RevisionRecord, ...], published: PublishedRepo
+) -> list[str]:
+    """A revision's prompt and what it built on: the previous revision and its run."""
+    if revision is None or revision.revision == 1:
+        return []
+    lines = ["", f"Asked: {_code(' '.join(revision.prompt.split())[:500], in_table=False)}."]
+    if not published.new_commit:
+        lines += ["", f"**Revision {revision.revision} changed nothing**: no commit was made."]
+    if earlier:
+        previous = earlier[-1]
+        run = f", flow run {_flow_run_link(previous.flow_run_id)}" if previous.flow_run_id else ""
+        lines += [
+            "",
+            f"It builds on `{(revision.base_commit or '')[:12]}`: revision {previous.revision} "
+            f"(commit `{(previous.commit_sha or '')[:12]}`{run}) and whatever was pushed since.",
+        ]
+    return lines
+
+
+def _flow_run_link(flow_run_id: str) -> str:
+    """A link to the flow run in the Prefect UI, when its address is known."""
+    from prefect.settings import PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value()
+    return f"[`{flow_run_id}`]({ui}/runs/flow-run/{flow_run_id})" if ui else f"`{flow_run_id}`"
+
+
 def _configuration_lines(parts: tuple[ConfiguredPart, ...]) -> list[str]:
     if not parts:
         return []
@@ -199,6 +233,9 @@ def _deploy_lines(deploy: DeployFiles, check: DeployCheck | None) -> list[str]:
         f"Wrote {', '.join(deploy.written) or 'nothing'}; kept the generator's "
         f"{', '.join(deploy.kept_from_generator) or 'nothing'}.",
     ]
+    if deploy.kept_edited:
+        kept = ", ".join(_code(name, in_table=False) for name in deploy.kept_edited)
+        lines += ["", f"Kept as they are, edited since appgen wrote them: {kept}."]
     if deploy.notes:
         lines += ["", *(f"- note: {_code(note, in_table=False)}" for note in deploy.notes)]
     if check is not None and check.verified is not None:
@@ -221,13 +258,24 @@ def publish_summary(
     scan: SecretScan | None = None,
     deploy_check: DeployCheck | None = None,
     configuration: tuple[ConfiguredPart, ...] = (),
+    revision: RevisionRecord | None = None,
+    earlier: tuple[RevisionRecord, ...] = (),
 ) -> None:
     """The run's summary and repository link, as artifacts. The publish is recorded
     before: a Prefect API that fails here (it answers 500 under load) costs the
     summary, never the outcome."""
     try:
         _create_artifacts(
-            request, generation, staged, deploy, published, scan, deploy_check, configuration
+            request,
+            generation,
+            staged,
+            deploy,
+            published,
+            scan,
+            deploy_check,
+            configuration,
+            revision,
+            earlier,
         )
     except Exception as exc:
         get_run_logger().warning(
@@ -244,6 +292,8 @@ def _create_artifacts(
     scan: SecretScan | None,
     deploy_check: DeployCheck | None,
     configuration: tuple[ConfiguredPart, ...],
+    revision: RevisionRecord | None,
+    earlier: tuple[RevisionRecord, ...],
 ) -> None:
     timings = timings_of(flow_run.id)
     key = f"appgen-request-{request.request_id}"
@@ -258,6 +308,8 @@ def _create_artifacts(
             scan,
             deploy_check,
             configuration,
+            revision,
+            earlier,
         ),
         key=key,
         description=f"What request {request.request_id} published",

@@ -6,7 +6,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from core.launch.render import render_into
-from core.models import DeployFiles, StagedTree
+from core.models import DeployFiles, RenderedFiles, StagedTree
 from tasks.step_timings import remember_timing
 
 
@@ -15,10 +15,16 @@ from tasks.step_timings import remember_timing
     on_completion=[remember_timing],
     on_failure=[remember_timing],
 )
-def render_deploy_files(staged: StagedTree, app_name: str, region: str) -> DeployFiles:
-    """Write fly.toml, Dockerfile, .dockerignore, .gitignore and the README section."""
-    deploy = render_into(staged.path, app_name, region)
+def render_deploy_files(
+    staged: StagedTree, app_name: str, region: str, earlier: RenderedFiles | None = None
+) -> DeployFiles:
+    """Write fly.toml, Dockerfile, .dockerignore, .gitignore and the README section;
+    in a revision, again over what appgen wrote for the last one (``earlier``),
+    keeping the files edited since."""
+    deploy = render_into(staged.path, app_name, region, earlier)
     logger = get_run_logger()
+    for name in deploy.kept_edited:
+        logger.info("kept %s as it is: edited since appgen wrote it", name)
     logger.info(
         "%s app%s: wrote %s; kept the generator's %s",
         deploy.framework,

@@ -2,7 +2,8 @@
 a failed publish never runs it again.
 
 The cache key is what determines the generated output — the ``GenerationSpec``
-(request, prompt, agent, its command and variable names, where output lands) — and
+(request, revision, the commit it starts from, prompt, agent, its command and
+variable names, where output lands) — and
 this task's source; never the flow-run id, and not the generator's limits, poll
 intervals or timeouts. Results are persisted, so a retry, a new deployment run or a
 Python call with the same request reuses the generation.
@@ -17,11 +18,12 @@ from prefect.cache_policies import TASK_SOURCE, Inputs
 
 from blocks.database import Database
 from blocks.generators import GeneratorBlock
-from core.models import GenerationSpec, GeneratorRun, LeaseHolder
+from core.models import BaseTree, GenerationSpec, GeneratorRun, LeaseHolder
 from tasks.claim_request import generator_slot
 from tasks.step_timings import remember_timing
 
-_NOT_THE_OUTPUT = ("generator", "database", "holder", "slots", "lease")
+# The base's checkout is a temporary directory; the spec names its commit.
+_NOT_THE_OUTPUT = ("generator", "database", "holder", "slots", "lease", "base")
 
 
 @task(
@@ -37,17 +39,19 @@ def run_generator(
     holder: LeaseHolder,
     slots: int,
     lease: timedelta,
+    base: BaseTree | None = None,
 ) -> GeneratorRun:
     """Run the agent for one request, in one of ``slots`` generator slots, and return
-    where its app was left."""
+    where its app was left. A revision's agent starts from ``base``."""
     logger = get_run_logger()
     logger.info(
-        "generating request %d with the %r agent (%s)",
+        "generating request %d%s with the %r agent (%s)",
         spec.request_id,
+        f", revision {spec.revision} from {spec.base_commit[:12]}" if spec.base_commit else "",
         spec.agent,
         type(generator).__name__,
     )
     with generator_slot(database, holder, slots, lease, logger):
-        run = generator.run(spec, logger)
+        run = generator.run(spec, logger, base.path if base else None)
     logger.info("generation finished in %.1fs: %s", run.duration_seconds, run.artifact.location)
     return run

@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 import time
+from typing import Any
 
 from prefect import get_client, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -22,13 +23,15 @@ from prefect.states import Cancelled
 
 from blocks.configuration import choose_database
 from blocks.database import Database
-from core.errors import AppgenError, describe
+from core.errors import AppgenError, InvalidRequest, describe
 from core.models import (
     LeaseHolder,
     PublishRequest,
     RequestRecord,
     RequestStatus,
     RequestUpdate,
+    RevisionRecord,
+    RevisionUpdate,
     RunLogger,
     check_app_name,
     check_prompt,
@@ -41,6 +44,8 @@ from tasks.step_timings import remember_timing
 # How often, and how long apart, a state hook tries to record the run's end.
 HOOK_ATTEMPTS = 6
 HOOK_FIRST_DELAY_SECONDS = 0.5
+# A revision that ended so is run again (same number) by the same prompt.
+_RESUMABLE = (RequestStatus.FAILED, RequestStatus.CANCELLED)
 _log = logging.getLogger("appgen.hooks")
 
 
@@ -79,6 +84,75 @@ def register_request(
         published_sha=existing.commit_sha if existing else None,
         repo_id=existing.repo_id if existing else None,
     )
+
+
+def register_revision(
+    database: Database, request_id: int, prompt: str, flow_run_id: str
+) -> tuple[PublishRequest, RevisionRecord]:
+    """Validate a follow-up prompt for a published request, then record it as the
+    request's next revision: the one this flow run registered before (a retry), else
+    the last revision when it failed with this same prompt (resumed, same number),
+    else a new one. Nothing is written when the input is invalid."""
+    check_prompt(prompt)
+    record = database.get(request_id)
+    if record is None:
+        raise InvalidRequest(
+            f"there is no request {request_id} in {database.display_url()}: publish one "
+            "with `appgen publish --prompt …`, or check the id with `appgen status`"
+        )
+    if record.commit_sha is None or record.app_name is None:
+        raise InvalidRequest(
+            f"request {request_id} has not been published yet ({record.status.value}): "
+            f"publish it first with `appgen publish --request-id {request_id} --prompt …`"
+        )
+    revisions = database.revisions(request_id)
+    if not revisions:  # published before revisions were recorded: that was revision 1
+        revisions = [
+            database.put_revision(
+                request_id,
+                1,
+                record.prompt,
+                record.flow_run_id,
+                status=RequestStatus.PUBLISHED,
+                commit_sha=record.commit_sha,
+                changed=True,
+            )
+        ]
+    revision = database.revision_of_flow_run(flow_run_id)
+    if revision is None or revision.request_id != request_id:
+        last = revisions[-1]
+        resumable = last.revision > 1 and last.status in _RESUMABLE and last.prompt == prompt
+        revision = (
+            database.put_revision(
+                request_id,
+                last.revision,
+                prompt,
+                flow_run_id,
+                status=RequestStatus.PENDING,
+                error=None,
+            )
+            if resumable
+            else database.add_revision(request_id, prompt, flow_run_id)
+        )
+    database.link_flow_run(flow_run_id, request_id)
+    get_run_logger().info("request %d, revision %d: %r", request_id, revision.revision, prompt[:80])
+    request = PublishRequest(
+        request_id=request_id,
+        prompt=record.prompt,
+        app_name=record.app_name,
+        registered_at=record.created_at,
+        published_sha=record.commit_sha,
+        repo_id=record.repo_id,
+    )
+    return request, revision
+
+
+def record_revision(
+    database: Database, revision: RevisionRecord, status: RequestStatus, **fields: Any
+) -> RevisionRecord:
+    """Apply one status change (and the fields that come with it) to a revision's row."""
+    update = RevisionUpdate(status=status, **fields)
+    return database.update_revision(revision.request_id, revision.revision, **update.changes())
 
 
 def record_progress(database: Database, update: RequestUpdate) -> RequestRecord:
@@ -167,6 +241,7 @@ def _record_end(flow_run: FlowRun, status: RequestStatus, error: str) -> None:
                 )
             ):
                 _run_logger().info("request %d → %s", request.request_id, ended.status.value)
+            database.end_revisions(flow_run_id, status, error)
             database.release_slot(LeaseHolder(flow_run_id=flow_run_id, process=""))
             return
         except (AppgenError, ValueError) as exc:

@@ -346,11 +346,12 @@ def reset_postgres(url: str) -> None:
     """Drop what an earlier test left, so each test starts from an empty database."""
     import sqlalchemy as sa
 
+    from core.database import metadata
+
+    tables = ", ".join([*metadata.tables, "alembic_version"])
     engine = sa.create_engine(url)
     with engine.begin() as connection:
-        connection.execute(
-            sa.text("DROP TABLE IF EXISTS requests, request_runs, generator_slots, alembic_version")
-        )
+        connection.execute(sa.text(f"DROP TABLE IF EXISTS {tables}"))
     engine.dispose()
 
 

@@ -448,7 +448,7 @@ def test_status_brings_a_database_of_an_older_appgen_up_to_date(appgen, appgen_h
     assert result.returncode == 0, result.stderr
     with sa.create_engine(url).connect() as connection:
         version = connection.execute(sa.text("SELECT version_num FROM alembic_version"))
-        assert version.scalar() == "0006"
+        assert version.scalar() == "0007"
 
 
 def test_migration_files_are_named_after_their_revision():

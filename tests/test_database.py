@@ -175,7 +175,7 @@ def test_migrations_run_once_even_when_many_start_together(database_url):
         list(pool.map(lambda _: Database(url=SecretStr(database_url)).migrate(), range(8)))
     engine = sa.create_engine(database_url)
     with engine.connect() as connection:
-        assert connection.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0006"
+        assert connection.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0007"
         assert connection.scalar(sa.text("SELECT count(*) FROM requests")) == 0
     engine.dispose()
 

@@ -11,8 +11,9 @@ import pytest
 
 from blocks.git_hosts import LocalGitHost
 from core.errors import PublishError
+from core.git import INHERITED
 from core.models import CommitAuthor, StagedTree
-from tasks.git_push import _INHERITED, commit_and_push
+from tasks.git_push import commit_and_push
 
 AUTHOR = CommitAuthor(name="appgen", email="appgen@example.test")
 
@@ -164,7 +165,7 @@ def test_git_runs_with_an_environment_built_from_scratch(tmp_path, monkeypatch):
         assert value not in recorded
     names = {line.split("=", 1)[0] for line in recorded.splitlines() if "=" in line}
     shell_own = {"PWD", "OLDPWD", "SHLVL", "_"}  # set by the /bin/sh of the spy itself
-    allowed = set(_INHERITED) | {
+    allowed = set(INHERITED) | {
         "HOME",
         "GIT_CONFIG_NOSYSTEM",
         "GIT_CONFIG_GLOBAL",

@@ -23,10 +23,10 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from blocks import defaults
 from core.errors import PushProtectionRejected, SecretsFound
+from core.git import push_protection_rejection
 from core.models import RequestStatus, SecretFinding
 from core.settings import Settings
 from flows.publish import generate_and_publish
-from tasks.git_push import push_protection_rejection
 from tests.conftest import agent_runs, flow_run_logs, generation_of, require_sandbox
 
 # A GitHub token, in two halves that are joined only in the generated file.

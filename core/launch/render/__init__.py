@@ -6,7 +6,8 @@ there is a build, a non-root user that owns the app folder, lockfile-exact insta
 and a ``.dockerignore``; a ``.gitignore``; and a deploy section appended to the
 README (or ``DEPLOY.md`` beside a README that is not markdown). A file the generator
 wrote is never overwritten, and no file is added beside one whose name differs only
-in letter case. An app no scanner recognises is still published, with
+in letter case; in a revision, those appgen wrote last time are rendered again
+unless someone edited them since. An app no scanner recognises is still published, with
 ``deployable=False`` and the reason, and deploy files that claim nothing.
 """
 
@@ -19,14 +20,19 @@ from core.launch import scan
 from core.launch.render.dockerfile import DOCKERIGNORE, dockerfile, unsafe_name
 from core.launch.render.fly import fly_app_name, fly_toml
 from core.launch.render.readme import add_deploy_section, deploy_section
-from core.launch.render.writer import TreeWriter
-from core.models import DeployFiles
+from core.launch.render.writer import TreeWriter, take_back
+from core.models import DeployFiles, RenderedFiles
 
 __all__ = ["fly_app_name", "render_into"]
 
 
-def render_into(app: Path, app_name: str, region: str) -> DeployFiles:
-    """Scan the staged app and add its deploy files in place."""
+def render_into(
+    app: Path, app_name: str, region: str, earlier: RenderedFiles | None = None
+) -> DeployFiles:
+    """Scan the staged app and add its deploy files in place. In a revision,
+    ``earlier`` is what appgen rendered for the revision before: those files are
+    rendered again unless someone edited them since, and those are kept."""
+    edited = take_back(app, earlier) if earlier else []
     plan = scan(app)
     if plan.deployable and (name := unsafe_name(plan)) is not None:
         plan = plan.model_copy(
@@ -36,7 +42,7 @@ def render_into(app: Path, app_name: str, region: str) -> DeployFiles:
                 "a Dockerfile: rename it to letters, digits, '.', '_' and '-'",
             }
         )
-    writer = TreeWriter(app)
+    writer = TreeWriter(app, keep=frozenset(edited))
     if plan.dockerfile is not None:
         writer.kept.append(plan.dockerfile)
     text = dockerfile(plan)
@@ -66,4 +72,6 @@ def render_into(app: Path, app_name: str, region: str) -> DeployFiles:
         deploy_reason=plan.reason,
         notes=list(plan.notes),
         dockerfile=built,
+        rendered=writer.record(),
+        kept_edited=edited,
     )
