@@ -9,8 +9,8 @@ worker host instead of showing its run as Running for ever:
   finds its request again and resumes it, and refuses to go on after
   ``APPGEN_CRASH_RESUBMITS`` crashes (``tasks.claim_request.check_crashes``).
 
-Only deployment runs of ``generate-and-publish`` match: a run the CLI started is
-watched by its caller and repaired by ``appgen reap``.
+Only deployment runs of appgen's flows (``generate-and-publish``, ``revise-app``)
+match: a run the CLI started is watched by its caller and repaired by ``appgen reap``.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
 
-FLOW_NAME = "generate-and-publish"
+FLOW_NAMES = ["generate-and-publish", "revise-app"]
 HEARTBEAT_SECONDS = 30  # Prefect's smallest; prefect.yaml sets it for the deployments
 MISSED_HEARTBEATS = 4
 _OUR_DEPLOYMENT_RUNS = dict(
     match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
     match_related=[
         ResourceSpecification(
-            {"prefect.resource.role": "flow", "prefect.resource.name": FLOW_NAME}
+            {"prefect.resource.role": "flow", "prefect.resource.name": FLOW_NAMES}
         ),
         ResourceSpecification({"prefect.resource.role": "deployment"}),
     ],
@@ -45,7 +45,7 @@ def appgen_automations() -> list[AutomationCore]:
     return [
         AutomationCore(
             name="appgen: crash unresponsive runs",
-            description=f"A {FLOW_NAME} deployment run with no heartbeat for {silent} lost "
+            description=f"An appgen deployment run with no heartbeat for {silent} lost "
             "its worker (its host died or was cut off): mark it Crashed.",
             trigger=EventTrigger(
                 after={"prefect.flow-run.heartbeat"},
@@ -65,7 +65,7 @@ def appgen_automations() -> list[AutomationCore]:
         ),
         AutomationCore(
             name="appgen: resubmit crashed runs",
-            description=f"Schedule a crashed {FLOW_NAME} deployment run again, so that a "
+            description="Schedule a crashed appgen deployment run again, so that a "
             "live worker resumes its request (bounded by APPGEN_CRASH_RESUBMITS).",
             trigger=EventTrigger(
                 expect={"prefect.flow-run.Crashed"},

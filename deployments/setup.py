@@ -130,11 +130,12 @@ def _save_default(block: B, overwrite: bool, log: Callable[[str], None]) -> B:
 
 
 def apply_deployments(log: Callable[[str], None] = print) -> None:
-    """``prefect deploy`` from the project root, where prefect.yaml lives: ``local``
-    always, ``ecs`` once there is an orchestrator image to run."""
-    names = ["local"]
+    """``prefect deploy`` from the project root, where prefect.yaml lives: the
+    ``local`` deployments of both flows always, ``ecs`` once there is an orchestrator
+    image to run."""
+    names = ["generate-and-publish/local", "revise-app/local"]
     if os.environ.get("APPGEN_ORCHESTRATOR_IMAGE"):
-        names.append("ecs")
+        names.append("generate-and-publish/ecs")
     else:
         log(
             "skipped the ecs deployment: build the orchestrator image (Dockerfile) and set "

@@ -130,8 +130,8 @@ def client(server_env) -> Iterator[SyncPrefectClient]:
         yield api
 
 
-def deployment_run(env: dict[str, str], *args: str) -> uuid.UUID:
-    output = run(env, "prefect", "deployment", "run", DEPLOYMENT, *args).stdout
+def deployment_run(env: dict[str, str], *args: str, deployment: str = DEPLOYMENT) -> uuid.UUID:
+    output = run(env, "prefect", "deployment", "run", deployment, *args).stdout
     found = re.search(r"UUID: ([0-9a-f-]{36})", output)
     assert found is not None, output
     return uuid.UUID(found.group(1))
@@ -191,6 +191,38 @@ def test_a_deployment_run_publishes_records_and_summarises(worker, server_env, c
     assert "kept | 9 files" in summary and row["commit_sha"][:12] in summary
     assert "| git_push-" in summary  # per-task timings
     assert row["repo_url"] in by_key["appgen-request-1-repository"].data
+
+
+def test_a_revise_app_deployment_run_adds_a_commit_to_a_published_request(
+    worker, server_env, client, worker_home
+):
+    published = deployment_run(server_env, "-p", "prompt=a guest book", "-p", "request_id=9")
+    assert wait_final(client, published).is_completed()
+    revised = deployment_run(
+        server_env,
+        "-p",
+        "request_id=9",
+        "-p",
+        "prompt=add a moderation queue",
+        deployment="revise-app/local",
+    )
+    assert wait_final(client, revised).is_completed()
+    row = status(server_env, 9)
+    assert (row["status"], row["revision"]) == ("published", 2)
+    assert [(r["revision"], r["status"]) for r in row["revisions"]] == [
+        (1, "published"),
+        (2, "published"),
+    ]
+    log = run(
+        server_env,
+        "git",
+        f"--git-dir={worker_home}/repos/guest-book.git",
+        "log",
+        "--format=%s",
+        "main",
+    ).stdout.splitlines()
+    assert log == ["Revise request 9 (revision 2): guest-book", "Publish request 9: guest-book"]
+    assert agent_runs(worker_home / "agent-runs").count("9") == 2
 
 
 def test_a_failed_run_retried_with_flow_run_retry_does_not_generate_again(

@@ -134,9 +134,7 @@ def test_a_revision_that_changes_nothing_makes_no_commit(monkeypatch, tmp_path):
     assert revisions(42)[-1].changed is False
 
 
-def test_a_revision_whose_push_failed_resumes_without_running_its_agent(
-    editing_agent, appgen_home
-):
+def test_a_revision_whose_push_failed_resumes_without_running_its_agent(editing_agent, appgen_home):
     generate_and_publish("a counter app", request_id=43)
     bare = appgen_home / "repos/counter-app.git"
     hooks = bare / "refusing-hooks"
