@@ -1,7 +1,7 @@
 """``appgen``: publish a request and look up recorded ones.
 
     appgen publish --prompt TEXT [--request-id N] [--app-name NAME] [--regenerate] [--json]
-    appgen revise N --prompt TEXT [--json]   a follow-up: one more commit of request N
+    appgen revise N --prompt TEXT | --from-review [--json]   one more commit of request N
     appgen status [N] [--json]          N: with its revisions
     appgen setup [--no-deploy] [--overwrite]   blocks, work pools, deployments
     appgen config [--json]              the blocks and settings a run would use
@@ -104,7 +104,13 @@ def _parser() -> argparse.ArgumentParser:
         "revise", help="change a published app with a follow-up prompt: one more commit"
     )
     revise.add_argument("request_id", type=_positive_int, metavar="N", help="the request")
-    revise.add_argument("--prompt", required=True, help="what to change")
+    asked = revise.add_mutually_exclusive_group(required=True)
+    asked.add_argument("--prompt", help="what to change")
+    asked.add_argument(
+        "--from-review",
+        action="store_true",
+        help="address the review comments on the request's pull request not yet addressed",
+    )
     revise.add_argument("--json", action="store_true", help="end with one JSON object")
     _block_arguments(revise)
 
@@ -246,9 +252,9 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
     except InvalidRequest as exc:
         raise _UsageError(str(exc)) from None
 
-    def start() -> State:
-        from flows.publish import generate_and_publish
+    from flows.publish import generate_and_publish  # before the display: it sets up logging
 
+    def start() -> State:
         return generate_and_publish(
             prompt=args.prompt,
             request_id=args.request_id,
@@ -266,7 +272,8 @@ def _revise(args: argparse.Namespace, settings: Settings) -> int:
     from core.models import check_prompt
 
     try:
-        check_prompt(args.prompt)
+        if args.prompt is not None:
+            check_prompt(args.prompt)
     except InvalidRequest as exc:
         raise _UsageError(str(exc)) from None
 
@@ -277,12 +284,13 @@ def _revise(args: argparse.Namespace, settings: Settings) -> int:
                 "publish one with `appgen publish --prompt …`, or see `appgen status`"
             )
 
-    def start() -> State:
-        from flows.revise import revise_app
+    from flows.revise import revise_app  # before the display: it sets up logging
 
+    def start() -> State:
         return revise_app(
             request_id=args.request_id,
             prompt=args.prompt,
+            from_review=args.from_review,
             **{part: getattr(args, part) for part in _BLOCK_PARTS},
             return_state=True,
         )
@@ -358,7 +366,8 @@ def _run_flow(
             if record
             else PublishOutcome(request_id=args.request_id, **failed)
         )
-        where = f"request {record.request_id}" if record else "the request"
+        rid = record.request_id if record else args.request_id
+        where = f"request {rid}" if rid else "the request"
         if record and record.revision and record.revision > 1:
             where += f", revision {record.revision},"
         _say(message, f"{where} failed: ", "red")

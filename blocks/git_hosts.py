@@ -14,8 +14,8 @@ from pathlib import Path
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from core.errors import PublishError
-from core.models import PullRequest, RemoteRepository
+from core.errors import InvalidRequest, PublishError
+from core.models import PullRequest, RemoteRepository, ReviewNote
 
 MAX_NAME_ATTEMPTS = 50
 _MARKER_KEY = "appgen.requestid"
@@ -60,6 +60,21 @@ class GitHost(Block, abc.ABC):
         """Open (or update, or reopen) the pull request of ``branch`` against main;
         None on a host without pull requests, where the pushed branch is the record."""
         return None
+
+    def review_feedback(self, repository: RemoteRepository, branch: str) -> list[ReviewNote]:
+        """The review comments and review bodies on the open pull request of
+        ``branch``, oldest first, without appgen's own replies."""
+        raise InvalidRequest(
+            f"{repository.url} is on a Git host without pull requests, so there is no review "
+            "feedback to read: --from-review needs APPGEN_GIT_HOST=github and a request "
+            "published in pull-request mode (APPGEN_PUBLISH_MODE=pull-request)"
+        )
+
+    def reply_to_review(
+        self, repository: RemoteRepository, branch: str, notes: list[ReviewNote], text: str
+    ) -> None:
+        """Answer each note with ``text``: in its thread for a review comment, and in
+        one comment on the pull request for review bodies."""
 
 
 class LocalGitHost(GitHost):

@@ -12,7 +12,8 @@ GitHub's own failures are survived within bounds: rate limits are waited out (wi
 retried with exponential backoff (``RetryPolicy``). Every call the REST client makes
 is safe to repeat: reads, minting an installation token, and creating a repository —
 a create whose response was lost answers 422 "name already exists" when retried, and
-the repository is then found again by its request marker.
+the repository is then found again by its request marker. Replies to review feedback
+are the exception: a reply whose answer was lost may be posted twice.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from prefect.logging import get_logger, get_run_logger
 from pydantic import PrivateAttr, model_validator
 
 from blocks.git_hosts import MAX_NAME_ATTEMPTS, GitHost, candidate_names
-from core.errors import PublishError
-from core.models import PullRequest, RemoteRepository, RunLogger
+from core.errors import InvalidRequest, PublishError
+from core.models import PullRequest, RemoteRepository, ReviewNote, RunLogger
 from core.options import GitHubOptions
 from core.redaction import redact, register_secret
 
@@ -42,6 +43,9 @@ _TOKEN_REFRESH_MARGIN_SECONDS = 300
 _JWT_LIFETIME_SECONDS = 540  # GitHub allows at most 10 minutes
 _RETRIED_STATUSES = frozenset({500, 502, 503, 504})
 _TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+_PAGE_SIZE = 100
+# In every comment appgen writes, so that it never reads its own replies as feedback.
+REPLY_MARKER = "<!-- appgen:reply -->"
 
 
 @dataclass(frozen=True)
@@ -175,7 +179,69 @@ class GitHubHost(GitHost, GitHubOptions):
                     return _pull_request(found[0], "updated")
             return _pull_request(api.check(created, what), "opened")
 
+    def review_feedback(self, repository: RemoteRepository, branch: str) -> list[ReviewNote]:
+        what = f"read the review feedback on {branch} of {self.owner}/{repository.name}"
+        with self._api() as api:
+            base, number = self._open_pull(api, repository, branch, what)
+            comments = _all_pages(api, f"{base}/pulls/{number}/comments", what)
+            reviews = _all_pages(api, f"{base}/pulls/{number}/reviews", what)
+        notes = [
+            ReviewNote(
+                kind="comment",
+                id=comment["id"],
+                author=(comment.get("user") or {}).get("login", "someone"),
+                body=comment.get("body") or "",
+                path=comment.get("path"),
+                line=comment.get("line") or comment.get("original_line"),
+            )
+            for comment in comments
+        ] + [
+            ReviewNote(
+                kind="review",
+                id=review["id"],
+                author=(review.get("user") or {}).get("login", "someone"),
+                body=review.get("body") or "",
+            )
+            for review in reviews
+        ]
+        return [n for n in notes if n.body.strip() and REPLY_MARKER not in n.body]
+
+    def reply_to_review(
+        self, repository: RemoteRepository, branch: str, notes: list[ReviewNote], text: str
+    ) -> None:
+        what = f"reply to the review of {branch} in {self.owner}/{repository.name}"
+        body = f"{text}\n\n{REPLY_MARKER}"
+        with self._api() as api:
+            base, number = self._open_pull(api, repository, branch, what)
+            for note in notes:
+                if note.kind == "comment":
+                    replies = f"{base}/pulls/{number}/comments/{note.id}/replies"
+                    api.call("POST", replies, what=what, json={"body": body})
+            reviewers = sorted({n.author for n in notes if n.kind == "review"})
+            if reviewers:
+                about = f"The reviews by {', '.join(reviewers)}: {text}"
+                api.call(
+                    "POST",
+                    f"{base}/issues/{number}/comments",
+                    what=what,
+                    json={"body": f"{about}\n\n{REPLY_MARKER}"},
+                )
+
     # -- internals -------------------------------------------------------------------
+
+    def _open_pull(
+        self, api: _GitHubAPI, repository: RemoteRepository, branch: str, what: str
+    ) -> tuple[str, int]:
+        """The repository's API path and the number of ``branch``'s open pull request."""
+        base = f"/repos/{self.owner}/{repository.name}"
+        found = self._pull_requests(api, f"{base}/pulls", branch, "open", what, looks=3)
+        if not found:
+            raise InvalidRequest(
+                f"{self.owner}/{repository.name} has no open pull request from {branch}, so "
+                "there is no review feedback to read: publish the request in pull-request "
+                "mode (APPGEN_PUBLISH_MODE=pull-request), or revise it with --prompt"
+            )
+        return base, int(found[0]["number"])
 
     def _pull_requests(
         self, api: _GitHubAPI, pulls: str, branch: str, state: str, what: str, looks: int = 1
@@ -405,6 +471,17 @@ class _GitHubAPI:
         raise PublishError(
             redact(f"GitHub refused to {what} ({response.status_code} {message}): {hint}")
         )
+
+
+def _all_pages(api: _GitHubAPI, path: str, what: str) -> list[dict[str, Any]]:
+    """Every item of a listing, page by page (oldest first, as GitHub lists them)."""
+    items: list[dict[str, Any]] = []
+    for page in range(1, 1000):
+        found = api.call("GET", path, what=what, params={"per_page": _PAGE_SIZE, "page": page})
+        items += found
+        if len(found) < _PAGE_SIZE:
+            break
+    return items
 
 
 def _pull_request(pull: dict[str, Any], action: str) -> PullRequest:

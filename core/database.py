@@ -66,7 +66,9 @@ def _column(name: str, field: FieldInfo) -> sa.Column[Any]:
         column_type = sa.Float()
     elif kind is datetime:
         column_type = sa.DateTime(timezone=True)
-    elif isinstance(kind, type) and issubclass(kind, BaseModel):
+    elif (isinstance(kind, type) and issubclass(kind, BaseModel)) or typing.get_origin(
+        kind
+    ) is list:
         column_type = sa.JSON()
     elif (
         kind is str
@@ -348,9 +350,12 @@ class RequestStore:
             ).first()
             return RevisionRecord.model_validate(dict(row._mapping)) if row else None
 
-    def add_revision(self, request_id: int, prompt: str, flow_run_id: str) -> RevisionRecord:
-        """Register the request's next revision, numbered after every one registered
-        so far, for ``flow_run_id``. Two registering at once get two numbers."""
+    def add_revision(
+        self, request_id: int, prompt: str, flow_run_id: str, **fields: Any
+    ) -> RevisionRecord:
+        """Register the request's next revision (with ``fields``), numbered after every
+        one registered so far, for ``flow_run_id``. Two registering at once get two
+        numbers."""
         for _ in range(_NUMBER_ATTEMPTS):
             try:
                 with self._connection() as connection:
@@ -361,7 +366,7 @@ class RequestStore:
                     )
                     number = (latest or 0) + 1
                     return self._insert_revision(
-                        connection, request_id, number, prompt, flow_run_id
+                        connection, request_id, number, prompt, flow_run_id, fields
                     )
             except DatabaseError as exc:
                 if not isinstance(exc.__cause__, sa.exc.IntegrityError):
@@ -413,10 +418,12 @@ class RequestStore:
         number: int,
         prompt: str,
         flow_run_id: str,
+        fields: dict[str, Any],
     ) -> RevisionRecord:
         now = _now()
         connection.execute(
             sa.insert(revisions).values(
+                **_revision_values(fields),
                 request_id=request_id,
                 revision=number,
                 prompt=prompt,
@@ -692,10 +699,20 @@ def _insert(connection: sa.Connection, table: sa.Table) -> Any:
 def _column_values(
     fields: dict[str, Any], columns: frozenset[str] = _RECORD_FIELDS, of: str = "a request"
 ) -> dict[str, Any]:
-    """A record's fields as column values (a status as its text)."""
+    """A record's fields as column values (a status as its text, a model as JSON)."""
     if unknown := set(fields) - columns:
         raise ValueError(f"not columns of {of}: {sorted(unknown)}")
-    return {k: v.value if isinstance(v, Enum) else v for k, v in fields.items()}
+    return {k: _column_value(v) for k, v in fields.items()}
+
+
+def _column_value(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_column_value(item) for item in value]
+    return value
 
 
 def _revision_values(fields: dict[str, Any]) -> dict[str, Any]:

@@ -494,6 +494,28 @@ class RequestUpdate(RequestOutcome, Frozen):
         return self.model_dump(exclude_unset=True, exclude={"request_id"})
 
 
+class ReviewNote(Frozen):
+    """One piece of review feedback on a request's pull request: a review comment on a
+    line (``path``, ``line``) or the body of a review."""
+
+    kind: Literal["comment", "review"]
+    id: int
+    author: str
+    body: str
+    path: str | None = None
+    line: int | None = None
+
+    def quoted(self) -> str:
+        """The note as the prompt quotes it."""
+        where = (
+            f"`{self.path}:{self.line}`"
+            if self.path and self.line
+            else (f"`{self.path}`" if self.path else "the pull request")
+        )
+        text = "\n   ".join(self.body.strip().splitlines())
+        return f"On {where}, {self.author} wrote:\n   {text}"
+
+
 class RevisionOutcome(BaseModel):
     """What a revision records: each field is a column of the revisions table."""
 
@@ -511,6 +533,9 @@ class RevisionOutcome(BaseModel):
     agent_cost_usd: float | None = None
     rendered: RenderedFiles | None = Field(
         default=None, description="The deploy files appgen wrote for this revision."
+    )
+    review: list[ReviewNote] | None = Field(
+        default=None, description="The review feedback this revision addresses (--from-review)."
     )
 
 

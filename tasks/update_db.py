@@ -30,6 +30,7 @@ from core.models import (
     RequestRecord,
     RequestStatus,
     RequestUpdate,
+    ReviewNote,
     RevisionRecord,
     RevisionUpdate,
     RunLogger,
@@ -86,14 +87,8 @@ def register_request(
     )
 
 
-def register_revision(
-    database: Database, request_id: int, prompt: str, flow_run_id: str
-) -> tuple[PublishRequest, RevisionRecord]:
-    """Validate a follow-up prompt for a published request, then record it as the
-    request's next revision: the one this flow run registered before (a retry), else
-    the last revision when it failed with this same prompt (resumed, same number),
-    else a new one. Nothing is written when the input is invalid."""
-    check_prompt(prompt)
+def published_request(database: Database, request_id: int) -> PublishRequest:
+    """The request as its row records it, if it has been published (else InvalidRequest)."""
     record = database.get(request_id)
     if record is None:
         raise InvalidRequest(
@@ -105,38 +100,17 @@ def register_revision(
             f"request {request_id} has not been published yet ({record.status.value}): "
             f"publish it first with `appgen publish --request-id {request_id} --prompt …`"
         )
-    revisions = database.revisions(request_id)
-    if not revisions:  # published before revisions were recorded: that was revision 1
-        revisions = [
-            database.put_revision(
-                request_id,
-                1,
-                record.prompt,
-                record.flow_run_id,
-                status=RequestStatus.PUBLISHED,
-                commit_sha=record.commit_sha,
-                changed=True,
-            )
-        ]
-    revision = database.revision_of_flow_run(flow_run_id)
-    if revision is None or revision.request_id != request_id:
-        last = revisions[-1]
-        resumable = last.revision > 1 and last.status in _RESUMABLE and last.prompt == prompt
-        revision = (
-            database.put_revision(
-                request_id,
-                last.revision,
-                prompt,
-                flow_run_id,
-                status=RequestStatus.PENDING,
-                error=None,
-            )
-            if resumable
-            else database.add_revision(request_id, prompt, flow_run_id)
+    if not database.revisions(request_id):  # published before revisions were recorded
+        database.put_revision(
+            request_id,
+            1,
+            record.prompt,
+            record.flow_run_id,
+            status=RequestStatus.PUBLISHED,
+            commit_sha=record.commit_sha,
+            changed=True,
         )
-    database.link_flow_run(flow_run_id, request_id)
-    get_run_logger().info("request %d, revision %d: %r", request_id, revision.revision, prompt[:80])
-    request = PublishRequest(
+    return PublishRequest(
         request_id=request_id,
         prompt=record.prompt,
         app_name=record.app_name,
@@ -144,7 +118,34 @@ def register_revision(
         published_sha=record.commit_sha,
         repo_id=record.repo_id,
     )
-    return request, revision
+
+
+def register_revision(
+    database: Database,
+    request: PublishRequest,
+    prompt: str,
+    flow_run_id: str,
+    review: list[ReviewNote] | None = None,
+) -> RevisionRecord:
+    """Record a follow-up prompt (and the review feedback it comes from) as the
+    request's next revision: the one this flow run registered before (a retry), else
+    the last revision when it failed with this same prompt (resumed, same number),
+    else a new one. Nothing is written when the prompt is blank."""
+    check_prompt(prompt)
+    rid = request.request_id
+    revision = database.revision_of_flow_run(flow_run_id)
+    if revision is None or revision.request_id != rid:
+        last = database.revisions(rid)[-1]
+        resumable = last.revision > 1 and last.status in _RESUMABLE and last.prompt == prompt
+        fields = {"status": RequestStatus.PENDING, "error": None, "review": review}
+        revision = (
+            database.put_revision(rid, last.revision, prompt, flow_run_id, **fields)
+            if resumable
+            else database.add_revision(rid, prompt, flow_run_id, review=review)
+        )
+    database.link_flow_run(flow_run_id, rid)
+    get_run_logger().info("request %d, revision %d: %r", rid, revision.revision, prompt[:80])
+    return revision
 
 
 def record_revision(

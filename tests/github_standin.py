@@ -54,6 +54,10 @@ class GitHubState:
     stale_pull_lists: int = 0
     # pull request numbers GitHub will not reopen (their branch was recreated)
     unreopenable: set[int] = field(default_factory=set)
+    # (owner, name, number) -> review comments (replies too), reviews, issue comments
+    review_comments: dict[tuple[str, str, int], list[dict[str, Any]]] = field(default_factory=dict)
+    reviews: dict[tuple[str, str, int], list[dict[str, Any]]] = field(default_factory=dict)
+    issue_comments: dict[tuple[str, str, int], list[dict[str, Any]]] = field(default_factory=dict)
     # When set, a push is held after it has landed, before its answer goes back:
     # push_landed is set, and the answer waits for release_push (a kill lands here).
     hold_pushes: bool = False
@@ -101,6 +105,32 @@ class GitHubState:
         pull = next(p for p in self.pulls[(owner, name)] if p["number"] == number)
         pull["state"] = "closed"
         pull["merged_at"] = "2026-11-28T10:00:00Z" if merged else None
+
+    def add_review_comment(
+        self, owner: str, name: str, number: int, path: str, line: int, body: str, login: str
+    ) -> int:
+        """A reviewer's comment on a line of the pull request's diff; its id."""
+        comment_id = next(self._ids)
+        comment = {
+            "id": comment_id,
+            "body": body,
+            "path": path,
+            "line": line,
+            "original_line": line,
+            "user": {"login": login},
+            "in_reply_to_id": None,
+        }
+        self.review_comments.setdefault((owner, name, number), []).append(comment)
+        return comment_id
+
+    def add_review(
+        self, owner: str, name: str, number: int, body: str, login: str, state: str = "COMMENTED"
+    ) -> int:
+        """A submitted review of the pull request, with its body; its id."""
+        review_id = next(self._ids)
+        review = {"id": review_id, "body": body, "state": state, "user": {"login": login}}
+        self.reviews.setdefault((owner, name, number), []).append(review)
+        return review_id
 
     def bare_path(self, owner: str, name: str) -> Path:
         return self.root / owner / f"{name}.git"
@@ -326,6 +356,53 @@ def build_app(state: GitHubState) -> Starlette:
         pull.update({k: v for k, v in body.items() if k in ("state", "title", "body")})
         return JSONResponse(pull)
 
+    def pull_key(request: Request) -> tuple[str, str, int] | None:
+        owner, name = request.path_params["owner"], request.path_params["name"]
+        number = int(request.path_params["number"])
+        pulls = state.pulls.get((owner, name), [])
+        return (owner, name, number) if any(p["number"] == number for p in pulls) else None
+
+    def page_of(request: Request, items: list[dict[str, Any]]) -> JSONResponse:
+        size = int(request.query_params.get("per_page", "30"))
+        page = int(request.query_params.get("page", "1"))
+        return JSONResponse(items[(page - 1) * size : page * size])
+
+    async def list_review_comments(request: Request) -> Response:
+        if (key := pull_key(request)) is None:
+            return error(404, "Not Found")
+        return page_of(request, state.review_comments.get(key, []))
+
+    async def list_reviews(request: Request) -> Response:
+        if (key := pull_key(request)) is None:
+            return error(404, "Not Found")
+        return page_of(request, state.reviews.get(key, []))
+
+    async def reply_to_comment(request: Request) -> Response:
+        if (key := pull_key(request)) is None:
+            return error(404, "Not Found")
+        thread = state.review_comments.get(key, [])
+        parent = next((c for c in thread if c["id"] == int(request.path_params["id"])), None)
+        if parent is None:
+            return error(404, "Not Found")
+        reply = {
+            "id": next(state._ids),
+            "body": (await request.json())["body"],
+            "path": parent["path"],
+            "line": parent["line"],
+            "original_line": parent["line"],
+            "user": {"login": "appgen-bot"},
+            "in_reply_to_id": parent["id"],
+        }
+        thread.append(reply)
+        return JSONResponse(reply, status_code=201)
+
+    async def comment_on_issue(request: Request) -> Response:
+        if (key := pull_key(request)) is None:
+            return error(404, "Not Found")
+        comment = {"id": next(state._ids), "body": (await request.json())["body"]}
+        state.issue_comments.setdefault(key, []).append(comment)
+        return JSONResponse(comment, status_code=201)
+
     def validation_failed(*errors: dict[str, Any]) -> JSONResponse:
         return JSONResponse(
             {
@@ -423,6 +500,23 @@ def build_app(state: GitHubState) -> Starlette:
                 "/api/v3/repos/{owner}/{name}/pulls/{number}",
                 api(update_pull, "pulls", "repo"),
                 methods=["PATCH"],
+            ),
+            Route(
+                "/api/v3/repos/{owner}/{name}/pulls/{number}/comments",
+                api(list_review_comments, "review"),
+            ),
+            Route(
+                "/api/v3/repos/{owner}/{name}/pulls/{number}/reviews", api(list_reviews, "review")
+            ),
+            Route(
+                "/api/v3/repos/{owner}/{name}/pulls/{number}/comments/{id}/replies",
+                api(reply_to_comment, "review", "repo"),
+                methods=["POST"],
+            ),
+            Route(
+                "/api/v3/repos/{owner}/{name}/issues/{number}/comments",
+                api(comment_on_issue, "review", "repo"),
+                methods=["POST"],
             ),
             Route("/api/v3/user/repos", api(create_for_user, "create", "repo"), methods=["POST"]),
             Route(

@@ -228,3 +228,44 @@ def test_in_pull_request_mode_revisions_update_one_pull_request(
     assert log == [third.commit_sha, second.commit_sha, first.commit_sha]
     main = git(f"--git-dir={bare}", "rev-parse", "main")
     assert main == first.commit_sha  # main is the reviewers' to merge into
+
+
+def test_review_comments_become_the_prompt_and_get_a_reply_with_the_commit(
+    github, editing_agent, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("APPGEN_PUBLISH_MODE", "pull-request")
+    generate_and_publish("a counter app", request_id=48)
+    first_revision = revise_app(48, "add a reset button")
+    [pull] = github.pulls[("acme", "counter-app")]
+    comment = github.add_review_comment(
+        "acme", "counter-app", pull["number"], "server.js", 12, "Log every reset.", "reviewer"
+    )
+    review = github.add_review(
+        "acme", "counter-app", pull["number"], "Please also add a test.", "lead"
+    )
+    addressed = revise_app(48, from_review=True)
+    assert addressed.revision == 3
+    assert addressed.commit_sha != first_revision.commit_sha
+    prompt = revisions(48)[-1].prompt
+    assert "`server.js:12`, reviewer wrote:\n   Log every reset." in prompt
+    assert "lead wrote:\n   Please also add a test." in prompt
+    assert [note.id for note in revisions(48)[-1].review or []] == [comment, review]
+
+    thread = github.review_comments[("acme", "counter-app", pull["number"])]
+    [reply] = [c for c in thread if c["in_reply_to_id"] == comment]
+    assert (addressed.commit_sha or "")[:12] in reply["body"]
+    [answer] = github.issue_comments[("acme", "counter-app", pull["number"])]
+    assert "lead" in answer["body"] and (addressed.commit_sha or "")[:12] in answer["body"]
+
+    # Everything is addressed now (appgen's own replies are not feedback).
+    with pytest.raises(Exception, match="nothing to revise"):
+        revise_app(48, from_review=True)
+    assert agent_runs(editing_agent) == ["48"] * 3
+
+
+def test_from_review_on_a_host_without_pull_requests_is_a_usage_error(appgen, editing_agent):
+    assert appgen("publish", "--prompt", "a counter app", "--request-id", "49").returncode == 0
+    revised = appgen("revise", "49", "--from-review")
+    assert revised.returncode == 2, revised.stderr
+    assert "without pull requests" in revised.stderr
+    assert "Traceback" not in revised.stderr

@@ -1,6 +1,7 @@
 """Revisions of a request: each follow-up prompt is one more revision (the first
-publish is revision 1), with what it started from, published and rendered; the
-request records the revision its latest run worked on.
+publish is revision 1), with what it started from, published and rendered, and the
+review feedback it addressed; the request records the revision its latest run
+worked on.
 
 Revision ID: 0007
 Revises: 0006
@@ -31,6 +32,7 @@ def upgrade() -> None:
         sa.Column("agent_tokens", sa.Integer()),
         sa.Column("agent_cost_usd", sa.Float()),
         sa.Column("rendered", sa.JSON()),
+        sa.Column("review", sa.JSON()),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
