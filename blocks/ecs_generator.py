@@ -44,6 +44,8 @@ _UPLOAD_URL_MARGIN_SECONDS = 900
 _MAX_POLL_SECONDS = 30.0
 # ECS limits container overrides to 8 KiB in all.
 _MAX_OVERRIDES_BYTES = 8192
+# A revision's earlier prompts that go into the overrides: the latest that fit in this.
+_HISTORY_BYTES = 2048
 
 
 class EcsGenerator(GeneratorBlock, EcsOptions):
@@ -76,11 +78,6 @@ class EcsGenerator(GeneratorBlock, EcsOptions):
     def run(
         self, spec: GenerationSpec, logger: RunLogger, base: Path | None = None
     ) -> GeneratorRun:
-        if base is not None:
-            raise GeneratorFailed(
-                "the ECS generator cannot start from a revision's base yet: revise the "
-                "request with APPGEN_GENERATOR=process or docker"
-            )
         if spec.agent != "template":
             logger.warning(
                 "the ECS generator has no egress gateway yet: APPGEN_AGENT_EGRESS and the "
@@ -89,10 +86,15 @@ class EcsGenerator(GeneratorBlock, EcsOptions):
         ecs: ECSClient = self.credentials.get_client("ecs")
         key = self.artifacts.new_key(spec.request_id)
         environment = allowed_environment(self.env_allowlist)
-        environment |= generator_environment(spec, self.container_app_dir, self.timeout_seconds)
-        environment["APPGEN_UPLOAD_URL"] = self.artifacts.upload_url(
-            key, int(self.timeout_seconds) + _UPLOAD_URL_MARGIN_SECONDS
+        environment |= generator_environment(
+            spec, self.container_app_dir, self.timeout_seconds, _HISTORY_BYTES
         )
+        expires_in = int(self.timeout_seconds) + _UPLOAD_URL_MARGIN_SECONDS
+        environment["APPGEN_UPLOAD_URL"] = self.artifacts.upload_url(key, expires_in)
+        if base is not None:  # the task shares no disk with us: it downloads the base
+            environment["APPGEN_BASE_URL"] = self.artifacts.put_base(
+                spec.request_id, base, expires_in
+            )
         task_arn = self._start(ecs, spec, environment)
         logger.info("started ECS task %s", task_arn)
         log_stream = self._log_stream(ecs, task_arn)

@@ -57,9 +57,13 @@ MODEL_KEYS: dict[str, ModelKeyHeader] = {
 GATEWAY_DIR = "/run/appgen-gateway"
 
 
-def generator_environment(spec: GenerationSpec, app_dir: str, timeout: float) -> dict[str, str]:
+def generator_environment(
+    spec: GenerationSpec, app_dir: str, timeout: float, history_bytes: int | None = None
+) -> dict[str, str]:
     """The variables ``python -m generator`` reads, wherever it runs. The timeout
-    gives the generator a deadline of its own, kept even if no one is watching."""
+    gives the generator a deadline of its own, kept even if no one is watching. A
+    revision's earlier prompts are handed in full, or (``history_bytes``) the latest
+    ones that fit."""
     env = {
         "APPGEN_REQUEST_ID": str(spec.request_id),
         "APPGEN_PROMPT": spec.prompt,
@@ -73,8 +77,17 @@ def generator_environment(spec: GenerationSpec, app_dir: str, timeout: float) ->
     if spec.base_commit:
         env["APPGEN_REVISION"] = str(spec.revision)
         env["APPGEN_BASE_COMMIT"] = spec.base_commit
-        env["APPGEN_EARLIER_PROMPTS"] = json.dumps(list(spec.earlier_prompts))
+        env["APPGEN_EARLIER_PROMPTS"] = _latest_prompts(spec.earlier_prompts, history_bytes)
     return env
+
+
+def _latest_prompts(prompts: tuple[str, ...], limit: int | None) -> str:
+    """The prompts as a JSON list, oldest first, without the oldest ones that do not
+    fit in ``limit`` bytes."""
+    kept = list(prompts)
+    while limit is not None and kept and len(json.dumps(kept).encode()) > limit:
+        kept.pop(0)
+    return json.dumps(kept)
 
 
 def allowed_environment(names: Iterable[str]) -> dict[str, str]:

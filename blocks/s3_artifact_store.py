@@ -1,7 +1,8 @@
 """The S3 artifact store: AWS mode's handoff. A Fargate generator shares no volume
 with the orchestrator, so it uploads a tarball of the app with a presigned PUT URL
 (it holds no AWS credentials) to ``{prefix}/{uuid}/{request_id}.tar.gz``; fetching
-streams the object straight into the strict extractor."""
+streams the object straight into the strict extractor. A revision's base goes the
+other way: uploaded here, downloaded by the task with a presigned GET URL."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from core.errors import ArtifactError, SetupError
 from core.models import GeneratorRun, SourceTree
 from core.options import S3Options
 from core.processes import temp_prefix
+from generator.package import package_app
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -63,6 +65,26 @@ class S3ArtifactStore(ArtifactStore, S3Options):
             "put_object",
             Params={"Bucket": self.bucket, "Key": key, "ContentType": CONTENT_TYPE},
             ExpiresIn=expires_in,
+        )
+        return url
+
+    def put_base(self, request_id: int, base: Path, expires_in: int) -> str:
+        """Upload a revision's base as a tarball (its regular files and directories,
+        as a generator packages an app) and return a presigned GET URL of it."""
+        key = f"{self.prefix}/{uuid.uuid4()}/{request_id}-base.tar.gz"
+        with tempfile.TemporaryDirectory(prefix=temp_prefix("base")) as scratch:
+            archive = Path(scratch) / "base.tar.gz"
+            package_app(base, archive)
+            try:
+                self._client().upload_file(
+                    str(archive), self.bucket, key, ExtraArgs={"ContentType": CONTENT_TYPE}
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise ArtifactError(
+                    f"cannot upload the base of request {request_id} to {self.location(key)}: {exc}"
+                ) from exc
+        url: str = self._client().generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
         )
         return url
 

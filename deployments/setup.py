@@ -135,7 +135,7 @@ def apply_deployments(log: Callable[[str], None] = print) -> None:
     image to run."""
     names = ["generate-and-publish/local", "revise-app/local"]
     if os.environ.get("APPGEN_ORCHESTRATOR_IMAGE"):
-        names.append("generate-and-publish/ecs")
+        names += ["generate-and-publish/ecs", "revise-app/ecs"]
     else:
         log(
             "skipped the ecs deployment: build the orchestrator image (Dockerfile) and set "

@@ -6,7 +6,8 @@ Every option falls back to the environment variable the orchestrator sets
 container needs no command-line overrides.
 
 A revision (``APPGEN_BASE_COMMIT`` set) finds the app it changes already in the app
-directory, and the earlier prompts in ``APPGEN_EARLIER_PROMPTS`` (a JSON list,
+directory (or downloads it from ``APPGEN_BASE_URL``, on ECS), and the earlier
+prompts in ``APPGEN_EARLIER_PROMPTS`` (a JSON list,
 oldest first); the ``command`` agent reads them from the JSON file named by
 ``APPGEN_PROMPT_HISTORY``.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from generator.agents import AGENTS, AgentError
 from generator.egress import open_gateway
-from generator.package import PackageError, package_and_upload
+from generator.package import PackageError, download_and_unpack, package_and_upload
 from generator.reaper import Reaper
 
 
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     app_dir = Path(args.app_dir).absolute()
     app_dir.mkdir(parents=True, exist_ok=True)
     base_commit = os.environ.get("APPGEN_BASE_COMMIT")
-    if args.fresh and not base_commit:
+    base_url = os.environ.get("APPGEN_BASE_URL")
+    if args.fresh and not (base_commit and not base_url):  # else the base is in place
         empty_directory(app_dir)
     earlier = _earlier_prompts(os.environ.get("APPGEN_EARLIER_PROMPTS"))
     if base_commit:
@@ -102,6 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.gateway_dir:
         os.environ.update(open_gateway(Path(args.gateway_dir)))
         print("generator: network and model API through the egress gateway", flush=True)
+    if base_url:
+        try:
+            unpacked = download_and_unpack(base_url, app_dir)
+        except PackageError as exc:
+            print(f"generator: error: {exc}", file=sys.stderr, flush=True)
+            return 1
+        print(f"generator: unpacked the revision's base ({unpacked} files)", flush=True)
     started = time.monotonic()
     print(f"generator: request {args.request_id}: agent {args.agent!r} in {app_dir}", flush=True)
     try:

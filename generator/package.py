@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import shutil
 import stat
 import tarfile
 import tempfile
@@ -114,3 +115,44 @@ def package_and_upload(app_dir: Path, url: str) -> str:
             print(f"generator: not packaged (not a regular file): {path}", flush=True)
         upload(archive, url)
         return f"uploaded {files} files ({archive.stat().st_size:,} bytes compressed)"
+
+
+def download_and_unpack(url: str, app_dir: Path) -> int:
+    """Download the base a revision starts from (a tarball the orchestrator packaged,
+    regular files and directories only) and unpack it into ``app_dir``; returns the
+    number of files. Anything else in it is refused."""
+    with tempfile.TemporaryDirectory(prefix="appgen-base-") as scratch:
+        archive = Path(scratch) / "base.tar.gz"
+        try:
+            with urllib.request.urlopen(url, timeout=300) as response, open(archive, "wb") as out:
+                shutil.copyfileobj(response, out)
+        except urllib.error.HTTPError as exc:
+            raise PackageError(
+                f"the base URL answered HTTP {exc.code}; it may have expired"
+            ) from exc
+        except urllib.error.URLError as exc:
+            raise PackageError(f"cannot reach the base URL: {exc.reason}") from exc
+        return _unpack(archive, app_dir)
+
+
+def _unpack(archive: Path, app_dir: Path) -> int:
+    files = 0
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            relative = Path(member.name)
+            if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+                raise PackageError(f"the base holds a path outside the app: {member.name!r}")
+            target = app_dir / relative
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif member.isreg():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                assert source is not None  # a regular file's member
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                with source, os.fdopen(os.open(target, flags, member.mode & 0o755), "wb") as out:
+                    shutil.copyfileobj(source, out)
+                files += 1
+            else:
+                raise PackageError(f"the base holds {member.name!r}, which is not a file")
+    return files

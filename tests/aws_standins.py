@@ -152,6 +152,7 @@ class FakeEcsAgent:
         self.exit_code: int | Literal["real"] | None = "real"
         self.hold = False
         self.started: list[str] = []
+        self.environments: list[dict[str, str]] = []  # each task's container overrides
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._workdir = Path(tempfile.mkdtemp(prefix="fake-ecs-"))
@@ -180,6 +181,7 @@ class FakeEcsAgent:
         task = ecs.describe_tasks(cluster=self._cluster, tasks=[arn])["tasks"][0]
         override = task["overrides"]["containerOverrides"][0]
         env = {item["name"]: item["value"] for item in override["environment"]}
+        self.environments.append(dict(env))
         task_id = arn.rsplit("/", 1)[-1]
         env["APPGEN_APP_DIR"] = str(self._workdir / task_id / "app")  # the task's own disk
         stream = f"{self._prefix}/{self._container}/{task_id}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tarfile
 import time
 import urllib.request
@@ -17,6 +18,7 @@ from core.errors import GeneratorFailed, PublishError
 from core.models import RequestStatus
 from core.settings import Settings
 from flows.publish import generate_and_publish
+from flows.revise import revise_app
 from generator.package import PackageError, upload
 from tests.conftest import command_spec, load_block
 
@@ -37,6 +39,34 @@ def test_a_fargate_generation_is_published_through_s3(aws, s3_server, tmp_path, 
     ]
     assert len(keys) == 1 and keys[0].startswith("generations/") and keys[0].endswith("/1.tar.gz")
     assert "template: wrote package.json" in caplog.text  # tailed from CloudWatch Logs
+
+
+def test_a_fargate_revision_gets_its_base_through_a_presigned_url(
+    aws, s3_server, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("APPGEN_AGENT", "command")
+    monkeypatch.setenv(
+        "APPGEN_AGENT_COMMAND",
+        f'[ -f server.js ] || "{sys.executable}" -m generator --agent template; '
+        'echo "- $APPGEN_PROMPT" >> FEATURES.md',
+    )
+    generate_and_publish("a counter app", request_id=5)
+    revised = revise_app(5, "add a reset button")
+    assert (revised.status, revised.revision) == (RequestStatus.PUBLISHED, 2)
+    assert len(aws.started) == 2
+    assert revised.repo_url is not None
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", revised.repo_url, str(clone)], check=True)
+    assert (clone / "FEATURES.md").read_text() == "- a counter app\n- add a reset button\n"
+    override = aws.environments[-1]
+    assert override["APPGEN_BASE_URL"].startswith(s3_server.endpoint)
+    assert "X-Amz-Signature" in override["APPGEN_BASE_URL"]
+    assert not any(name.startswith("AWS_") for name in override)  # the task holds no key
+    keys = [
+        o["Key"]
+        for o in s3_server.client().list_objects_v2(Bucket=Settings().s3.bucket)["Contents"]
+    ]
+    assert sum(key.endswith("/5-base.tar.gz") for key in keys) == 1
 
 
 def test_saved_blocks_run_an_ecs_generation_with_no_aws_setting_left(
