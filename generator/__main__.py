@@ -115,10 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"generator: request {args.request_id}: agent {args.agent!r} in {app_dir}", flush=True)
     try:
         with Reaper(args.timeout), tempfile.TemporaryDirectory(prefix="appgen-history-") as temp:
-            if base_commit:
-                history = Path(temp) / "prompts.json"
-                history.write_text(json.dumps(earlier), encoding="utf-8")
-                os.environ["APPGEN_PROMPT_HISTORY"] = str(history)
+            history = Path(temp) / "prompts.json"  # [] for a first generation
+            history.write_text(json.dumps(earlier), encoding="utf-8")
+            os.environ["APPGEN_PROMPT_HISTORY"] = str(history)
             AGENTS[args.agent](
                 request_id=str(args.request_id),
                 prompt=args.prompt,

@@ -702,3 +702,40 @@ def test_the_health_route_an_app_defines_is_what_fly_and_the_smoke_check_ask(
     else:
         [check] = fly["http_service"]["checks"]
         assert (check["method"], check["path"]) == ("GET", health_path)
+
+
+def test_a_revision_renders_again_what_no_one_edited_and_keeps_what_someone_did(tmp_path):
+    app = tmp_path / "app"
+    write_app("a counter app", app)
+    first = render_into(app, "counter", "ams")
+    assert {"Dockerfile", "fly.toml", ".dockerignore"} <= set(first.rendered.files)
+    assert list(first.rendered.sections) == ["README.md"]
+
+    # Between revisions: someone edits the Dockerfile and the deploy section, deletes
+    # .dockerignore; fly.toml is left as appgen wrote it.
+    with open(app / "Dockerfile", "a") as dockerfile:
+        dockerfile.write("# tuned by hand\n")
+    readme = (app / "README.md").read_text().replace("## Deploy\n", "## Deploy\n\nBy hand.\n")
+    (app / "README.md").write_text(readme)
+    (app / ".dockerignore").unlink()
+    (app / "fly.toml").write_text((app / "fly.toml").read_text())  # same bytes
+
+    second = render_into(app, "counter-two", "ams", earlier=first.rendered)
+    assert second.kept_edited == ["Dockerfile", "README.md"]
+    assert (app / "Dockerfile").read_text().endswith("# tuned by hand\n")
+    assert (app / "README.md").read_text() == readme  # no second deploy section
+    assert 'app = "counter-two"' in (app / "fly.toml").read_text()  # rendered again
+    assert (app / ".dockerignore").exists()
+    assert "fly.toml" in second.rendered.files and "Dockerfile" not in second.rendered.files
+
+
+def test_an_untouched_deploy_section_is_replaced_not_repeated(tmp_path):
+    app = tmp_path / "app"
+    write_app("a counter app", app)
+    first = render_into(app, "counter", "ams")
+    with open(app / "README.md", "a") as readme:
+        readme.write("\n## Contributing\n\nAn agent added this after the deploy section.\n")
+    render_into(app, "counter-two", "ams", earlier=first.rendered)
+    text = (app / "README.md").read_text()
+    assert text.count("## Deploy") == 1
+    assert "fly apps create counter-two" in text and "## Contributing" in text

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -19,7 +20,7 @@ from core.models import RequestStatus
 from core.settings import Settings
 from flows.publish import generate_and_publish
 from flows.revise import revise_app
-from tests.conftest import agent_runs
+from tests.conftest import agent_runs, require_sandbox
 
 pytestmark = pytest.mark.usefixtures("flow_env")
 
@@ -35,7 +36,7 @@ def editing_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         f'echo "$APPGEN_REQUEST_ID" >> "{runs}"\n'
         f'[ -f server.js ] || "{sys.executable}" -m generator --agent template\n'
         'echo "- $APPGEN_PROMPT" >> FEATURES.md\n'
-        'if [ -n "$APPGEN_PROMPT_HISTORY" ]; then cp "$APPGEN_PROMPT_HISTORY" history.json; fi\n'
+        'cp "$APPGEN_PROMPT_HISTORY" history.json\n'
         "sleep ${AGENT_SLEEP:-0}\n"
     )
     monkeypatch.setenv("APPGEN_AGENT", "command")
@@ -269,3 +270,52 @@ def test_from_review_on_a_host_without_pull_requests_is_a_usage_error(appgen, ed
     assert revised.returncode == 2, revised.stderr
     assert "without pull requests" in revised.stderr
     assert "Traceback" not in revised.stderr
+
+
+@pytest.fixture(params=["sandbox", "docker"])
+def confined(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A `command` agent in the bubblewrap sandbox or a Docker container, which adds its
+    prompt to FEATURES.md of the app it finds (or of the template app)."""
+    if request.param == "sandbox":
+        require_sandbox()
+        monkeypatch.setenv("APPGEN_GENERATOR", "process")
+    else:
+        request.getfixturevalue("docker_settings")
+    monkeypatch.setenv("APPGEN_AGENT", "command")
+    monkeypatch.setenv(
+        "APPGEN_AGENT_COMMAND",
+        "[ -f server.js ] || python3 -m generator --agent template; "
+        'echo "- $APPGEN_PROMPT" >> FEATURES.md; cat "$APPGEN_PROMPT_HISTORY" > history.json',
+    )
+    return cast(str, request.param)
+
+
+def test_a_confined_agent_starts_from_the_published_tree(confined, tmp_path):
+    request_id = 50 if confined == "sandbox" else 51
+    generate_and_publish("a counter app", request_id=request_id)
+    revised = revise_app(request_id, "add a reset button")
+    assert revised.repo_url is not None
+    repo = clone(revised.repo_url, tmp_path / "clone")
+    assert (repo / "FEATURES.md").read_text() == "- a counter app\n- add a reset button\n"
+    assert json.loads((repo / "history.json").read_text()) == ["a counter app"]
+
+
+def test_a_hostile_base_is_contained_like_agent_output(editing_agent, tmp_path, appgen_home):
+    """Whoever can push to the repository writes the next revision's base: its links
+    out of the tree and its secrets meet the same staging and scan as an agent's."""
+    first = generate_and_publish("a counter app", request_id=52)
+    assert first.repo_url is not None
+    repo = clone(first.repo_url, tmp_path / "person")
+    (repo / "passwd").symlink_to("/etc/passwd")
+    (repo / "config").symlink_to(appgen_home)
+    git("add", "-A", cwd=repo)
+    git("commit", "-q", "-m", "links out of the tree", cwd=repo)
+    git("push", "-q", "origin", "main", cwd=repo)
+
+    revised = revise_app(52, "add a reset button")
+    git("pull", "-q", "--ff-only", cwd=repo)
+    assert git("rev-parse", "HEAD", cwd=repo) == revised.commit_sha
+    tracked = git("ls-files", cwd=repo).splitlines()
+    assert "passwd" not in tracked and "config" not in tracked  # left out, not followed
+    assert (repo / "FEATURES.md").read_text().endswith("- add a reset button\n")
+    assert not (tmp_path / "person" / "passwd").exists()
