@@ -66,6 +66,22 @@ def revisions(request_id: int):
     return defaults.database(Settings()).revisions(request_id)
 
 
+def summary(request_id: int) -> str:
+    """The newest run summary of the request (a markdown artifact)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    key = f"appgen-request-{request_id}"
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    return str(artifact.data)
+
+
 def test_follow_ups_are_commits_on_main_that_keep_a_persons_work(editing_agent, tmp_path):
     first = generate_and_publish("a counter app", request_id=41)
     second = revise_app(41, "add a reset button")
@@ -102,6 +118,11 @@ def test_follow_ups_are_commits_on_main_that_keep_a_persons_work(editing_agent, 
     ]
     readme = (repo / "README.md").read_text()
     assert readme.count("## Deploy") == 1  # rendered again, not appended twice
+    shown = summary(41)
+    assert "## Request 41, revision 3: counter-app" in shown
+    assert "Asked: `add dark mode`" in shown
+    assert f"revision 2 (commit `{(second.commit_sha or '')[:12]}`" in shown
+    assert "edited since appgen wrote them: `fly.toml`" in shown
     assert agent_runs(editing_agent) == ["41"] * 3
 
     rows = revisions(41)
@@ -133,6 +154,7 @@ def test_a_revision_that_changes_nothing_makes_no_commit(monkeypatch, tmp_path):
     again = revise_app(42, "change nothing at all")
     assert (again.changed, again.commit_sha) == (False, first.commit_sha)
     assert revisions(42)[-1].changed is False
+    assert "**Revision 2 changed nothing**: no commit was made." in summary(42)
 
 
 def test_a_revision_whose_push_failed_resumes_without_running_its_agent(editing_agent, appgen_home):
