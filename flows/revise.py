@@ -71,7 +71,9 @@ def revise_app(
     request = published_request(records, request_id)
     branch = request_branch(request_id)
     review = None
-    if from_review:
+    if from_review and (earlier_attempt := records.revision_of_flow_run(run.holder.flow_run_id)):
+        prompt, review = earlier_attempt.prompt, earlier_attempt.review  # a retry of this run
+    elif from_review:
         repository = create_repository(request, host)
         review = read_review(
             repository, host, branch, addressed_notes(records.revisions(request_id))
@@ -97,6 +99,8 @@ def revise_app(
         outcome = publish_revision(
             run, request, revision, temp, base=base, repository=repository, earlier=earlier
         )
-        published = records.revisions(request_id)[revision.revision - 1]
+        published = next(
+            r for r in records.revisions(request_id) if r.revision == revision.revision
+        )
         reply_to_review(repository, host, branch, published)
     return outcome

@@ -109,6 +109,7 @@ def fake_claude(tmp_path: Path) -> Path:
         args = sys.argv[1:]
         assert args[0] == "-p" and "--output-format" in args, args
         prompt = args[1]
+        open("system.txt", "w").write(args[args.index("--append-system-prompt") + 1])
         open("index.html", "w").write("<h1>" + prompt + "</h1>")
         events = [
             {{"type": "system", "subtype": "init"}},
@@ -135,6 +136,26 @@ def test_claude_agent_runs_the_cli_on_the_prompt_and_streams_its_progress(tmp_pa
     assert "claude: Writing the page." in result.stdout
     assert "claude: [Write] index.html" in result.stdout
     assert "claude: finished after 2 turns" in result.stdout
+
+
+def test_a_revision_keeps_its_base_and_tells_claude_the_earlier_prompts(tmp_path, fake_claude):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "server.js").write_text("// the published app\n")
+    env = {
+        "PATH": f"{fake_claude}:{os.environ['PATH']}",
+        "ANTHROPIC_API_KEY": "sk-test",
+        "APPGEN_BASE_COMMIT": "0123456789abcdef",
+        "APPGEN_REVISION": "3",
+        "APPGEN_EARLIER_PROMPTS": json.dumps(["a counter app", "add a reset button"]),
+    }
+    result = run_generator(app, "--agent", "claude", "--fresh", env=env, prompt="add dark mode")
+    assert result.returncode == 0, result.stderr
+    assert (app / "server.js").read_text() == "// the published app\n"  # not emptied
+    assert "revision 3, changing the app at 0123456789ab" in result.stdout
+    system = (app / "system.txt").read_text()
+    assert "changing an existing, working web application" in system
+    assert system.endswith("1. a counter app\n2. add a reset button")
 
 
 def test_claude_agent_reports_an_error_result(tmp_path, fake_claude):
