@@ -31,6 +31,7 @@ from core.egress import (
     PROXY_SOCKET,
     GatewayConfig,
     GatewayEvent,
+    dropped_marker,
     usage_cost,
 )
 from core.errors import GeneratorFailed
@@ -140,6 +141,7 @@ class EgressGateway:
                 budget = event.budget
         return GenerationReceipt(
             egress=self.config.policy.described_as,
+            attempts_dropped=os.path.exists(dropped_marker(self.config.events_file)),
             contacted=_most_frequent(contacted),
             refused=_most_frequent(refused),
             usage=usage,

@@ -39,6 +39,15 @@ REGISTRY_HOSTS = (
 )
 # The longest DNS name: a longer host is none.
 MAX_HOST_LENGTH = 253
+# How much of the gateway's event log an agent's attempts may fill (gateway/events.py).
+MAX_EVENTS_BYTES = 16 * 1024 * 1024
+
+
+def dropped_marker(events_file: str) -> str:
+    """The file beside the event log whose presence says attempts went unrecorded."""
+    return f"{events_file}.full"
+
+
 # Ports a tunnel or a plain request may go to.
 ALLOWED_PORTS = (80, 443)
 

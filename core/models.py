@@ -196,6 +196,10 @@ class GenerationReceipt(Frozen):
     budget_exhausted: str | None = Field(
         default=None, description="Which budget stopped further model calls, if one did."
     )
+    attempts_dropped: bool = Field(
+        default=False,
+        description="The agent tried so many connections that later ones went unrecorded.",
+    )
 
 
 class GeneratorRun(Frozen):

@@ -42,6 +42,8 @@ _NOT_RETURNED = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
 )
 _UPSTREAM_TIMEOUT = httpx.Timeout(600.0, connect=30.0)
+_RELAYED_POSTS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
+_RELAYED_TEXT = "POST /v1/messages, POST /v1/messages/count_tokens and GET /v1/models"
 
 
 class UsageMeter:
@@ -113,13 +115,17 @@ class ModelRelay:
 
     async def relay(self, request: Request) -> Response:
         config = self.config
+        if not _relayed(request.method, request.url.path):
+            reason = f"{request.method} {request.url.path} is not a call the relay passes on"
+            record(config.events_file, "refused", target="model API", reason=reason)
+            return _error(403, f"appgen egress gateway: {reason} (only {_RELAYED_TEXT})")
         methods = config.policy.methods
         if methods and request.method not in methods:
             reason = f"method {request.method} is not allowed (only {', '.join(methods)})"
             record(config.events_file, "refused", target="model API", reason=reason)
             return _error(403, config.policy.refused_message("a model API call", reason))
         if budget := self.exhausted():
-            record(config.events_file, "budget_exhausted", budget=budget)
+            record(config.events_file, "budget_exhausted", spend=True, budget=budget)
             return _error(403, f"appgen egress gateway: budget exhausted: {budget}")
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
         headers["accept-encoding"] = "identity"  # usage is read from the bytes as they pass
@@ -160,6 +166,7 @@ class ModelRelay:
             record(
                 self.config.events_file,
                 "model_call",
+                spend=True,
                 model=meter.model,
                 status=answer.status_code,
                 input_tokens=meter.input_tokens,
@@ -168,6 +175,15 @@ class ModelRelay:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _relayed(method: str, path: str) -> bool:
+    """The model API calls an agent makes: messages (which report their usage, so
+    budgets hold), token counts, and reading the model list. Anything else (message
+    batches, whose usage comes later; files; admin calls) never reaches the API."""
+    if path in _RELAYED_POSTS:
+        return method == "POST"
+    return method in ("GET", "HEAD") and (path == "/v1/models" or path.startswith("/v1/models/"))
 
 
 def _error(status: int, message: str) -> JSONResponse:

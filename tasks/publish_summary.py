@@ -129,6 +129,12 @@ def _receipt_lines(receipt: GenerationReceipt | None) -> list[str]:
         + (f"; image `{receipt.image}`" if receipt.image else "")
         + ".",
     ]
+    if receipt.attempts_dropped:
+        lines += [
+            "",
+            "**The agent tried so many connections that the gateway stopped recording "
+            "them**: the counts below are the first ones.",
+        ]
     if receipt.refused:
         lines += [
             "",

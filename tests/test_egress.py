@@ -21,10 +21,17 @@ from uuid import UUID
 import pytest
 
 from blocks.generators import GeneratorBlock, ProcessGenerator
-from core.egress import EgressPolicy, usage_cost
+from core.egress import (
+    GATEWAY_KEY_VARIABLE,
+    MAX_EVENTS_BYTES,
+    EgressPolicy,
+    GatewayConfig,
+    dropped_marker,
+    usage_cost,
+)
 from core.errors import GeneratorFailed
 from core.models import ModelUsage
-from gateway.model import UsageMeter
+from gateway.model import UsageMeter, relay_app
 from tests.conftest import command_spec, require_sandbox
 from tests.egress_standins import MODEL, PACKAGE, model_standin, package_index
 
@@ -73,6 +80,64 @@ def test_usage_is_read_from_streamed_and_plain_answers_and_priced_per_model():
     )
     usage = ModelUsage().add("claude-opus-4-1", 1_000_000, 0).add("claude-sonnet-4-5", 0, 1_000_000)
     assert usage_cost(usage, {"claude-opus-4": (15, 75), "claude-sonnet-4": (3, 15)}) == 30.0
+
+
+def test_the_relay_passes_on_only_the_calls_whose_usage_it_can_meter(tmp_path, monkeypatch):
+    """Messages, token counts and the model list reach the model; a batch (whose usage
+    arrives later, past any budget), files or admin calls never do."""
+    import asyncio
+
+    import httpx
+
+    monkeypatch.setenv(GATEWAY_KEY_VARIABLE, KEY)
+    events = tmp_path / "events.jsonl"
+
+    async def calls(url: str) -> list[int]:
+        config = GatewayConfig(
+            socket_dir="",
+            events_file=str(events),
+            policy=EgressPolicy.from_setting("model", []),
+            model_api_url=url,
+        )
+        app = relay_app(config)
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://relay") as client,
+        ):
+            message = {"model": MODEL, "max_tokens": 8, "messages": []}
+            statuses = [(await client.post("/v1/messages", json=message)).status_code]
+            for method, path in (
+                ("POST", "/v1/messages/batches"),
+                ("GET", "/v1/files"),
+                ("POST", "/v1/organizations/api_keys"),
+                ("DELETE", "/v1/messages"),
+            ):
+                refused = await client.request(method, path, json={})
+                assert "not a call the relay passes on" in refused.json()["error"]["message"]
+                statuses.append(refused.status_code)
+            return statuses
+
+    with model_standin(KEY) as model:
+        assert asyncio.run(calls(model.url)) == [200, 403, 403, 403, 403]
+        assert len(model.calls) == 1
+    recorded = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [e["event"] for e in recorded].count("refused") == 4
+
+
+def test_attempts_past_the_event_bound_are_dropped_but_spend_is_always_recorded(tmp_path):
+    from gateway.events import record
+
+    events = str(tmp_path / "events.jsonl")
+    with open(events, "wb") as log:
+        log.truncate(MAX_EVENTS_BYTES)
+    record(events, "refused", target="example.com:443", reason="not allowed")
+    record(events, "model_call", spend=True, model=MODEL, input_tokens=5, output_tokens=7)
+    with open(events, "rb") as log:
+        log.seek(MAX_EVENTS_BYTES)
+        tail = log.read().decode()
+    assert tail.count("\n") == 1 and '"model_call"' in tail
+    assert Path(dropped_marker(events)).exists()
 
 
 WELL_BEHAVED = """
