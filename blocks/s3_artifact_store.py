@@ -19,12 +19,11 @@ from prefect_aws import AwsCredentials
 from pydantic import Field
 
 from blocks.artifact_stores import ArtifactStore
-from blocks.tarballs import Limits, extract_tarball
+from blocks.tarballs import Limits, extract_tarball, write_tarball
 from core.errors import ArtifactError, SetupError
 from core.models import GeneratorRun, SourceTree
 from core.options import S3Options
 from core.processes import temp_prefix
-from generator.package import package_app
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -69,12 +68,12 @@ class S3ArtifactStore(ArtifactStore, S3Options):
         return url
 
     def put_base(self, request_id: int, base: Path, expires_in: int) -> str:
-        """Upload a revision's base as a tarball (its regular files and directories,
-        as a generator packages an app) and return a presigned GET URL of it."""
+        """Upload a revision's base as a tarball (its regular files and directories)
+        and return a presigned GET URL of it."""
         key = f"{self.prefix}/{uuid.uuid4()}/{request_id}-base.tar.gz"
         with tempfile.TemporaryDirectory(prefix=temp_prefix("base")) as scratch:
             archive = Path(scratch) / "base.tar.gz"
-            package_app(base, archive)
+            write_tarball(base, archive)
             try:
                 self._client().upload_file(
                     str(archive), self.bucket, key, ExtraArgs={"ContentType": CONTENT_TYPE}

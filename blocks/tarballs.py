@@ -1,4 +1,5 @@
-"""A strict extractor for generator tarballs, which are hostile until proven otherwise.
+"""A strict extractor for generator tarballs, which are hostile until proven otherwise,
+and the writer of the tarballs that go the other way (a revision's base, on ECS).
 
 Member names are relative to the app directory and may start with ``./`` (as
 ``tar -C app -czf - .`` and ``tarfile.add(app, arcname=".")`` write them): a ``.``
@@ -45,6 +46,23 @@ class Extracted:
     files: int
     directories: int
     bytes: int
+
+
+def write_tarball(root: Path, archive: Path) -> None:
+    """A gzipped tarball of ``root``'s regular files and directories, the shape this
+    extractor and the generator accept (links and special files are left out)."""
+
+    def files_and_directories(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        if not (member.isreg() or member.isdir()):
+            return None
+        member.mode &= 0o755  # no setuid, setgid or sticky bits
+        member.uid = member.gid = 0
+        member.uname = member.gname = ""
+        return member
+
+    with tarfile.open(archive, "w:gz") as tar:
+        for entry in sorted(root.iterdir()):
+            tar.add(entry, arcname=entry.name, filter=files_and_directories)
 
 
 def extract_tarball(stream: BinaryIO, destination: Path, limits: Limits = Limits()) -> Extracted:

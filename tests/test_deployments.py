@@ -225,6 +225,40 @@ def test_a_revise_app_deployment_run_adds_a_commit_to_a_published_request(
     assert agent_runs(worker_home / "agent-runs").count("9") == 2
 
 
+def test_a_failed_revision_retried_with_flow_run_retry_keeps_its_number_and_generation(
+    worker, server_env, client, worker_home, tmp_path
+):
+    published = deployment_run(server_env, "-p", "prompt=a photo wall", "-p", "request_id=10")
+    assert wait_final(client, published).is_completed()
+    bare = worker_home / "repos/photo-wall.git"
+    hooks = tmp_path / "refusing-hooks"
+    hooks.mkdir()
+    (hooks / "pre-receive").write_text("#!/bin/sh\necho 'refused for the test' >&2\nexit 1\n")
+    (hooks / "pre-receive").chmod(0o755)
+    run(server_env, "git", "config", "--file", f"{bare}/config", "core.hooksPath", str(hooks))
+    revised = deployment_run(
+        server_env,
+        "-p",
+        "request_id=10",
+        "-p",
+        "prompt=add captions",
+        deployment="revise-app/local",
+    )
+    assert wait_final(client, revised).is_failed()
+    assert [r["status"] for r in status(server_env, 10)["revisions"]] == ["published", "failed"]
+
+    run(server_env, "git", "config", "--file", f"{bare}/config", "core.hooksPath", "/dev/null")
+    run(server_env, "prefect", "flow-run", "retry", str(revised))
+    time.sleep(1)  # the retry reschedules the same flow run
+    assert wait_final(client, revised).is_completed()
+    row = status(server_env, 10)
+    assert [(r["revision"], r["status"]) for r in row["revisions"]] == [
+        (1, "published"),
+        (2, "published"),
+    ]
+    assert agent_runs(worker_home / "agent-runs").count("10") == 2  # once per revision
+
+
 def test_a_failed_run_retried_with_flow_run_retry_does_not_generate_again(
     worker, server_env, client, worker_home, tmp_path
 ):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from blocks.tarballs import Limits, extract_tarball
+from blocks.tarballs import Limits, extract_tarball, write_tarball
 from core.errors import ArtifactError
 from generator.package import package_app
 from tasks.filtered_stage import stage_tree
@@ -222,3 +222,22 @@ def test_the_generator_packages_what_staging_would_keep(seed_workspace, tmp_path
     from_tarball = published(tmp_path / "extracted", tmp_path / "staged-a")
     assert from_tarball == published(seed_workspace, tmp_path / "staged-b")
     assert files >= len(from_tarball)
+
+
+def test_a_written_tarball_holds_files_and_directories_and_passes_the_extractor(tmp_path):
+    root = tmp_path / "base"
+    (root / "src").mkdir(parents=True)
+    (root / "src/app.py").write_text("print('hi')\n")
+    (root / "run.sh").write_text("#!/bin/sh\n")
+    (root / "run.sh").chmod(0o4755)  # setuid: never carried
+    (root / "passwd").symlink_to("/etc/passwd")
+    (root / "linked-dir").symlink_to(root / "src")
+    archive = tmp_path / "base.tar.gz"
+    write_tarball(root, archive)
+    with open(archive, "rb") as stream:
+        extract_tarball(stream, tmp_path / "out")
+    found = sorted(
+        p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*")
+    )
+    assert found == ["run.sh", "src", "src/app.py"]
+    assert (tmp_path / "out/run.sh").stat().st_mode & 0o7777 == 0o755
