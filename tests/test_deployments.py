@@ -196,18 +196,18 @@ def test_a_deployment_run_publishes_records_and_summarises(worker, server_env, c
 def test_a_revise_app_deployment_run_adds_a_commit_to_a_published_request(
     worker, server_env, client, worker_home
 ):
-    published = deployment_run(server_env, "-p", "prompt=a guest book", "-p", "request_id=9")
+    published = deployment_run(server_env, "-p", "prompt=a guest book", "-p", "request_id=50")
     assert wait_final(client, published).is_completed()
     revised = deployment_run(
         server_env,
         "-p",
-        "request_id=9",
+        "request_id=50",
         "-p",
         "prompt=add a moderation queue",
         deployment="revise-app/local",
     )
     assert wait_final(client, revised).is_completed()
-    row = status(server_env, 9)
+    row = status(server_env, 50)
     assert (row["status"], row["revision"]) == ("published", 2)
     assert [(r["revision"], r["status"]) for r in row["revisions"]] == [
         (1, "published"),
@@ -221,14 +221,14 @@ def test_a_revise_app_deployment_run_adds_a_commit_to_a_published_request(
         "--format=%s",
         "main",
     ).stdout.splitlines()
-    assert log == ["Revise request 9 (revision 2): guest-book", "Publish request 9: guest-book"]
-    assert agent_runs(worker_home / "agent-runs").count("9") == 2
+    assert log == ["Revise request 50 (revision 2): guest-book", "Publish request 50: guest-book"]
+    assert agent_runs(worker_home / "agent-runs").count("50") == 2
 
 
 def test_a_failed_revision_retried_with_flow_run_retry_keeps_its_number_and_generation(
     worker, server_env, client, worker_home, tmp_path
 ):
-    published = deployment_run(server_env, "-p", "prompt=a photo wall", "-p", "request_id=10")
+    published = deployment_run(server_env, "-p", "prompt=a photo wall", "-p", "request_id=51")
     assert wait_final(client, published).is_completed()
     bare = worker_home / "repos/photo-wall.git"
     hooks = tmp_path / "refusing-hooks"
@@ -239,24 +239,24 @@ def test_a_failed_revision_retried_with_flow_run_retry_keeps_its_number_and_gene
     revised = deployment_run(
         server_env,
         "-p",
-        "request_id=10",
+        "request_id=51",
         "-p",
         "prompt=add captions",
         deployment="revise-app/local",
     )
     assert wait_final(client, revised).is_failed()
-    assert [r["status"] for r in status(server_env, 10)["revisions"]] == ["published", "failed"]
+    assert [r["status"] for r in status(server_env, 51)["revisions"]] == ["published", "failed"]
 
     run(server_env, "git", "config", "--file", f"{bare}/config", "core.hooksPath", "/dev/null")
     run(server_env, "prefect", "flow-run", "retry", str(revised))
     time.sleep(1)  # the retry reschedules the same flow run
     assert wait_final(client, revised).is_completed()
-    row = status(server_env, 10)
+    row = status(server_env, 51)
     assert [(r["revision"], r["status"]) for r in row["revisions"]] == [
         (1, "published"),
         (2, "published"),
     ]
-    assert agent_runs(worker_home / "agent-runs").count("10") == 2  # once per revision
+    assert agent_runs(worker_home / "agent-runs").count("51") == 2  # once per revision
 
 
 def test_a_failed_run_retried_with_flow_run_retry_does_not_generate_again(
