@@ -81,6 +81,44 @@ def test_concurrent_writers_lose_no_update(database_url):
     assert len(records) == 40
 
 
+def test_revisions_registered_at_once_get_numbers_of_their_own(database_url):
+    store = Database(url=SecretStr(database_url))
+    store.upsert(7, prompt="a counter", status=RequestStatus.PUBLISHED, commit_sha="c1")
+    store.put_revision(7, 1, "a counter", "run-0", status=RequestStatus.PUBLISHED)
+
+    def register(index: int) -> int:
+        own = Database(url=SecretStr(database_url))
+        return own.add_revision(7, f"follow-up {index}", f"run-{index}").revision
+
+    with ThreadPoolExecutor(8) as pool:
+        numbers = sorted(pool.map(register, range(1, 9)))
+    assert numbers == list(range(2, 10))
+    assert [r.revision for r in store.revisions(7)] == list(range(1, 10))
+    found = store.revision_of_flow_run("run-4")
+    assert found is not None and found.prompt == "follow-up 4"
+
+
+def test_a_runs_unfinished_revisions_end_with_it_and_reap_repairs_abandoned_ones(database):
+    database.upsert(8, prompt="a counter", status=RequestStatus.PUBLISHED, commit_sha="c1")
+    database.put_revision(8, 1, "a counter", "run-a", status=RequestStatus.PUBLISHED)
+    database.add_revision(8, "add a button", "run-b")
+    database.end_revisions("run-a", RequestStatus.FAILED, "crashed")  # its revision is final
+    database.end_revisions("run-b", RequestStatus.CANCELLED, "stopped by SIGTERM")
+    assert [(r.status, r.error) for r in database.revisions(8)] == [
+        (RequestStatus.PUBLISHED, None),
+        (RequestStatus.CANCELLED, "stopped by SIGTERM"),
+    ]
+
+    database.add_revision(8, "add a log", "run-c")
+    assert database.claim_request(8, holder("run-c", dead_process()), timedelta(hours=1)) is None
+    database.upsert(8, status=RequestStatus.GENERATING)
+    [repaired] = database.repair_abandoned(timedelta(hours=1))
+    assert repaired.status is RequestStatus.FAILED
+    last = database.revisions(8)[-1]
+    assert (last.revision, last.status) == (3, RequestStatus.FAILED)
+    assert "abandoned" in (last.error or "")
+
+
 def holder(run: str, process: str | None = None) -> LeaseHolder:
     return LeaseHolder(flow_run_id=run, process=process or current_process())
 
