@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
 
 LOG_TAIL_LINES = 30
-_STEP_IMAGE = re.compile(r"^ ---> ([0-9a-f]{12})$", re.MULTILINE)
+_STEP_IMAGE = re.compile(r" ---> ([0-9a-f]{12})")
+_CACHE_HIT = "---> Using cache"
 POLL_SECONDS = 0.5
 SERVER_ERROR = 500
 STOP_SECONDS = 10
@@ -140,9 +141,15 @@ def _check(
 
 
 def _remove_stages(client: docker.DockerClient, log: list[str]) -> None:
-    """Remove the untagged images the build's earlier stages left (the classic
-    builder keeps them); ones still in use by another image are left alone."""
-    for image_id in reversed(_STEP_IMAGE.findall("\n".join(log))):
+    """Remove the untagged images the build's steps made (the classic builder keeps
+    them); ones still in use by another image are left alone. A step answered from
+    the cache made none: its image may be another build's, running at once."""
+    made = [
+        found.group(1)
+        for previous, line in zip(["", *log], log, strict=False)
+        if (found := _STEP_IMAGE.fullmatch(line)) and previous.strip() != _CACHE_HIT
+    ]
+    for image_id in reversed(made):
         with contextlib.suppress(docker.errors.DockerException):
             if not client.images.get(image_id).tags:
                 client.images.remove(image_id)
