@@ -484,3 +484,30 @@ def run_logger(caplog: pytest.LogCaptureFixture):
 
     caplog.set_level(logging.INFO, logger="test.generator")
     return logging.LoggerAdapter(logging.getLogger("test.generator"), {})
+
+
+def latest_artifact(key: str) -> str:
+    """The data of the newest artifact with ``key`` (a run summary, a link)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    return str(artifact.data)
+
+
+@pytest.fixture(params=["sandbox", "docker"])
+def confined_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Process mode in the bubblewrap sandbox, or Docker mode, with a `command` agent."""
+    if request.param == "sandbox":
+        require_sandbox()
+        monkeypatch.setenv("APPGEN_GENERATOR", "process")
+    else:
+        request.getfixturevalue("docker_settings")
+    monkeypatch.setenv("APPGEN_AGENT", "command")
+    return cast(str, request.param)

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import TypedDict, cast
+from typing import TypedDict
 from urllib.parse import unquote, urlparse
 
 import pytest
@@ -32,7 +32,7 @@ import pytest
 from core.errors import AppgenError
 from core.models import RequestStatus
 from flows.publish import generate_and_publish
-from tests.conftest import REPO_ROOT, require_sandbox
+from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.usefixtures("flow_env")
 
@@ -179,18 +179,6 @@ def assert_no_secret_published(bare: Path, *, published: bool = True) -> None:
 
 def published_file(bare: Path, path: str) -> str:
     return git(bare, "show", f"main:{path}").stdout
-
-
-@pytest.fixture(params=["sandbox", "docker"])
-def confined_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Process mode in the bubblewrap sandbox, or Docker mode."""
-    if request.param == "sandbox":
-        require_sandbox()
-        monkeypatch.setenv("APPGEN_GENERATOR", "process")
-    else:
-        request.getfixturevalue("docker_settings")
-    monkeypatch.setenv("APPGEN_AGENT", "command")
-    return cast(str, request.param)
 
 
 def test_a_confined_agent_steals_nothing_and_plants_no_hook(

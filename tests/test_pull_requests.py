@@ -17,6 +17,7 @@ from core.errors import PublishError
 from core.models import CommitAuthor, PublishMode, StagedTree
 from core.settings import Settings
 from tasks.git_push import commit_and_push, request_branch
+from tests.conftest import latest_artifact
 
 AUTHOR = CommitAuthor(name="appgen", email="appgen@example.test")
 REQUEST = 7
@@ -232,18 +233,7 @@ def test_rate_limits_on_the_pull_request_calls_are_waited_out(github, tmp_path):
 
 
 def link_artifact(request_id: int) -> str:
-    from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.client.schemas.sorting import ArtifactSort
-
-    key = f"appgen-request-{request_id}-repository"
-    with get_client(sync_client=True) as client:
-        [artifact] = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-            sort=ArtifactSort.CREATED_DESC,
-            limit=1,
-        )
-    return str(artifact.data)
+    return latest_artifact(f"appgen-request-{request_id}-repository")
 
 
 @pytest.mark.usefixtures("flow_env")

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import cast
 
 import pytest
 
@@ -20,7 +19,7 @@ from core.models import RequestStatus
 from core.settings import Settings
 from flows.publish import generate_and_publish
 from flows.revise import revise_app
-from tests.conftest import agent_runs, require_sandbox
+from tests.conftest import agent_runs, latest_artifact
 
 pytestmark = pytest.mark.usefixtures("flow_env")
 
@@ -68,18 +67,7 @@ def revisions(request_id: int):
 
 def summary(request_id: int) -> str:
     """The newest run summary of the request (a markdown artifact)."""
-    from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.client.schemas.sorting import ArtifactSort
-
-    key = f"appgen-request-{request_id}"
-    with get_client(sync_client=True) as client:
-        [artifact] = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-            sort=ArtifactSort.CREATED_DESC,
-            limit=1,
-        )
-    return str(artifact.data)
+    return latest_artifact(f"appgen-request-{request_id}")
 
 
 def test_follow_ups_are_commits_on_main_that_keep_a_persons_work(editing_agent, tmp_path):
@@ -294,22 +282,16 @@ def test_from_review_on_a_host_without_pull_requests_is_a_usage_error(appgen, ed
     assert "Traceback" not in revised.stderr
 
 
-@pytest.fixture(params=["sandbox", "docker"])
-def confined(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A `command` agent in the bubblewrap sandbox or a Docker container, which adds its
-    prompt to FEATURES.md of the app it finds (or of the template app)."""
-    if request.param == "sandbox":
-        require_sandbox()
-        monkeypatch.setenv("APPGEN_GENERATOR", "process")
-    else:
-        request.getfixturevalue("docker_settings")
-    monkeypatch.setenv("APPGEN_AGENT", "command")
+@pytest.fixture
+def confined(confined_mode: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A confined `command` agent that adds its prompt to FEATURES.md of the app it
+    finds (or of the template app)."""
     monkeypatch.setenv(
         "APPGEN_AGENT_COMMAND",
         "[ -f server.js ] || python3 -m generator --agent template; "
         'echo "- $APPGEN_PROMPT" >> FEATURES.md; cat "$APPGEN_PROMPT_HISTORY" > history.json',
     )
-    return cast(str, request.param)
+    return confined_mode
 
 
 def test_a_confined_agent_starts_from_the_published_tree(confined, tmp_path):
